@@ -1,0 +1,57 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both set everything up first; set-up steps are skipped when nothing changed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKOV_VENV := .venv-checkov
+FIREBASE_DIR := infra/local/firebase
+
+.PHONY: setup run test test-unit lint audit checkov prerequisites clean
+
+setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
+
+$(VENV)/.installed: requirements.txt functions/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
+	@touch $@
+
+$(FIREBASE_DIR)/node_modules/.installed: $(FIREBASE_DIR)/package.json $(FIREBASE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the Auth emulator: apt-get install nodejs npm" >&2; exit 2; }
+	cd $(FIREBASE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+prerequisites: $(VENV)/.installed
+	@$(PY) infra/local/local_stack.py --check
+
+run: setup
+	$(PY) infra/local/local_stack.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	terraform fmt -check -recursive terraform
+
+test: setup lint
+	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/infra
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+# Known vulnerabilities in the pinned requirements (needs the vulnerability database online; Cloud Build runs it).
+audit: $(VENV)/.installed
+	$(VENV)/bin/pip-audit --strict --requirement functions/requirements.txt --requirement requirements.txt
+
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) $(FIREBASE_DIR)/node_modules .local .pytest_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""All configuration, read from environment variables in one place.
+
+Local defaults point at the emulators of the local stack; production gets its
+values from Terraform. Production refuses to run against an emulator because
+the Auth emulator does not verify token signatures.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+EMULATOR_VARIABLES = (
+    "FIRESTORE_EMULATOR_HOST",
+    "PUBSUB_EMULATOR_HOST",
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+)
+
+ENVIRONMENTS = ("local", "test", "staging", "production")
+
+
+class ConfigurationError(RuntimeError):
+    """The process must not start with this configuration."""
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "local"
+    project_id: str = "demo-orderpally"
+    region: str = "asia-east1"
+    version: str = "dev"
+    # Emulator endpoints; empty in production.
+    emulator_hosts: dict[str, str] = field(default_factory=dict)
+    # Mail
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_security: str = "none"  # none (local only) | starttls | tls
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = "OrderPally <no-reply@orderpally.local>"
+    # Buckets
+    backups_bucket: str = "demo-orderpally-backups"
+    exports_bucket: str = "demo-orderpally-exports"
+    attachments_bucket: str = "demo-orderpally-attachments"
+    # Events older than this are dropped instead of retried, unless the
+    # catalogue gives the function its own limit.
+    default_max_event_age_seconds: int = 3600
+    heartbeat_topic: str = "heartbeat"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def uses_emulators(self) -> bool:
+        return bool(self.emulator_hosts)
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Builds settings from `env` (default: the process environment) and checks them."""
+    env = dict(os.environ if env is None else env)
+    environment = env.get("ENVIRONMENT", "local")
+    if environment not in ENVIRONMENTS:
+        raise ConfigurationError(f"ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}")
+    emulators = {name: env[name] for name in EMULATOR_VARIABLES if env.get(name)}
+    if environment == "production" and emulators:
+        raise ConfigurationError(
+            "production refuses to start with emulator variables set: " + ", ".join(sorted(emulators))
+        )
+    smtp_security = env.get("SMTP_SECURITY", "none" if environment in ("local", "test") else "starttls")
+    if smtp_security not in ("none", "starttls", "tls"):
+        raise ConfigurationError("SMTP_SECURITY must be none, starttls or tls")
+    if smtp_security == "none" and environment not in ("local", "test"):
+        raise ConfigurationError("mail is only sent in clear on the local stack")
+    project_id = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or "demo-orderpally"
+    return Settings(
+        environment=environment,
+        project_id=project_id,
+        region=env.get("REGION", "asia-east1"),
+        version=env.get("SERVICE_VERSION", env.get("K_REVISION", "dev")),
+        emulator_hosts=emulators,
+        smtp_host=env.get("SMTP_HOST", "127.0.0.1"),
+        smtp_port=_int(env, "SMTP_PORT", 1025),
+        smtp_security=smtp_security,
+        smtp_username=env.get("SMTP_USERNAME", ""),
+        smtp_password=env.get("SMTP_PASSWORD", ""),
+        mail_from=env.get("MAIL_FROM", "OrderPally <no-reply@orderpally.local>"),
+        backups_bucket=env.get("BACKUPS_BUCKET", f"{project_id}-backups"),
+        exports_bucket=env.get("EXPORTS_BUCKET", f"{project_id}-exports"),
+        attachments_bucket=env.get("ATTACHMENTS_BUCKET", f"{project_id}-attachments"),
+        default_max_event_age_seconds=_int(env, "MAX_EVENT_AGE_SECONDS", 3600),
+        heartbeat_topic=env.get("HEARTBEAT_TOPIC", "heartbeat"),
+    )
+
+
+@functools.cache
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,268 @@
+"""Pub/Sub messages between functions, and the rules every event handler follows.
+
+Messages are JSON envelopes with a schema version. A handler runs under
+`handle_event`, which gives it:
+  - idempotency: a Firestore ledger keyed by function and CloudEvent id, so a
+    redelivered or concurrently delivered event has one effect;
+  - a maximum age: stale events are recorded and acknowledged, not processed;
+  - the retry rule: only retryable failures raise (Pub/Sub redelivers, and
+    after the catalogue's attempts the dead-letter topic keeps the message);
+    malformed or permanently failing events are recorded and acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from orderpally import clients, structured_logging
+from orderpally.config import settings
+
+LEDGER_COLLECTION = "event_ledger"
+# How long a delivery may hold its claim before another delivery may take over.
+DEFAULT_LEASE_SECONDS = 120
+# Ledger entries expire (Firestore TTL on `expire_at`) well after Pub/Sub's
+# 7-day maximum redelivery window.
+LEDGER_TTL = timedelta(days=14)
+
+Payload = TypeVar("Payload", bound=pydantic.BaseModel)
+
+_log = structured_logging.get_logger("orderpally.events")
+
+
+class RetryableError(Exception):
+    """A transient failure: the event is redelivered."""
+
+
+class PermanentError(Exception):
+    """The event can never succeed: it is recorded and acknowledged."""
+
+
+class Envelope(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    schema_version: int = pydantic.Field(ge=1)
+    type: str = pydantic.Field(min_length=1, max_length=100)
+    data: dict[str, Any]
+    published_at: datetime | None = None
+
+
+def envelope(message_type: str, data: dict[str, Any], schema_version: int = 1) -> bytes:
+    body = Envelope(schema_version=schema_version, type=message_type, data=data, published_at=datetime.now(UTC))
+    return body.model_dump_json().encode()
+
+
+def topic_path(topic: str) -> str:
+    return f"projects/{settings().project_id}/topics/{topic}"
+
+
+def publish(
+    topic: str,
+    message_type: str,
+    data: dict[str, Any],
+    *,
+    schema_version: int = 1,
+    ordering_key: str = "",
+    timeout: float = 30.0,
+    **attributes: str,
+) -> str:
+    """Publishes a JSON envelope and waits for the server's message id.
+
+    The publisher client retries transient errors itself; waiting makes a
+    failed publish an error of the caller instead of a silent loss.
+    """
+    kwargs: dict[str, Any] = dict(attributes)
+    if ordering_key:
+        kwargs["ordering_key"] = ordering_key
+    future = clients.publisher().publish(
+        topic_path(topic), envelope(message_type, data, schema_version), type=message_type, **kwargs
+    )
+    return future.result(timeout=timeout)
+
+
+@dataclass(frozen=True)
+class EventSpec(Generic[Payload]):
+    """How one topic-triggered function reads its events."""
+
+    function: str
+    message_type: str
+    payload: type[Payload]
+    schema_versions: frozenset[int] = frozenset({1})
+    max_age_seconds: int | None = None
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
+
+
+@dataclass(frozen=True)
+class EventContext:
+    event_id: str
+    published_at: datetime
+    schema_version: int
+
+
+class Outcome:
+    DONE = "done"
+    DUPLICATE = "duplicate"
+    IN_FLIGHT = "in-flight"
+    TOO_OLD = "dropped-too-old"
+    MALFORMED = "dropped-malformed"
+    FAILED = "failed-permanently"
+
+
+def _event_time(cloud_event: Any) -> datetime | None:
+    raw = cloud_event.get_attributes().get("time")
+    if not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(raw))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def decode(cloud_event: Any, spec: EventSpec[Payload]) -> tuple[Envelope, Payload]:
+    """The envelope and typed payload of a Pub/Sub CloudEvent, or PermanentError."""
+    try:
+        raw = cloud_event.data["message"]["data"]
+        body = json.loads(base64.b64decode(raw, validate=True))
+        env = Envelope.model_validate(body)
+    except (KeyError, TypeError, ValueError, binascii.Error, pydantic.ValidationError) as exc:
+        raise PermanentError(f"not a valid envelope ({type(exc).__name__})") from None
+    if env.type != spec.message_type:
+        raise PermanentError(f"unexpected message type {env.type!r}")
+    if env.schema_version not in spec.schema_versions:
+        raise PermanentError(f"unsupported schema version {env.schema_version}")
+    try:
+        return env, spec.payload.model_validate(env.data)
+    except pydantic.ValidationError as exc:
+        fields = ",".join(_field(e["loc"]) for e in exc.errors(include_input=False))
+        raise PermanentError(f"invalid payload fields: {fields}") from None
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _ledger_ref(function: str, event_id: str) -> Any:
+    # Document ids may not contain '/'; event ids are opaque, so encode them.
+    safe = base64.urlsafe_b64encode(f"{function}:{event_id}".encode()).decode().rstrip("=")
+    return clients.firestore_client().collection(LEDGER_COLLECTION).document(safe)
+
+
+def _claim(ref: Any, spec: EventSpec[Any], event_id: str, now: datetime) -> str | None:
+    """Takes the event's lease in a transaction; returns why not, or None when claimed."""
+    from google.cloud import firestore
+
+    client = clients.firestore_client()
+
+    @firestore.transactional
+    def claim(transaction: Any) -> str | None:
+        snapshot = ref.get(transaction=transaction)
+        entry = snapshot.to_dict() if snapshot.exists else {}
+        status = entry.get("status")
+        if status in (Outcome.DONE, Outcome.TOO_OLD, Outcome.MALFORMED, Outcome.FAILED):
+            return Outcome.DUPLICATE
+        lease_until = entry.get("lease_until")
+        if status == "processing" and lease_until and lease_until > now:
+            return Outcome.IN_FLIGHT
+        transaction.set(
+            ref,
+            {
+                "function": spec.function,
+                "event_id": event_id,
+                "status": "processing",
+                "attempts": int(entry.get("attempts", 0)) + 1,
+                "lease_until": now + timedelta(seconds=spec.lease_seconds),
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "expire_at": now + LEDGER_TTL,
+            },
+        )
+        return None
+
+    return claim(client.transaction())
+
+
+def _settle(ref: Any, status: str, reason: str = "") -> None:
+    from google.cloud import firestore
+
+    ref.set(
+        {"status": status, "reason": reason[:300], "lease_until": None, "updated_at": firestore.SERVER_TIMESTAMP},
+        merge=True,
+    )
+
+
+def _record_drop(spec: EventSpec[Any], event_id: str, status: str, reason: str, now: datetime) -> None:
+    from google.cloud import firestore
+
+    _ledger_ref(spec.function, event_id).set(
+        {
+            "function": spec.function,
+            "event_id": event_id,
+            "status": status,
+            "reason": reason[:300],
+            "updated_at": firestore.SERVER_TIMESTAMP,
+            "expire_at": now + LEDGER_TTL,
+        },
+        merge=True,
+    )
+
+
+def handle_event(
+    cloud_event: Any,
+    spec: EventSpec[Payload],
+    handler: Callable[[Payload, EventContext], None],
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> str:
+    """Runs `handler` at most once to completion per event; returns the outcome.
+
+    Raises only when Pub/Sub should redeliver: a RetryableError or any
+    unexpected exception (after the catalogue's attempts the dead-letter topic
+    keeps the message, so nothing is lost to a bug).
+    """
+    event_id = str(cloud_event["id"])
+    current = now()
+    fields = {"function": spec.function, "event_id": event_id}
+    max_age = spec.max_age_seconds or settings().default_max_event_age_seconds
+    published = _event_time(cloud_event)
+    if published is not None and current - published > timedelta(seconds=max_age):
+        _record_drop(spec, event_id, Outcome.TOO_OLD, f"older than {max_age}s", current)
+        structured_logging.log(_log, logging.WARNING, "event dropped: too old", **fields)
+        return Outcome.TOO_OLD
+    try:
+        env, payload = decode(cloud_event, spec)
+    except PermanentError as exc:
+        _record_drop(spec, event_id, Outcome.MALFORMED, str(exc), current)
+        structured_logging.log(_log, logging.ERROR, "event dropped: malformed", reason=str(exc), **fields)
+        return Outcome.MALFORMED
+
+    ref = _ledger_ref(spec.function, event_id)
+    refused = _claim(ref, spec, event_id, current)
+    if refused == Outcome.DUPLICATE:
+        structured_logging.log(_log, logging.INFO, "event already handled", **fields)
+        return Outcome.DUPLICATE
+    if refused == Outcome.IN_FLIGHT:
+        # Another delivery holds the lease; come back after it settles.
+        raise RetryableError("event is being handled by another delivery")
+
+    context = EventContext(event_id=event_id, published_at=published or current, schema_version=env.schema_version)
+    try:
+        handler(payload, context)
+    except PermanentError as exc:
+        _settle(ref, Outcome.FAILED, str(exc))
+        structured_logging.log(_log, logging.ERROR, "event failed permanently", reason=str(exc), **fields)
+        return Outcome.FAILED
+    except Exception as exc:
+        _settle(ref, "retrying", type(exc).__name__)
+        structured_logging.log(_log, logging.WARNING, "event will be retried", error_type=type(exc).__name__, **fields)
+        raise
+    _settle(ref, Outcome.DONE)
+    structured_logging.log(_log, logging.INFO, "event handled", **fields)
+    return Outcome.DONE

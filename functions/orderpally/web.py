@@ -1,0 +1,217 @@
+"""HTTP plumbing shared by every HTTP function.
+
+JSON bodies validated with pydantic, RFC 9457 problem responses, a small
+router (werkzeug's, which Flask already brings), and one wrapper that turns
+every failure into a problem document: clients never see a stack trace, and a
+backend outage is a 503 they may retry, not a 500.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any, TypeVar
+
+import flask
+import pydantic
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from orderpally import structured_logging
+from orderpally.config import settings
+
+PROBLEM_TYPE_PREFIX = "urn:orderpally:problem:"
+MAX_JSON_BYTES = 64 * 1024
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+Handler = Callable[..., flask.Response]
+
+_log = structured_logging.get_logger("orderpally.web")
+
+
+@dataclass
+class Problem(Exception):
+    """An error the client can act on, rendered as application/problem+json."""
+
+    status: int
+    slug: str
+    title: str
+    detail: str = ""
+    field: str | None = None
+    headers: dict[str, str] = dataclass_field(default_factory=dict)
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
+
+    def to_response(self, instance: str | None = None) -> flask.Response:
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_PREFIX + self.slug,
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        if self.field:
+            body["field"] = self.field
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        response = json_response(body, self.status, self.headers)
+        response.mimetype = "application/problem+json"
+        return response
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
+    response = flask.Response(
+        json.dumps(data, ensure_ascii=False, default=str), status=status, mimetype="application/json"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _field_path(location: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in location) or "body"
+
+
+def parse_json(request: flask.Request, model: type[Model], *, max_bytes: int = MAX_JSON_BYTES) -> Model:
+    """The request body as `model`, or a Problem naming what is wrong.
+
+    Error messages never echo the submitted values: they may be passwords.
+    """
+    if request.mimetype != "application/json":
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send a JSON body with Content-Type: application/json.",
+        )
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise Problem(413, "body-too-large", "Request body too large", f"The body may be at most {max_bytes} bytes.")
+    raw = request.get_data(cache=True)
+    if len(raw) > max_bytes:
+        raise Problem(413, "body-too-large", "Request body too large", f"The body may be at most {max_bytes} bytes.")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Problem(400, "malformed-json", "Malformed JSON", "The body is not valid JSON.") from None
+    return validate(data, model)
+
+
+def validate(data: Any, model: type[Model]) -> Model:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors = [
+            {"field": _field_path(err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        first = errors[0]
+        raise Problem(
+            422,
+            "validation-error",
+            "Invalid request",
+            f"{first['field']}: {first['message']}",
+            field=first["field"],
+            extra={"errors": errors},
+        ) from None
+
+
+def _is_backend_unavailable(exc: BaseException) -> bool:
+    """Failures of a backing service, worth a retry by the client."""
+    from google.api_core import exceptions as gexc
+
+    retryable = (
+        gexc.ServiceUnavailable,
+        gexc.DeadlineExceeded,
+        gexc.InternalServerError,
+        gexc.RetryError,
+        gexc.Aborted,
+    )
+    if isinstance(exc, (*retryable, ConnectionError, TimeoutError)):
+        return True
+    try:
+        import requests
+
+        return isinstance(exc, requests.ConnectionError | requests.Timeout)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+class Router:
+    """Routes one HTTP function's requests by path and method."""
+
+    def __init__(self) -> None:
+        self._map = Map(strict_slashes=False, merge_slashes=False)
+        self._handlers: dict[str, Handler] = {}
+
+    def route(self, path: str, methods: list[str]) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            endpoint = f"{handler.__module__}.{handler.__qualname__}"
+            self._map.add(Rule(path, methods=methods, endpoint=endpoint))
+            self._handlers[endpoint] = handler
+            return handler
+
+        return register
+
+    def rules(self) -> list[tuple[str, set[str]]]:
+        """(path, methods) for every route, for contract tests."""
+        return [(rule.rule, set(rule.methods or ()) - {"HEAD", "OPTIONS"}) for rule in self._map.iter_rules()]
+
+    def dispatch(self, request: flask.Request) -> flask.Response:
+        return serve(request, self._dispatch)
+
+    def _dispatch(self, request: flask.Request) -> flask.Response:
+        adapter = self._map.bind("localhost", path_info=request.path)
+        try:
+            endpoint, arguments = adapter.match(method=request.method)
+        except NotFound:
+            raise Problem(404, "not-found", "Not found", "No such resource.") from None
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or ()))
+            raise Problem(
+                405, "method-not-allowed", "Method not allowed", f"Use one of: {allowed}.", headers={"Allow": allowed}
+            ) from None
+        return self._handlers[endpoint](request, **arguments)
+
+
+def serve(request: flask.Request, handler: Callable[[flask.Request], flask.Response]) -> flask.Response:
+    """Runs `handler` with the request's trace bound, turning every failure into a problem response."""
+    token = structured_logging.bind_trace(structured_logging.trace_from_headers(request.headers, settings().project_id))
+    try:
+        return handler(request)
+    except Problem as problem:
+        return problem.to_response(request.path)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no stack trace leaves
+        if _is_backend_unavailable(exc):
+            structured_logging.log(
+                _log, logging.WARNING, "backing service unavailable", path=request.path, error_type=type(exc).__name__
+            )
+            return Problem(
+                503,
+                "service-unavailable",
+                "Service temporarily unavailable",
+                "Try again shortly.",
+                headers={"Retry-After": "5"},
+            ).to_response(request.path)
+        _log.exception("unhandled error", extra={"fields": {"path": request.path}})
+        return Problem(500, "internal-error", "Internal error", "Something went wrong on our side.").to_response(
+            request.path
+        )
+    finally:
+        structured_logging.unbind_trace(token)
+
+
+def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[flask.Request], flask.Response]:
+    """Wraps a single-purpose HTTP entry point in `serve`."""
+
+    @functools.wraps(handler)
+    def wrapped(request: flask.Request) -> flask.Response:
+        return serve(request, handler)
+
+    return wrapped

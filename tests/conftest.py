@@ -1,0 +1,86 @@
+"""Fixtures shared by the tiers.
+
+unit         no fixtures from here: no I/O.
+integration  `emulators`: real Firestore, Pub/Sub, Auth and Storage emulators
+             plus the SMTP sink, started once per session (or reused when the
+             environment names running emulators) and wiped before each test.
+e2e          `running_stack`: the same, plus one functions-framework process
+             per catalogue entry and the Pub/Sub push wiring, called over HTTP.
+
+Tests use their own port range (the `make run` defaults + 10000) so they can
+run while a `make run` stack is up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import local_stack
+
+EMULATOR_HOST_PORTS = {
+    "FIRESTORE_EMULATOR_HOST": "firestore",
+    "PUBSUB_EMULATOR_HOST": "pubsub",
+    "FIREBASE_AUTH_EMULATOR_HOST": "auth",
+    "STORAGE_EMULATOR_HOST": "storage",
+}
+REUSE_RUNNING = all(os.environ.get(v) for v in EMULATOR_HOST_PORTS)
+
+
+def _test_ports() -> local_stack.Ports:
+    ports = local_stack.Ports.from_env(offset=10000)
+    if REUSE_RUNNING:
+        named = {part: int(os.environ[var].rstrip("/").rsplit(":", 1)[1]) for var, part in EMULATOR_HOST_PORTS.items()}
+        ports = dataclasses.replace(ports, **named)
+    return ports
+
+
+PORTS = _test_ports()
+STATE_DIR = Path(os.environ.get("TEST_STATE_DIR", local_stack.REPO / ".local" / "test"))
+_stack = local_stack.LocalStack(PORTS, STATE_DIR)
+
+# In-process code under test reads its configuration from the environment once,
+# so point it at the test stack before anything imports it.
+os.environ.update(_stack.function_env)
+os.environ["ENVIRONMENT"] = "test"
+
+
+@pytest.fixture(scope="session")
+def emulator_stack() -> Iterator[local_stack.LocalStack]:
+    missing = local_stack.check_prerequisites()
+    if missing:
+        pytest.fail("the emulators need: " + "; ".join(missing))
+    _stack.start_emulators(reuse_running=REUSE_RUNNING)
+    try:
+        _stack.prepare_storage()
+        yield _stack
+    finally:
+        _stack.stop()
+
+
+@pytest.fixture
+def emulators(emulator_stack: local_stack.LocalStack) -> local_stack.LocalStack:
+    """The emulators, wiped clean for this test."""
+    emulator_stack.reset()
+    return emulator_stack
+
+
+@pytest.fixture(scope="session")
+def functions_stack(emulator_stack: local_stack.LocalStack) -> Iterator[local_stack.LocalStack]:
+    emulator_stack.start_functions()
+    try:
+        emulator_stack.wire_pubsub()
+        yield emulator_stack
+    finally:
+        emulator_stack.stop_functions()
+
+
+@pytest.fixture
+def running_stack(functions_stack: local_stack.LocalStack) -> local_stack.LocalStack:
+    """The whole local stack, wiped clean for this test."""
+    functions_stack.reset()
+    return functions_stack

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from orderpally.config import ConfigurationError, load_settings
+
+
+def test_local_defaults_need_no_environment():
+    cfg = load_settings({})
+    assert cfg.environment == "local"
+    assert cfg.region == "asia-east1"
+    assert not cfg.is_production
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"],
+)
+def test_production_refuses_any_emulator_variable(variable):
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings({"ENVIRONMENT": "production", "SMTP_SECURITY": "starttls", variable: "127.0.0.1:1"})
+
+
+def test_production_without_emulators_starts():
+    cfg = load_settings({"ENVIRONMENT": "production", "GOOGLE_CLOUD_PROJECT": "p"})
+    assert cfg.is_production and not cfg.uses_emulators
+    assert cfg.smtp_security == "starttls"
+
+
+def test_mail_in_clear_only_on_the_local_stack():
+    with pytest.raises(ConfigurationError, match="clear"):
+        load_settings({"ENVIRONMENT": "staging", "SMTP_SECURITY": "none"})
+    assert load_settings({"ENVIRONMENT": "local", "SMTP_SECURITY": "none"}).smtp_security == "none"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ENVIRONMENT": "prod"}, "ENVIRONMENT"),
+        ({"SMTP_PORT": "twenty-five"}, "SMTP_PORT"),
+        ({"SMTP_SECURITY": "ssl3"}, "SMTP_SECURITY"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_variable_named(env, message):
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(env)
+
+
+def test_buckets_default_to_project_scoped_names():
+    cfg = load_settings({"GOOGLE_CLOUD_PROJECT": "acme"})
+    assert cfg.backups_bucket == "acme-backups"
+    assert load_settings({"GOOGLE_CLOUD_PROJECT": "acme", "BACKUPS_BUCKET": "b"}).backups_bucket == "b"

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from orderpally import events
+from orderpally.heartbeat import service as heartbeat
+from support.cloudevents_factory import envelope, pubsub_event
+
+SPEC = events.EventSpec(function="f", message_type=heartbeat.MESSAGE_TYPE, payload=heartbeat.Heartbeat)
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def test_valid_event_decodes_to_typed_payload():
+    env, beat = events.decode(pubsub_event(envelope(heartbeat.MESSAGE_TYPE, {"emitted_at": NOW})), SPEC)
+    assert env.schema_version == 1
+    assert beat.emitted_at == NOW
+
+
+def test_envelope_round_trips_through_the_publish_encoding():
+    raw = events.envelope(heartbeat.MESSAGE_TYPE, {"emitted_at": NOW.isoformat()})
+    _, beat = events.decode(pubsub_event(None, raw=raw), SPEC)
+    assert beat.emitted_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (pubsub_event(None, raw=b"not json"), "envelope"),
+        (pubsub_event({"type": heartbeat.MESSAGE_TYPE, "data": {}}), "envelope"),
+        (pubsub_event(envelope("other.type", {"emitted_at": NOW})), "message type"),
+        (pubsub_event(envelope(heartbeat.MESSAGE_TYPE, {"emitted_at": NOW}, schema_version=2)), "schema version"),
+        (pubsub_event(envelope(heartbeat.MESSAGE_TYPE, {"emitted_at": "yesterday"})), "emitted_at"),
+        (pubsub_event(envelope(heartbeat.MESSAGE_TYPE, {"emitted_at": NOW, "extra": 1})), "extra"),
+    ],
+)
+def test_malformed_events_are_permanent_errors(event, reason):
+    with pytest.raises(events.PermanentError, match=reason):
+        events.decode(event, SPEC)

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import flask
+import pydantic
+import pytest
+from google.api_core import exceptions as gexc
+
+from orderpally import web
+
+app = flask.Flask(__name__)
+
+
+class SignUp(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    email: str = pydantic.Field(max_length=100)
+    password: str = pydantic.Field(min_length=8)
+
+
+def call(handler, *, method="POST", path="/x", data=None, content_type="application/json", headers=None):
+    with app.test_request_context(path, method=method, data=data, content_type=content_type, headers=headers or {}):
+        return web.serve(flask.request, handler)
+
+
+def parse_signup(request):
+    body = web.parse_json(request, SignUp)
+    return web.json_response({"email": body.email}, 201)
+
+
+def problem(response):
+    assert response.mimetype == "application/problem+json"
+    body = json.loads(response.get_data())
+    assert body["status"] == response.status_code
+    assert body["type"].startswith(web.PROBLEM_TYPE_PREFIX)
+    return body
+
+
+def test_valid_body_is_parsed():
+    response = call(parse_signup, data=json.dumps({"email": "a@b.test", "password": "long enough"}))
+    assert response.status_code == 201
+    assert json.loads(response.get_data()) == {"email": "a@b.test"}
+
+
+def test_wrong_content_type_is_415():
+    response = call(parse_signup, data="email=a", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert problem(response)["type"].endswith("unsupported-media-type")
+
+
+def test_malformed_json_is_400():
+    response = call(parse_signup, data="{not json")
+    assert response.status_code == 400
+    assert problem(response)["type"].endswith("malformed-json")
+
+
+def test_oversized_body_is_413():
+    response = call(parse_signup, data=json.dumps({"email": "a" * (web.MAX_JSON_BYTES + 1), "password": "x"}))
+    assert response.status_code == 413
+
+
+def test_validation_error_names_the_field_and_never_echoes_the_value():
+    secret = "short1"
+    response = call(parse_signup, data=json.dumps({"email": "a@b.test", "password": secret}))
+    assert response.status_code == 422
+    body = problem(response)
+    assert body["field"] == "password"
+    assert secret not in response.get_data(as_text=True)
+
+
+def test_unknown_fields_are_refused():
+    response = call(parse_signup, data=json.dumps({"email": "a@b.test", "password": "long enough", "admin": True}))
+    assert response.status_code == 422
+    assert problem(response)["field"] == "admin"
+
+
+def test_backend_outage_is_503_with_retry_after():
+    def failing(request):
+        raise gexc.ServiceUnavailable("firestore down at 10.0.0.1")
+
+    response = call(failing, method="GET")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert "10.0.0.1" not in response.get_data(as_text=True)
+
+
+def test_bug_is_500_problem_without_details():
+    def buggy(request):
+        raise ValueError("secret internals: password=hunter2")
+
+    response = call(buggy, method="GET")
+    assert response.status_code == 500
+    problem(response)
+    assert "hunter2" not in response.get_data(as_text=True)
+
+
+def test_router_404_and_405_with_allow():
+    router = web.Router()
+
+    @router.route("/things/<thing_id>", methods=["GET"])
+    def get_thing(request, thing_id):
+        return web.json_response({"id": thing_id})
+
+    with app.test_request_context("/things/42", method="GET"):
+        assert json.loads(router.dispatch(flask.request).get_data()) == {"id": "42"}
+    with app.test_request_context("/nothing", method="GET"):
+        assert router.dispatch(flask.request).status_code == 404
+    with app.test_request_context("/things/42", method="DELETE"):
+        response = router.dispatch(flask.request)
+        assert response.status_code == 405
+        assert "GET" in response.headers["Allow"]
+    assert ("/things/<thing_id>", {"GET"}) in router.rules()
+
+
+def test_responses_are_not_cached_and_not_sniffed():
+    response = web.json_response({"a": 1})
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 429])
+def test_problem_keeps_its_status_and_headers(status):
+    response = web.Problem(status, "x", "X", headers={"Retry-After": "3"}).to_response("/p")
+    assert response.status_code == status
+    assert response.headers["Retry-After"] == "3"
+    assert problem(response)["instance"] == "/p"
