@@ -494,7 +494,7 @@ class LocalStack:
             ("Pub/Sub emulator", f"127.0.0.1:{self.ports.pubsub}", "PUBSUB_EMULATOR_HOST"),
             ("Auth emulator", f"127.0.0.1:{self.ports.auth}", "FIREBASE_AUTH_EMULATOR_HOST"),
             ("Storage emulator", f"http://127.0.0.1:{self.ports.storage}", "STORAGE_EMULATOR_HOST"),
-            ("SMTP sink", f"127.0.0.1:{self.ports.smtp}", f"mail saved in {self.mailbox.relative_to(REPO)}"),
+            ("SMTP sink", f"127.0.0.1:{self.ports.smtp}", f"mail saved in {display_path(self.mailbox)}"),
         ]
         for info in self.functions:
             trigger = info.entry.trigger
@@ -650,49 +650,52 @@ def main() -> int:
     if args.check:
         return 0
 
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
 
+    # SIGTERM behaves like Ctrl-C: both unwind through the `finally` below.
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         stack = LocalStack(Ports.from_env(), args.state_dir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("Starting the OrderPally local stack (logs in .local/logs) ...", flush=True)
+    print(f"Starting the OrderPally local stack (logs in {display_path(args.state_dir / 'logs')}) ...", flush=True)
+    code = 0
     try:
         stack.start()
+        print()
+        print(stack.table())
         if not args.no_demo_data:
             import demo_data
 
             with patched_env(stack.emulator_env):
-                summary = demo_data.load(stack.project_id)
+                print()
+                print(demo_data.load(stack.project_id))
+        print("\nPress Ctrl-C to stop everything.", flush=True)
+        while not (dead := stack.dead()):
+            time.sleep(1.0)
+        for proc in dead:
+            print(f"error: {proc.name} stopped unexpectedly; its log ends:\n{proc.log_tail()}", file=sys.stderr)
+        code = 1
     except StackError as exc:
-        stack.stop()
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except BaseException:
+        code = 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nStopping ...", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         stack.stop()
-        raise
-
-    print()
-    print(stack.table())
-    if not args.no_demo_data:
-        print()
-        print(summary)
-    print("\nPress Ctrl-C to stop everything.", flush=True)
-    code = 0
-    while not stopping.wait(1.0):
-        dead = stack.dead()
-        if dead:
-            for proc in dead:
-                print(f"error: {proc.name} stopped unexpectedly; its log ends:\n{proc.log_tail()}", file=sys.stderr)
-            code = 1
-            break
-    print("\nStopping ...", flush=True)
-    stack.stop()
-    print("Stopped.", flush=True)
+        print("Stopped.", flush=True)
     return code
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def test_production_refuses_any_emulator_variable(variable):
 
 def test_production_without_emulators_starts():
     cfg = load_settings({"ENVIRONMENT": "production", "GOOGLE_CLOUD_PROJECT": "p"})
-    assert cfg.is_production and not cfg.uses_emulators
+    assert cfg.is_production
+    assert not cfg.uses_emulators
     assert cfg.smtp_security == "starttls"
 
 
