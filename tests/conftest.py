@@ -7,8 +7,8 @@ integration  `emulators`: real Firestore, Pub/Sub, Auth and Storage emulators
 e2e          `running_stack`: the same, plus one functions-framework process
              per catalogue entry and the Pub/Sub push wiring, called over HTTP.
 
-Tests use their own port range (the `make run` defaults + 10000) so they can
-run while a `make run` stack is up.
+Tests use their own port range (the `make run` defaults + TEST_PORT_OFFSET,
+10000 unless set) so they can run while a `make run` stack is up.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ EMULATOR_HOST_PORTS = {
 REUSE_RUNNING = all(os.environ.get(v) for v in EMULATOR_HOST_PORTS)
 
 
+TEST_PORT_OFFSET = int(os.environ.get("TEST_PORT_OFFSET", "10000"))
+
+
 def _test_ports() -> local_stack.Ports:
-    ports = local_stack.Ports.from_env(offset=10000)
+    ports = local_stack.Ports.from_env(offset=TEST_PORT_OFFSET)
     if REUSE_RUNNING:
         named = {part: int(os.environ[var].rstrip("/").rsplit(":", 1)[1]) for var, part in EMULATOR_HOST_PORTS.items()}
         ports = dataclasses.replace(ports, **named)
@@ -40,7 +43,7 @@ def _test_ports() -> local_stack.Ports:
 
 
 PORTS = _test_ports()
-STATE_DIR = Path(os.environ.get("TEST_STATE_DIR", local_stack.REPO / ".local" / "test"))
+STATE_DIR = Path(os.environ.get("TEST_STATE_DIR", local_stack.REPO / ".local" / f"test-{TEST_PORT_OFFSET}"))
 _stack = local_stack.LocalStack(PORTS, STATE_DIR)
 
 # In-process code under test reads its configuration from the environment once,

@@ -1,6 +1,6 @@
 """`make run`'s program as a person uses it: start, curl what it prints, Ctrl-C, nothing left behind.
 
-Runs on its own ports (defaults + 20000) beside the test stack.
+Runs on its own ports (the test stack's + 10000) beside the test stack.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import requests
 
 import local_stack
 
-PORTS = local_stack.Ports.from_env({}, offset=20000)
+PORTS = local_stack.Ports.from_env({}, offset=int(os.environ.get("TEST_PORT_OFFSET", "10000")) + 10000)
 SCRIPT = local_stack.REPO / "infra" / "local" / "local_stack.py"
 
 
