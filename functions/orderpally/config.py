@@ -58,6 +58,12 @@ class Settings:
     # catalogue gives the function its own limit.
     default_max_event_age_seconds: int = 3600
     heartbeat_topic: str = "heartbeat"
+    # Browser sessions
+    frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
+    session_lifetime_seconds: int = 5 * 24 * 3600
+    # How many proxies in front of the functions append to X-Forwarded-For
+    # (the Google load balancer appends the client and its own address).
+    trusted_proxy_hops: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -102,7 +108,26 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         attachments_bucket=env.get("ATTACHMENTS_BUCKET", f"{project_id}-attachments"),
         default_max_event_age_seconds=_int(env, "MAX_EVENT_AGE_SECONDS", 3600),
         heartbeat_topic=env.get("HEARTBEAT_TOPIC", "heartbeat"),
+        frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
+        session_lifetime_seconds=_session_lifetime(env),
+        trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),
     )
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not origin.startswith(("https://", "http://localhost", "http://127.0.0.1")):
+            raise ConfigurationError("FRONTEND_ORIGINS must be https origins (http only for localhost)")
+    return origins
+
+
+def _session_lifetime(env: dict[str, str]) -> int:
+    # Firebase session cookies live between 5 minutes and 14 days.
+    value = _int(env, "SESSION_LIFETIME_SECONDS", 5 * 24 * 3600)
+    if not 300 <= value <= 14 * 24 * 3600:
+        raise ConfigurationError("SESSION_LIFETIME_SECONDS must be between 300 and 1209600")
+    return value
 
 
 @functools.cache

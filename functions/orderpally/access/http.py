@@ -1,0 +1,137 @@
+"""The HTTP edge of access control: sessions from cookies, CSRF, client addresses.
+
+Browser sessions are Firebase session cookies in a `__Host-` cookie (Secure,
+HttpOnly, SameSite=Lax, path /, no domain), verified with revocation checked
+on every request. State-changing requests that ride on that cookie must come
+from a configured frontend origin and echo the double-submit CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import flask
+
+from orderpally import clients, web
+from orderpally.access.principal import Principal, origin_allowed, roles_from_claims
+from orderpally.config import settings
+
+SESSION_COOKIE = "__Host-op_session"
+CSRF_COOKIE = "__Host-op_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Set by the API-key capability: turns a bearer token into a Principal or raises a Problem.
+BearerVerifier = Callable[[str, flask.Request], Principal]
+_bearer_verifier: BearerVerifier | None = None
+
+
+def register_bearer_verifier(verifier: BearerVerifier) -> None:
+    global _bearer_verifier
+    _bearer_verifier = verifier
+
+
+def unauthenticated(detail: str = "Sign in first.") -> web.Problem:
+    return web.Problem(
+        401, "unauthenticated", "Authentication required", detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def forbidden(detail: str = "You may not do this.") -> web.Problem:
+    return web.Problem(403, "forbidden", "Forbidden", detail)
+
+
+def principal_from_session_cookie(cookie: str) -> Principal:
+    from firebase_admin import auth
+
+    try:
+        claims = auth.verify_session_cookie(cookie, check_revoked=True, app=clients.firebase_app())
+    except auth.UserDisabledError:
+        raise unauthenticated("This account is disabled.") from None
+    except (auth.InvalidSessionCookieError, auth.RevokedSessionCookieError, auth.ExpiredSessionCookieError):
+        raise unauthenticated("The session has ended; sign in again.") from None
+    except ValueError:
+        raise unauthenticated("The session has ended; sign in again.") from None
+    roles = roles_from_claims(claims)
+    return Principal(
+        kind="staff" if roles else "customer",
+        account_id=claims["uid"],
+        email_verified=bool(claims.get("email_verified")),
+        roles=roles,
+        session_issued_at=claims.get("auth_time"),
+    )
+
+
+def authenticate(request: flask.Request) -> Principal | None:
+    """The caller, None when anonymous; a Problem when credentials are present but bad."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or _bearer_verifier is None:
+            raise unauthenticated("Send an API key as 'Authorization: Bearer <key>'.")
+        return _bearer_verifier(token.strip(), request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        principal = principal_from_session_cookie(cookie)
+        if request.method not in SAFE_METHODS:
+            check_csrf(request)
+        return principal
+    return None
+
+
+def require_principal(request: flask.Request) -> Principal:
+    principal = authenticate(request)
+    if principal is None:
+        raise unauthenticated()
+    return principal
+
+
+def require_staff(request: flask.Request, *roles: str) -> Principal:
+    principal = require_principal(request)
+    if principal.kind != "staff" or not principal.has_role(*roles):
+        raise forbidden("This needs the staff role " + " or ".join(roles) + ".")
+    return principal
+
+
+def request_origin(request: flask.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        return origin
+    referer = request.headers.get("Referer")
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+def check_origin(request: flask.Request) -> None:
+    """Browsers always send Origin on cross-site POSTs; a foreign or missing one is refused."""
+    if not origin_allowed(request_origin(request), settings().frontend_origins):
+        raise web.Problem(403, "csrf-origin", "Cross-site request refused", "The request's Origin is not allowed.")
+
+
+def check_csrf(request: flask.Request) -> None:
+    check_origin(request)
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    given = request.headers.get(CSRF_HEADER, "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise web.Problem(
+            403, "csrf-token", "CSRF token missing or wrong", f"Echo the {CSRF_COOKIE} cookie in {CSRF_HEADER}."
+        )
+
+
+def client_address(request: flask.Request) -> str | None:
+    """The caller's IP: behind the load balancer, taken from X-Forwarded-For counting trusted hops."""
+    hops = settings().trusted_proxy_hops
+    candidate: str | None = request.remote_addr
+    if hops:
+        chain = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+        candidate = chain[-hops] if len(chain) >= hops else None
+    try:
+        return str(ipaddress.ip_address(candidate)) if candidate else None
+    except ValueError:
+        return None

@@ -1,0 +1,66 @@
+"""Callers and the rules for what they may reach: plain data and functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Literal
+
+STAFF_ROLES = frozenset({"support", "security", "admin"})
+
+Kind = Literal["customer", "staff", "api_key"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    `account_id` is the Firebase uid of the customer (or staff member) behind
+    the call; an API key acts for the account that created it, within scopes.
+    """
+
+    kind: Kind
+    account_id: str
+    email_verified: bool = False
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] | None = None  # None: a session, which is not scope-limited
+    credential_id: str | None = None  # the API key id, for audit and revocation
+    session_issued_at: int | None = None  # auth_time of the session, for re-authentication checks
+    extra: dict[str, str] = dataclass_field(default_factory=dict)
+
+    @property
+    def is_staff(self) -> bool:
+        return bool(self.roles & STAFF_ROLES)
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles & set(roles))
+
+    def has_scope(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+
+def roles_from_claims(claims: dict) -> frozenset[str]:
+    """Staff roles from Firebase custom claims; unknown role names are ignored."""
+    raw = claims.get("roles") or []
+    if not isinstance(raw, list):
+        return frozenset()
+    return frozenset(r for r in raw if isinstance(r, str)) & STAFF_ROLES
+
+
+class Decision:
+    OWNER = "owner"
+    STAFF = "staff"
+
+
+def account_access(principal: Principal, account_id: str, staff_roles: tuple[str, ...] = ()) -> str | None:
+    """How `principal` may reach `account_id`'s data: as its owner, as staff with one of
+    `staff_roles` (which must be audited with a reason), or not at all (None)."""
+    if principal.account_id == account_id and principal.kind in ("customer", "api_key"):
+        return Decision.OWNER
+    if principal.kind == "staff" and staff_roles and principal.has_role(*staff_roles):
+        return Decision.STAFF
+    return None
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    return origin is not None and origin.rstrip("/") in allowed
