@@ -1,0 +1,33 @@
+"""The account document: the one record every capability shares.
+
+`accounts/{uid}` (uid = the Firebase Authentication uid):
+    kind          "store" | "consumer"
+    display_name  str
+    email         str (lower-cased)
+    language      "zh-TW" | "en"  (the customer's preference for mail and pages)
+    status        "active" | "suspended" | "terminating" | "terminated"
+    plan          str | None      (stores: the subscribed plan)
+    features      list[str]       (features the customer uses; notices target them)
+    created_at    timestamp (server)
+
+Sub-collections (each listed in the data map of the lifecycle capability):
+    audit_trail/  the append-only audit trail (orderpally.audit)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ACCOUNTS = "accounts"
+KINDS = ("store", "consumer")
+LANGUAGES = ("zh-TW", "en")
+DEFAULT_LANGUAGE = "zh-TW"
+STATUSES = ("active", "suspended", "terminating", "terminated")
+
+Language = Literal["zh-TW", "en"]
+AccountKind = Literal["store", "consumer"]
+
+
+def preferred_language(stored: object, fallback: str = DEFAULT_LANGUAGE) -> str:
+    """The stored preference when it is one we write in, else the fallback."""
+    return stored if stored in LANGUAGES else (fallback if fallback in LANGUAGES else DEFAULT_LANGUAGE)

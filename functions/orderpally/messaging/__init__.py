@@ -1,0 +1,1 @@
+"""Customer messaging: notice emails through one topic-triggered function."""
