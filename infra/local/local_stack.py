@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -417,6 +417,7 @@ class LocalStack:
         ).raise_for_status()
         requests.get(f"{host['STORAGE_EMULATOR_HOST']}/wipe?keep-buckets=1", timeout=30).raise_for_status()
         clear_mailbox(self.mailbox)
+        shutil.rmtree(self.state_dir / "backups", ignore_errors=True)
 
     def start_functions(self) -> None:
         for info in self.functions:
@@ -439,7 +440,7 @@ class LocalStack:
                     str(info.port),
                 ],
                 cwd=FUNCTIONS_DIR,
-                env={**self.function_env, "K_SERVICE": info.entry.name, "FUNCTION_TARGET": info.entry.entry_point},
+                env={**self.function_env, **function_specific_env(info.entry)},
             )
             started.append((proc, http_ready(f"{info.url}/", any_status=True)))
         for proc, ready in started:
@@ -509,6 +510,14 @@ class LocalStack:
         lines = [f"{'part':<{width[0]}}  {'where':<{width[1]}}  notes", "-" * (sum(width) + 4 + 5)]
         lines += [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
         return "\n".join(lines)
+
+
+def function_specific_env(entry: FunctionEntry) -> dict[str, str]:
+    """What Cloud Run and the catalogue give one function, as Terraform sets it in production."""
+    env = {"K_SERVICE": entry.name, "FUNCTION_TARGET": entry.entry_point}
+    if "max_event_age_seconds" in entry.trigger:
+        env["MAX_EVENT_AGE_SECONDS"] = str(entry.trigger["max_event_age_seconds"])
+    return env
 
 
 @contextlib.contextmanager
@@ -627,7 +636,12 @@ class CronScheduler:
             if self._stop.wait(max(0.0, (due - datetime.now(zone)).total_seconds())):
                 return
             try:
-                response = requests.post(f"{info.url}/", json={}, timeout=info.entry.timeout_seconds)
+                # Cloud Scheduler names the slot it fires for; functions use it to stay idempotent.
+                headers = {
+                    "X-CloudScheduler": "true",
+                    "X-CloudScheduler-ScheduleTime": due.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                }
+                response = requests.post(f"{info.url}/", json={}, headers=headers, timeout=info.entry.timeout_seconds)
                 self._log(f"{info.entry.name} fired for {due.isoformat()}: HTTP {response.status_code}")
             except requests.RequestException as exc:
                 self._log(f"{info.entry.name} fired for {due.isoformat()}: {type(exc).__name__}")
