@@ -6,13 +6,17 @@ orderpally/<capability>/. Clients are created lazily in orderpally.clients.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from orderpally import clients, events, web
+from orderpally.backups import exporters as backup_exporters
+from orderpally.backups import rules as backup_rules
+from orderpally.backups import schedule_check as backup_schedule
+from orderpally.backups import service as backups
 from orderpally.config import settings
 from orderpally.health import service as health_service
 from orderpally.heartbeat import service as heartbeat
@@ -40,8 +44,7 @@ def health(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def emit_heartbeat(request: flask.Request) -> flask.Response:
-    if request.method != "POST":
-        raise web.Problem(405, "method-not-allowed", "Method not allowed", "Use POST.", headers={"Allow": "POST"})
+    web.require_method(request, "POST")
     beat = heartbeat.new_heartbeat(datetime.now(UTC))
     message_id = events.publish(settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"))
     return web.json_response({"published": message_id}, 202)
@@ -54,3 +57,29 @@ def record_heartbeat(cloud_event: CloudEvent) -> None:
         HEARTBEAT_EVENTS,
         lambda beat, ctx: heartbeat.record(clients.firestore_client(), beat, ctx.event_id),
     )
+
+
+@functions_framework.http
+@web.endpoint
+def snapshot_firestore(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    now = datetime.now(UTC)
+    scheduled = backup_rules.parse_schedule_time(request.headers.get("X-CloudScheduler-ScheduleTime"))
+    slot = backup_rules.slot_for(scheduled, now)
+    record = backups.take_snapshot(clients.firestore_client(), backup_exporters.exporter_for(settings()), slot, now)
+    return web.json_response(record, 200 if record["duplicate"] else 201)
+
+
+@functions_framework.http
+@web.endpoint
+def verify_snapshots(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    cfg = settings()
+    verdict = backups.verify_snapshots(
+        clients.firestore_client(),
+        backup_exporters.exporter_for(cfg),
+        backup_schedule.snapshot_job_state(cfg.snapshot_scheduler_job, cfg.is_production),
+        datetime.now(UTC),
+        timedelta(hours=cfg.snapshot_max_age_hours),
+    )
+    return web.json_response(backups.verdict_body(verdict))

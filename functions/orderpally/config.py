@@ -58,6 +58,10 @@ class Settings:
     # catalogue gives the function its own limit.
     default_max_event_age_seconds: int = 3600
     heartbeat_topic: str = "heartbeat"
+    # Snapshots (clause 5.4)
+    snapshot_max_age_hours: int = 26
+    snapshot_scheduler_job: str = ""  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
+    local_backups_dir: str = ""  # where the Firestore emulator writes exports on the local stack
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -108,6 +112,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         attachments_bucket=env.get("ATTACHMENTS_BUCKET", f"{project_id}-attachments"),
         default_max_event_age_seconds=_int(env, "MAX_EVENT_AGE_SECONDS", 3600),
         heartbeat_topic=env.get("HEARTBEAT_TOPIC", "heartbeat"),
+        snapshot_max_age_hours=_int(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
+        snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
+        local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),

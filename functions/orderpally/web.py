@@ -122,6 +122,13 @@ def validate(data: Any, model: type[Model]) -> Model:
         ) from None
 
 
+def require_method(request: flask.Request, *methods: str) -> None:
+    """For single-purpose functions (scheduled jobs) that take one method."""
+    if request.method not in methods:
+        allowed = ", ".join(methods)
+        raise Problem(405, "method-not-allowed", "Method not allowed", f"Use {allowed}.", headers={"Allow": allowed})
+
+
 def _is_backend_unavailable(exc: BaseException) -> bool:
     """Failures of a backing service, worth a retry by the client."""
     from google.api_core import exceptions as gexc

@@ -65,3 +65,10 @@ def test_each_broken_promise_is_named(completed, metadata, job, problem):
 
 def test_a_fresh_complete_snapshot_with_an_enabled_job_passes():
     assert rules.verify(NOW - timedelta(hours=25), True, True, NOW, MAX).ok
+
+
+def test_without_a_configured_job_only_production_reports_it_missing():
+    from orderpally.backups.schedule_check import snapshot_job_state
+
+    assert snapshot_job_state("", is_production=True) is None
+    assert snapshot_job_state("", is_production=False) is True

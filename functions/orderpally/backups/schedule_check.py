@@ -13,3 +13,11 @@ def job_enabled(job_name: str) -> bool | None:
     except exceptions.NotFound:
         return None
     return job.state == scheduler_v1.Job.State.ENABLED
+
+
+def snapshot_job_state(job_name: str, is_production: bool) -> bool | None:
+    """The configured job's state. Without a configured job, production reports it
+    missing; the local stack's own scheduler stands in for it."""
+    if job_name:
+        return job_enabled(job_name)
+    return None if is_production else True
