@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import yaml
+
+from orderpally.lifecycle import data_map, rules
+
+KEY = b"k" * 32
+
+
+def test_pseudonyms_are_stable_keyed_and_unlinkable_without_the_key():
+    assert rules.pseudonym("alice", KEY) == rules.pseudonym("alice", KEY)
+    assert rules.pseudonym("alice", KEY) != rules.pseudonym("bob", KEY)
+    assert rules.pseudonym("alice", KEY) != rules.pseudonym("alice", b"other key")
+    assert "alice" not in rules.pseudonym("alice", KEY)
+    assert rules.pseudonym("alice", KEY).startswith(rules.PSEUDONYM_PREFIX)
+
+
+def test_pseudonymising_removes_personal_fields_and_replaces_the_owner():
+    updates = rules.pseudonymised_fields("consumer_id", ["consumer_name", "shipping_address"], "alice", KEY)
+    assert updates == {"consumer_name": None, "shipping_address": None, "consumer_id": rules.pseudonym("alice", KEY)}
+
+
+@pytest.mark.parametrize(
+    ("terminated", "years", "until"),
+    [
+        (date(2026, 11, 24), 5, date(2031, 12, 31)),
+        (date(2026, 1, 1), 10, date(2036, 12, 31)),
+        (date(2028, 2, 29), 5, date(2033, 12, 31)),
+    ],
+)
+def test_retention_runs_from_the_annual_closing(terminated, years, until):
+    assert rules.retained_until(terminated, years) == until
+
+
+def test_add_years_on_29_february():
+    assert rules.add_years(date(2028, 2, 29), 1) == date(2029, 2, 28)
+    assert rules.add_years(date(2028, 2, 29), 4) == date(2032, 2, 29)
+
+
+def test_ramp_follows_500_50_5():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert rules.allowed_ops_per_second(start, start) == 500
+    assert rules.allowed_ops_per_second(start, start + timedelta(minutes=4, seconds=59)) == 500
+    assert rules.allowed_ops_per_second(start, start + timedelta(minutes=5)) == 750
+    assert rules.allowed_ops_per_second(start, start + timedelta(minutes=10)) == 1125
+
+
+def test_holds_cover_named_locations_or_everything_until_released():
+    holds = [{"id": "h1", "location_ids": ["invoices"]}, {"id": "h2", "released_at": "x"}]
+    assert rules.covered_by_hold("invoices", holds)["id"] == "h1"
+    assert rules.covered_by_hold("orders_as_store", holds) is None
+    assert rules.covered_by_hold("anything", [{"id": "all"}])["id"] == "all"
+    assert rules.covered_by_hold("anything", [{"id": "all", "released_at": "t"}]) is None
+
+
+def test_the_shipped_data_map_is_valid_and_retains_only_with_a_legal_basis():
+    dm = data_map.load()
+    for location in dm.locations:
+        retention = dm.retention_of(location)
+        if retention.action == "retain_pseudonymised":
+            assert retention.legal_basis
+            assert location.kind == "owned"
+    assert dm.retention_classes["accounting_voucher"].years == 5
+    assert dm.retention_classes["accounting_book"].years == 10
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["locations"].append(dict(m["locations"][0])), "unique"),
+        (lambda m: m["locations"][0].update(retention="forever"), "unknown retention"),
+        (lambda m: m["locations"][0].update(path="accounts/fixed"), "account_id"),
+        (lambda m: m["retention_classes"]["accounting_book"].pop("legal_basis"), "legal basis"),
+        (lambda m: m["locations"][0].update(retention="accounting_book"), "only owned"),
+    ],
+)
+def test_a_broken_data_map_is_refused(change, message):
+    raw = yaml.safe_load(data_map.DATA_MAP_FILE.read_text())
+    change(raw)
+    with pytest.raises(ValueError, match=message):
+        data_map.parse(yaml.safe_dump(raw, allow_unicode=True))
