@@ -20,9 +20,17 @@ from orderpally.backups import service as backups
 from orderpally.config import settings
 from orderpally.health import service as health_service
 from orderpally.heartbeat import service as heartbeat
+from orderpally.lifecycle import data_map
+from orderpally.lifecycle import deletion as account_deletion
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
+DELETION_EVENTS = events.EventSpec(
+    function="run_account_deletion",
+    message_type=account_deletion.MESSAGE_TYPE,
+    payload=account_deletion.DeletionMessage,
+    lease_seconds=600,
+)
 HEARTBEAT_EVENTS = events.EventSpec(
     function="record_heartbeat", message_type=heartbeat.MESSAGE_TYPE, payload=heartbeat.Heartbeat
 )
@@ -83,3 +91,38 @@ def verify_snapshots(request: flask.Request) -> flask.Response:
         timedelta(hours=cfg.snapshot_max_age_hours),
     )
     return web.json_response(backups.verdict_body(verdict))
+
+
+def _deletion_ports() -> account_deletion.Ports:
+    cfg = settings()
+    return account_deletion.Ports(
+        db=clients.firestore_client(),
+        storage=clients.storage_client(),
+        buckets={"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket},
+        pseudonym_key=cfg.pseudonym_key,
+        continue_later=lambda account_id: events.publish(
+            account_deletion.TOPIC, account_deletion.MESSAGE_TYPE, {"account_id": account_id}
+        ),
+    )
+
+
+def _run_deletion(message: account_deletion.DeletionMessage, _: events.EventContext) -> None:
+    try:
+        account_deletion.run_job(_deletion_ports(), data_map.load(), message.account_id)
+    except account_deletion.JobBusy:
+        raise events.RetryableError("deletion job is running elsewhere") from None
+
+
+@functions_framework.cloud_event
+def run_account_deletion(cloud_event: CloudEvent) -> None:
+    events.handle_event(cloud_event, DELETION_EVENTS, _run_deletion)
+
+
+@functions_framework.http
+@web.endpoint
+def purge_retained_records(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    purged = account_deletion.purge_retained(
+        clients.firestore_client(), data_map.load(), settings().pseudonym_key, datetime.now(UTC).date()
+    )
+    return web.json_response({"purged": purged})

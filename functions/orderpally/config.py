@@ -62,6 +62,8 @@ class Settings:
     snapshot_max_age_hours: int = 26
     snapshot_scheduler_job: str = ""  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
     local_backups_dir: str = ""  # where the Firestore emulator writes exports on the local stack
+    # Keys the pseudonyms of retained records (clause 3.2(b)(i)); a secret in production.
+    pseudonym_key: bytes = b"local-only-pseudonym-key-not-secret"
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -115,10 +117,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_max_age_hours=_int(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
+        pseudonym_key=_secret(env, "PSEUDONYM_KEY", environment, b"local-only-pseudonym-key-not-secret"),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),
     )
+
+
+def _secret(env: dict[str, str], name: str, environment: str, local_default: bytes) -> bytes:
+    """A secret from Secret Manager (mounted as a variable); only local stacks may use the default."""
+    raw = env.get(name, "")
+    if not raw:
+        if environment in ("local", "test"):
+            return local_default
+        raise ConfigurationError(f"{name} must be set outside the local stack")
+    if len(raw) < 32:
+        raise ConfigurationError(f"{name} must be at least 32 characters")
+    return raw.encode()
 
 
 def _origins(raw: str) -> tuple[str, ...]:

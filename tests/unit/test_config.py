@@ -21,8 +21,11 @@ def test_production_refuses_any_emulator_variable(variable):
         load_settings({"ENVIRONMENT": "production", "SMTP_SECURITY": "starttls", variable: "127.0.0.1:1"})
 
 
+PRODUCTION_SECRETS = {"PSEUDONYM_KEY": "p" * 32}
+
+
 def test_production_without_emulators_starts():
-    cfg = load_settings({"ENVIRONMENT": "production", "GOOGLE_CLOUD_PROJECT": "p"})
+    cfg = load_settings({"ENVIRONMENT": "production", "GOOGLE_CLOUD_PROJECT": "p", **PRODUCTION_SECRETS})
     assert cfg.is_production
     assert not cfg.uses_emulators
     assert cfg.smtp_security == "starttls"
@@ -51,3 +54,10 @@ def test_buckets_default_to_project_scoped_names():
     cfg = load_settings({"GOOGLE_CLOUD_PROJECT": "acme"})
     assert cfg.backups_bucket == "acme-backups"
     assert load_settings({"GOOGLE_CLOUD_PROJECT": "acme", "BACKUPS_BUCKET": "b"}).backups_bucket == "b"
+
+
+def test_production_refuses_a_missing_or_short_secret():
+    with pytest.raises(ConfigurationError, match="PSEUDONYM_KEY"):
+        load_settings({"ENVIRONMENT": "production"})
+    with pytest.raises(ConfigurationError, match="at least 32"):
+        load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "short"})

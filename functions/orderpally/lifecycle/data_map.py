@@ -84,10 +84,12 @@ class DataMap(pydantic.BaseModel):
     def retention_of(self, location: Location) -> RetentionClass:
         return self.retention_classes[location.retention]
 
-    def top_level_collections(self) -> set[str]:
-        """Top-level Firestore collections this map covers, customer data or not."""
+    def collection_ids(self) -> set[str]:
+        """Every Firestore collection id this map accounts for, customer data or not."""
         names = {loc.collection for loc in self.locations if loc.collection}
-        names |= {loc.path.split("/", 1)[0] for loc in self.locations if loc.path}
+        for loc in self.locations:
+            if loc.kind in ("document", "collection") and loc.path:
+                names |= set(loc.path.split("/")[0::2])
         return names | set(self.not_customer_data)
 
 
