@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 FIREBASE_DIR := infra/local/firebase
 
-.PHONY: setup run test test-unit lint audit checkov prerequisites clean
+.PHONY: setup run test test-unit lint audit checkov bench prerequisites clean
 
 setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
 
@@ -52,6 +52,10 @@ audit: $(VENV)/.installed
 
 checkov: $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact
+
+# Measured figures as ratios against references from the same run; never pass/fail.
+bench: setup
+	$(PY) benchmarks/deletion_throughput.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(FIREBASE_DIR)/node_modules .local .pytest_cache .ruff_cache
