@@ -1,0 +1,72 @@
+locals {
+  snapshot_job = "projects/${var.project_id}/locations/${var.region}/jobs/orderpally-firestore-snapshot"
+
+  common_env = {
+    ENVIRONMENT            = var.environment
+    GOOGLE_CLOUD_PROJECT   = var.project_id
+    REGION                 = var.region
+    SERVICE_VERSION        = substr(data.archive_file.functions.output_sha256, 0, 12)
+    FRONTEND_ORIGINS       = join(",", var.frontend_origins)
+    MAIL_FROM              = var.mail_from
+    SMTP_HOST              = var.smtp_host
+    SMTP_PORT              = tostring(var.smtp_port)
+    SMTP_SECURITY          = var.smtp_port == 465 ? "tls" : "starttls"
+    BACKUPS_BUCKET         = google_storage_bucket.data["backups"].name
+    EXPORTS_BUCKET         = google_storage_bucket.data["exports"].name
+    ATTACHMENTS_BUCKET     = google_storage_bucket.data["attachments"].name
+    SNAPSHOT_SCHEDULER_JOB = local.snapshot_job
+    SNAPSHOT_MAX_AGE_HOURS = tostring(var.snapshot_max_age_hours)
+  }
+}
+
+resource "google_cloudfunctions2_function" "function" {
+  for_each = local.functions
+
+  name        = "orderpally-${each.key}"
+  location    = var.region
+  description = try(each.value.description, "")
+  labels      = local.labels
+
+  build_config {
+    runtime         = each.value.runtime
+    entry_point     = each.value.entry_point
+    service_account = google_service_account.build.id
+    # Topic-triggered functions are CloudEvent functions behind our own push
+    # subscriptions (with dead-letter topics), not Eventarc triggers.
+    environment_variables = {
+      GOOGLE_FUNCTION_SIGNATURE_TYPE = each.value.trigger.kind == "topic" ? "cloudevent" : "http"
+    }
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.functions.name
+      }
+    }
+  }
+
+  service_config {
+    available_memory               = each.value.memory
+    timeout_seconds                = each.value.timeout_seconds
+    max_instance_count             = each.value.max_instances
+    service_account_email          = google_service_account.function[each.key].email
+    all_traffic_on_latest_revision = true
+    ingress_settings               = each.value.trigger.kind == "http" ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_INTERNAL_ONLY"
+    environment_variables = merge(
+      local.common_env,
+      each.value.trigger.kind == "topic" ? { MAX_EVENT_AGE_SECONDS = tostring(try(each.value.trigger.max_event_age_seconds, 3600)) } : {},
+    )
+
+    dynamic "secret_environment_variables" {
+      for_each = toset(try(each.value.secrets, []))
+      content {
+        key        = upper(replace(secret_environment_variables.value, "-", "_"))
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.secret[secret_environment_variables.value].secret_id
+        version    = "latest"
+      }
+    }
+  }
+
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.function]
+}

@@ -1,0 +1,99 @@
+locals {
+  # Every function writes logs and metrics and uses Firestore.
+  baseline_roles = ["roles/datastore.user", "roles/logging.logWriter", "roles/monitoring.metricWriter"]
+
+  baseline_grants = {
+    for pair in setproduct(keys(local.functions), local.baseline_roles) :
+    "${pair[0]}|${pair[1]}" => { function = pair[0], role = pair[1] }
+  }
+
+  # Catalogue grants, parsed: "project:<role>", "topic:<topic>:<role>", "bucket:<bucket>:<role>".
+  catalogue_grants = merge([
+    for name, f in local.functions : {
+      for grant in try(f.grants, []) : "${name}|${grant}" => {
+        function = name
+        scope    = split(":", grant)[0]
+        target   = length(split(":", grant)) == 3 ? split(":", grant)[1] : null
+        role     = element(split(":", grant), length(split(":", grant)) - 1)
+      }
+    }
+  ]...)
+
+  project_grants = merge(local.baseline_grants, { for k, g in local.catalogue_grants : k => g if g.scope == "project" })
+  topic_grants   = { for k, g in local.catalogue_grants : k => g if g.scope == "topic" }
+  bucket_grants  = { for k, g in local.catalogue_grants : k => g if g.scope == "bucket" }
+
+  secret_grants = merge([
+    for name, f in local.functions : { for secret in try(f.secrets, []) : "${name}|${secret}" => { function = name, secret = secret } }
+  ]...)
+}
+
+resource "google_project_iam_member" "function" {
+  for_each = local.project_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_pubsub_topic_iam_member" "function" {
+  for_each = local.topic_grants
+
+  topic  = google_pubsub_topic.topic[each.value.target].id
+  role   = each.value.role
+  member = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_storage_bucket_iam_member" "function" {
+  for_each = local.bucket_grants
+
+  bucket = google_storage_bucket.data[each.value.target].name
+  role   = each.value.role
+  member = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "function" {
+  for_each = local.secret_grants
+
+  secret_id = google_secret_manager_secret.secret[each.value.secret].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_project_iam_member" "build" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"])
+
+  project = var.project_id
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+# Who may invoke which function: the public API through the load balancer, the
+# scheduler its jobs, Pub/Sub push its subscribers; nobody else.
+resource "google_cloud_run_service_iam_member" "public_http" {
+  for_each = local.http_functions
+  #checkov:skip=CKV_GCP_102:The public API is reached through the HTTPS load balancer; each route authenticates its caller itself.
+
+  location = var.region
+  service  = google_cloudfunctions2_function.function[each.key].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+resource "google_cloud_run_service_iam_member" "scheduler_invokes" {
+  for_each = local.schedule_functions
+
+  location = var.region
+  service  = google_cloudfunctions2_function.function[each.key].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler_invoker.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "push_invokes" {
+  for_each = local.topic_functions
+
+  location = var.region
+  service  = google_cloudfunctions2_function.function[each.key].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.push_invoker.email}"
+}

@@ -1,0 +1,30 @@
+# Customer-managed keys for the buckets that hold customer data at rest (5.3, 5.4).
+resource "google_kms_key_ring" "data" {
+  name     = "orderpally-data"
+  location = var.region
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_kms_crypto_key" "buckets" {
+  for_each = toset(["backups", "exports", "attachments", "source"])
+
+  name            = "orderpally-${each.key}"
+  key_ring        = google_kms_key_ring.data.id
+  rotation_period = "7776000s" # 90 days
+  labels          = local.labels
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+data "google_storage_project_service_account" "gcs" {}
+
+resource "google_kms_crypto_key_iam_member" "gcs_uses_bucket_keys" {
+  for_each = google_kms_crypto_key.buckets
+
+  crypto_key_id = each.value.id
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
