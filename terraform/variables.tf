@@ -106,3 +106,74 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "domain" {
+  description = "The public API's domain name; a Google-managed certificate is issued for it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9-]+\\.)+[a-z]{2,}$", var.domain))
+    error_message = "domain must be a DNS name such as api.orderpally.example."
+  }
+}
+
+variable "ssl_profile" {
+  description = "SSL policy profile of the load balancer; both keep TLS 1.2 as the minimum (agreement 5.3)."
+  type        = string
+  default     = "MODERN"
+
+  validation {
+    condition     = contains(["MODERN", "RESTRICTED"], var.ssl_profile)
+    error_message = "ssl_profile must be MODERN or RESTRICTED."
+  }
+}
+
+variable "rate_limits" {
+  description = "Cloud Armor per-client-address limits, requests per minute, for abuse-prone paths."
+  type = map(object({
+    path_prefix         = string
+    requests_per_minute = number
+  }))
+  default = {
+    sign-in = { path_prefix = "/auth/", requests_per_minute = 60 }
+    intake  = { path_prefix = "/incidents", requests_per_minute = 30 }
+  }
+
+  validation {
+    condition     = alltrue([for r in values(var.rate_limits) : r.requests_per_minute >= 1 && startswith(r.path_prefix, "/")])
+    error_message = "each rate limit needs a path prefix starting with / and at least 1 request per minute."
+  }
+}
+
+variable "alert_email" {
+  description = "Where alerts go (security and operations on-call)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an email address."
+  }
+}
+
+variable "organization_id" {
+  description = "When set, the gcp.resourceLocations policy is applied to this organization (agreement 5.10)."
+  type        = string
+  default     = ""
+}
+
+variable "folder_id" {
+  description = "When set (and no organization_id), the gcp.resourceLocations policy is applied to this folder."
+  type        = string
+  default     = ""
+}
+
+variable "audit_log_retention_days" {
+  description = "Retention of the locked audit-log bucket (agreement 5.8 records)."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.audit_log_retention_days >= 365
+    error_message = "audit_log_retention_days must be at least 365."
+  }
+}
