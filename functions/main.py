@@ -20,8 +20,10 @@ from orderpally.backups import service as backups
 from orderpally.config import settings
 from orderpally.health import service as health_service
 from orderpally.heartbeat import service as heartbeat
+from orderpally.lifecycle import accounts_service as lifecycle
 from orderpally.lifecycle import data_map
 from orderpally.lifecycle import deletion as account_deletion
+from orderpally.lifecycle import http as lifecycle_http
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
@@ -36,6 +38,9 @@ HEARTBEAT_EVENTS = events.EventSpec(
 )
 
 health_routes = web.Router()
+account_routes = web.Router()
+staff_routes = web.Router()
+lifecycle_http.register(account_routes, staff_routes)
 
 
 @health_routes.route("/health", methods=["GET"])
@@ -47,6 +52,16 @@ def _health(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def health(request: flask.Request) -> flask.Response:
     return health_routes.dispatch(request)
+
+
+@functions_framework.http
+def account(request: flask.Request) -> flask.Response:
+    return account_routes.dispatch(request)
+
+
+@functions_framework.http
+def staff(request: flask.Request) -> flask.Response:
+    return staff_routes.dispatch(request)
 
 
 @functions_framework.http
@@ -126,3 +141,10 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
         clients.firestore_client(), data_map.load(), settings().pseudonym_key, datetime.now(UTC).date()
     )
     return web.json_response({"purged": purged})
+
+
+@functions_framework.http
+@web.endpoint
+def execute_due_terminations(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    return web.json_response(lifecycle.execute_due(lifecycle_http.effects(), datetime.now(UTC)))

@@ -64,6 +64,10 @@ class Settings:
     local_backups_dir: str = ""  # where the Firestore emulator writes exports on the local stack
     # Keys the pseudonyms of retained records (clause 3.2(b)(i)); a secret in production.
     pseudonym_key: bytes = b"local-only-pseudonym-key-not-secret"
+    # Account lifecycle (clause 3)
+    termination_max_days_ahead: int = 90
+    termination_reauth_seconds: int = 300
+    company_termination_notice_days: int = 30
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -118,6 +122,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
         pseudonym_key=_secret(env, "PSEUDONYM_KEY", environment, b"local-only-pseudonym-key-not-secret"),
+        termination_max_days_ahead=_int(env, "TERMINATION_MAX_DAYS_AHEAD", 90),
+        termination_reauth_seconds=_int(env, "TERMINATION_REAUTH_SECONDS", 300),
+        company_termination_notice_days=_int(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),

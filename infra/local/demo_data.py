@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 DEMO_PASSWORD = "demo-password-1234"  # local emulator only  # noqa: S105
 
 DEMO_ACCOUNTS = (
-    {"uid": "demo-store", "email": "store@demo.orderpally.test", "display_name": "Demo Store", "kind": "store"},
+    {"uid": "demo-store", "email": "store@demo.orderpally.example", "display_name": "Demo Store", "kind": "store"},
     {
         "uid": "demo-consumer",
-        "email": "consumer@demo.orderpally.test",
+        "email": "consumer@demo.orderpally.example",
         "display_name": "Demo Consumer",
         "kind": "consumer",
     },

@@ -56,6 +56,7 @@ class FunctionEntry:
     timeout_seconds: int
     max_instances: int
     secrets: tuple[str, ...]
+    grants: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -81,6 +82,7 @@ def load_catalogue(path: Path = CATALOGUE) -> list[FunctionEntry]:
                 timeout_seconds=int(merged["timeout_seconds"]),
                 max_instances=int(merged["max_instances"]),
                 secrets=tuple(merged.get("secrets") or ()),
+                grants=tuple(merged.get("grants") or ()),
             )
         )
     return entries
@@ -499,8 +501,10 @@ class LocalStack:
         ]
         for info in self.functions:
             trigger = info.entry.trigger
-            if info.entry.kind == "http":
-                what = f"curl {info.url}{trigger['path_prefix']}"
+            if info.entry.kind == "http" and trigger.get("try_path"):
+                what = f"curl {info.url}{trigger['try_path']}"
+            elif info.entry.kind == "http":
+                what = f"API under {trigger['path_prefix']}/ (see functions/openapi.yaml)"
             elif info.entry.kind == "topic":
                 what = f"push subscription on topic {trigger['topic']}"
             else:
@@ -538,6 +542,13 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}-dead-letter"
 
 
+def catalogue_topics(entries: list[FunctionEntry]) -> set[str]:
+    """Topics functions subscribe to or are granted to publish to (as terraform/locals.tf computes them)."""
+    topics = {e.trigger["topic"] for e in entries if e.kind == "topic"}
+    topics |= {g.split(":")[1] for e in entries for g in e.grants if g.startswith("topic:")}
+    return topics
+
+
 def wire_topics(project_id: str, functions: list[FunctionProcessInfo]) -> None:
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
@@ -545,6 +556,9 @@ def wire_topics(project_id: str, functions: list[FunctionProcessInfo]) -> None:
 
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
+    for name in sorted(catalogue_topics([info.entry for info in functions])):
+        with contextlib.suppress(exceptions.AlreadyExists):
+            publisher.create_topic(name=publisher.topic_path(project_id, name))
     for info in functions:
         if info.entry.kind != "topic":
             continue

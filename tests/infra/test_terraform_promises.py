@@ -149,3 +149,20 @@ def test_every_bucket_is_encrypted_with_a_rotated_key(terraform):
         assert "google_kms_crypto_key.buckets" in terraform.block(bucket, "encryption")["default_kms_key_name"], name
     key = terraform.resource("google_kms_crypto_key", "buckets")
     assert int(key["rotation_period"].rstrip("s")) <= 90 * 86400
+
+
+def test_catalogue_grants_are_well_formed_and_name_real_things(catalogue, terraform):
+    buckets = set(terraform.files["storage.tf"]["locals"][0]["data_buckets"])
+    for name, entry in catalogue.items():
+        for grant in entry.get("grants", []):
+            parts = grant.split(":")
+            assert parts[0] in {"project", "topic", "bucket"}, (name, grant)
+            assert parts[-1].startswith("roles/"), (name, grant)
+            assert parts[-1] not in {"roles/owner", "roles/editor"}, (name, grant)
+            if parts[0] == "bucket":
+                assert len(parts) == 3, (name, grant)
+                assert parts[1] in buckets, (name, grant)
+            if parts[0] == "topic":
+                assert len(parts) == 3, (name, grant)
+                assert len(parts[1]) >= 3, (name, grant)
+    assert 'startswith(g, "topic:")' in terraform.files["locals.tf"]["locals"][0]["topics"]

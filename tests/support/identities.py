@@ -37,9 +37,30 @@ def create_identity(*, roles: list[str] | None = None, verified: bool = True, ui
     from firebase_admin import auth
 
     uid = uid or f"u-{uuid.uuid4().hex[:12]}"
-    email = f"{uid}@example.test"
+    email = f"{uid}@example.com"
     auth.create_user(uid=uid, email=email, password=PASSWORD, email_verified=verified, app=clients.firebase_app())
     if roles:
         auth.set_custom_user_claims(uid, {"roles": roles}, app=clients.firebase_app())
     cookie = auth.create_session_cookie(id_token(email), timedelta(hours=1), app=clients.firebase_app())
     return Identity(uid=uid, email=email, session_cookie=cookie)
+
+
+FRONTEND_ORIGIN = "http://localhost:3000"
+
+
+def browser_headers(identity: Identity, csrf: str = "csrf-token-for-tests") -> dict[str, str]:
+    """What a browser on the frontend sends: the session and CSRF cookies, Origin, and the echoed token."""
+    return {
+        "Cookie": f"__Host-op_session={identity.session_cookie}; __Host-op_csrf={csrf}",
+        "Origin": FRONTEND_ORIGIN,
+        "X-CSRF-Token": csrf,
+    }
+
+
+def create_customer(kind: str = "store", verified: bool = True, language: str = "zh-TW") -> Identity:
+    """A customer with an account document, as sign-up leaves one."""
+    identity = create_identity(verified=verified)
+    clients.firestore_client().document(f"accounts/{identity.uid}").set(
+        {"kind": kind, "email": identity.email, "display_name": identity.uid, "language": language, "status": "active"}
+    )
+    return identity

@@ -1,0 +1,306 @@
+"""Terminations, suspensions and legal holds against Firestore and Firebase Authentication.
+
+`terminations/{account_id}` holds the account's current termination: who asked,
+on what basis, when it takes effect, and what has been done. Every step is
+written to the account's audit trail and announced to the customer by email.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pydantic
+
+from orderpally import audit, structured_logging
+from orderpally.accounts import ACCOUNTS, preferred_language
+from orderpally.lifecycle import deletion
+from orderpally.lifecycle.termination import Basis, can_cancel
+from orderpally.messaging.requests import EmailRequest
+
+TERMINATIONS = "terminations"
+
+_log = structured_logging.get_logger("orderpally.lifecycle")
+
+
+class LifecycleConflict(Exception):
+    """The account is not in a state that allows this; `slug` names why."""
+
+    def __init__(self, slug: str, detail: str) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Effects:
+    """The outside world the lifecycle acts on, so tests and the composition root choose it."""
+
+    db: Any
+    auth_app: Any
+    send_email: Callable[[EmailRequest], object]
+    publish_deletion: Callable[[str], object]
+
+
+def _account(db: Any, account_id: str) -> dict:
+    snap = db.collection(ACCOUNTS).document(account_id).get()
+    if not snap.exists:
+        raise LifecycleConflict("account-not-found", "No such account.")
+    return snap.to_dict() or {}
+
+
+def _notify(effects: Effects, account_id: str, account: dict, template: str, key: str, data: dict) -> None:
+    """Asks for the customer's notice; an unusable stored address is logged, never a failure of the action."""
+    try:
+        message = EmailRequest(
+            idempotency_key=f"{template}:{account_id}:{key}",
+            template=template,
+            to_email=account.get("email") or "",
+            account_id=account_id,
+            language=preferred_language(account.get("language")),
+            data=data,
+        )
+    except pydantic.ValidationError:
+        structured_logging.log(_log, logging.WARNING, "notice not sent: no usable email", account_id=account_id)
+        return
+    effects.send_email(message)
+
+
+def schedule_termination(
+    effects: Effects,
+    account_id: str,
+    *,
+    basis: Basis,
+    terminate_at: datetime,
+    actor: audit.Actor,
+    reason: str | None,
+    client_address: str | None,
+    now: datetime,
+) -> dict:
+    """Records the termination; an earlier scheduled one is replaced, an executed one refuses."""
+    from google.cloud import firestore
+
+    db = effects.db
+    account = _account(db, account_id)
+    ref = db.collection(TERMINATIONS).document(account_id)
+
+    @firestore.transactional
+    def write(transaction: Any) -> dict:
+        current = ref.get(transaction=transaction)
+        if current.exists and (current.to_dict() or {}).get("status") in ("executing", "executed"):
+            raise LifecycleConflict("already-terminated", "This account has already been terminated.")
+        record = {
+            "account_id": account_id,
+            "basis": basis.value,
+            "status": "scheduled",
+            "terminate_at": terminate_at,
+            "requested_by": {"kind": actor.kind, "id": actor.id, "role": actor.role},
+            "reason": reason,
+            "requested_at": now,
+            "user_deleted": False,
+        }
+        transaction.set(ref, record)
+        transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "terminating"})
+        return record
+
+    record = write(db.transaction())
+    audit.record(
+        account_id,
+        audit.AuditEvent(
+            "termination.scheduled",
+            actor,
+            client_address,
+            reason,
+            {"basis": basis.value, "terminate_at": terminate_at.isoformat()},
+        ),
+    )
+    _notify(
+        effects,
+        account_id,
+        account,
+        "termination_scheduled",
+        terminate_at.isoformat(),
+        {"basis": basis.value, "terminate_at": terminate_at.isoformat(), "reason": reason or ""},
+    )
+    return record
+
+
+def cancel_termination(
+    effects: Effects, account_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime
+) -> None:
+    from google.cloud import firestore
+
+    db = effects.db
+    account = _account(db, account_id)
+    ref = db.collection(TERMINATIONS).document(account_id)
+
+    @firestore.transactional
+    def write(transaction: Any) -> None:
+        current = ref.get(transaction=transaction)
+        record = current.to_dict() or {} if current.exists else {}
+        if not record:
+            raise LifecycleConflict("no-termination", "No termination is scheduled.")
+        if not can_cancel(record.get("status", ""), record["terminate_at"], now):
+            raise LifecycleConflict("termination-final", "The termination date has passed; it cannot be undone.")
+        transaction.update(ref, {"status": "cancelled", "cancelled_at": now})
+        transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "active"})
+
+    write(db.transaction())
+    audit.record(account_id, audit.AuditEvent("termination.cancelled", actor, client_address))
+    _notify(effects, account_id, account, "termination_cancelled", now.isoformat(), {})
+
+
+def current_termination(db: Any, account_id: str) -> dict | None:
+    snap = db.collection(TERMINATIONS).document(account_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def _revoke_access(effects: Effects, account_id: str, disable: bool) -> None:
+    from firebase_admin import auth
+
+    try:
+        auth.update_user(account_id, disabled=disable, app=effects.auth_app)
+        if disable:
+            auth.revoke_refresh_tokens(account_id, app=effects.auth_app)
+    except auth.UserNotFoundError:
+        pass
+
+
+def set_suspension(
+    effects: Effects,
+    account_id: str,
+    *,
+    suspended: bool,
+    code: str | None,
+    reason: str | None,
+    actor: audit.Actor,
+    client_address: str | None,
+    now: datetime,
+) -> None:
+    """Suspends (sign-in and keys blocked, sessions revoked) or lifts a suspension."""
+    db = effects.db
+    account = _account(db, account_id)
+    status = account.get("status")
+    if status == "terminated":
+        raise LifecycleConflict("already-terminated", "This account has been terminated.")
+    if suspended and status == "suspended":
+        raise LifecycleConflict("already-suspended", "This account is already suspended.")
+    if not suspended and status != "suspended":
+        raise LifecycleConflict("not-suspended", "This account is not suspended.")
+    termination = current_termination(db, account_id)
+    restored = "terminating" if termination and termination.get("status") == "scheduled" else "active"
+    db.collection(ACCOUNTS).document(account_id).update(
+        {
+            "status": "suspended" if suspended else restored,
+            "suspension": {"code": code, "reason": reason, "by": actor.id, "at": now} if suspended else None,
+        }
+    )
+    _revoke_access(effects, account_id, disable=suspended)
+    action = "account.suspended" if suspended else "account.suspension_lifted"
+    audit.record(account_id, audit.AuditEvent(action, actor, client_address, reason, {"code": code}))
+    template = "account_suspended" if suspended else "account_suspension_lifted"
+    _notify(effects, account_id, account, template, now.isoformat(), {"code": code or "", "reason": reason or ""})
+
+
+def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, int]:
+    """Ends accounts whose termination date has come; then deletes their Firebase users once
+    their deletion certificate is complete. Every step is idempotent."""
+    from firebase_admin import auth
+    from google.cloud.firestore import FieldFilter
+
+    db = effects.db
+    executed = users_deleted = 0
+    due = (
+        db.collection(TERMINATIONS)
+        .where(filter=FieldFilter("status", "in", ["scheduled", "executing"]))
+        .where(filter=FieldFilter("terminate_at", "<=", now))
+        .limit(limit)
+    )
+    for snap in due.stream():
+        account_id = snap.id
+        snap.reference.update({"status": "executing"})
+        _revoke_access(effects, account_id, disable=True)
+        account_ref = db.collection(ACCOUNTS).document(account_id)
+        account = account_ref.get().to_dict() or {}
+        if account:
+            account_ref.update({"status": "terminated", "terminated_at": now})
+            audit.record(account_id, audit.AuditEvent("account.terminated", audit.SYSTEM))
+            _notify(effects, account_id, account, "account_terminated", "final", {})
+        deletion.request_deletion(db, account_id, "system", f"termination: {snap.get('basis')}")
+        effects.publish_deletion(account_id)
+        snap.reference.update({"status": "executed", "executed_at": now})
+        executed += 1
+        structured_logging.log(_log, logging.INFO, "termination executed", account_id=account_id)
+
+    finished = (
+        db.collection(TERMINATIONS)
+        .where(filter=FieldFilter("status", "==", "executed"))
+        .where(filter=FieldFilter("user_deleted", "==", False))
+        .limit(limit)
+    )
+    for snap in finished.stream():
+        certificate = db.collection(deletion.CERTIFICATES).document(snap.id).get()
+        if not certificate.exists or (certificate.to_dict() or {}).get("status") != "completed":
+            continue
+        with contextlib.suppress(auth.UserNotFoundError):
+            auth.delete_user(snap.id, app=effects.auth_app)
+        snap.reference.update({"user_deleted": True})
+        users_deleted += 1
+    return {"executed": executed, "users_deleted": users_deleted}
+
+
+def place_hold(
+    db: Any,
+    account_id: str,
+    *,
+    location_ids: list[str],
+    reason: str,
+    authority: str,
+    actor: audit.Actor,
+    client_address: str | None,
+    now: datetime,
+) -> str:
+    ref = db.collection(deletion.HOLDS).document()
+    ref.create(
+        {
+            "account_id": account_id,
+            "location_ids": location_ids,
+            "reason": reason,
+            "authority": authority,
+            "placed_by": actor.id,
+            "placed_at": now,
+            "released_at": None,
+        }
+    )
+    audit.record(
+        account_id,
+        audit.AuditEvent(
+            "legal_hold.placed", actor, client_address, reason, {"hold_id": ref.id, "authority": authority}
+        ),
+    )
+    return ref.id
+
+
+def release_hold(
+    effects: Effects, hold_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime
+) -> dict:
+    db = effects.db
+    ref = db.collection(deletion.HOLDS).document(hold_id)
+    snap = ref.get()
+    if not snap.exists:
+        raise LifecycleConflict("hold-not-found", "No such legal hold.")
+    hold = snap.to_dict() or {}
+    if hold.get("released_at"):
+        raise LifecycleConflict("hold-released", "This hold has already been released.")
+    ref.update({"released_at": now, "released_by": actor.id})
+    account_id = hold["account_id"]
+    audit.record(account_id, audit.AuditEvent("legal_hold.released", actor, client_address, None, {"hold_id": hold_id}))
+    job = db.collection(deletion.JOBS).document(account_id).get()
+    if job.exists and (job.to_dict() or {}).get("status") == "held":
+        # A deletion waiting on this hold may finish now.
+        effects.publish_deletion(account_id)
+    return {**hold, "id": hold_id, "released_at": now}

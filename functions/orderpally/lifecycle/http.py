@@ -1,0 +1,270 @@
+"""HTTP routes of the account lifecycle: the customer's own termination, and staff
+termination, suspension and legal holds. Decode, check the caller, delegate."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Literal
+
+import flask
+import pydantic
+
+from orderpally import audit, clients, events, web
+from orderpally.access import http as access
+from orderpally.access.principal import Principal
+from orderpally.config import settings
+from orderpally.lifecycle import accounts_service as service
+from orderpally.lifecycle import data_map, deletion
+from orderpally.lifecycle import termination as rules
+from orderpally.messaging.requests import request_email
+
+ACCOUNT_ID = r"^[A-Za-z0-9_-]{1,128}$"
+
+
+class CustomerTerminationBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    # "immediately", or the last day of service (Asia/Taipei) as YYYY-MM-DD.
+    termination_date: str = pydantic.Field(max_length=20)
+
+    @pydantic.field_validator("termination_date")
+    @classmethod
+    def _immediately_or_a_date(cls, value: str) -> str:
+        if value != "immediately":
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError('must be "immediately" or a date as YYYY-MM-DD') from None
+        return value
+
+    def requested_date(self) -> date | None:
+        return None if self.termination_date == "immediately" else date.fromisoformat(self.termination_date)
+
+
+class StaffTerminationBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    basis: Literal[tuple(b.value for b in rules.STAFF_BASES)]  # type: ignore[valid-type]
+    reason: str = pydantic.Field(min_length=5, max_length=2000)
+    termination_date: date | None = None
+    cure_period_days: int | None = pydantic.Field(default=None, ge=1, le=365)
+
+
+class SuspensionBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    code: Literal[rules.SUSPENSION_CODES]  # type: ignore[valid-type]
+    reason: str = pydantic.Field(min_length=5, max_length=2000)
+
+
+class HoldBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    location_ids: list[str] = pydantic.Field(default_factory=list, max_length=50)
+    reason: str = pydantic.Field(min_length=5, max_length=2000)
+    authority: str = pydantic.Field(min_length=2, max_length=300)
+
+    @pydantic.field_validator("location_ids")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        known = {loc.id for loc in data_map.load().locations}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown data-map locations: {', '.join(unknown)}")
+        return value
+
+
+def effects() -> service.Effects:
+    return service.Effects(
+        db=clients.firestore_client(),
+        auth_app=clients.firebase_app(),
+        send_email=request_email,
+        publish_deletion=lambda account_id: events.publish(
+            deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account_id}
+        ),
+    )
+
+
+def _conflict(exc: service.LifecycleConflict) -> web.Problem:
+    status = 404 if exc.slug.endswith("not-found") else 409
+    return web.Problem(status, exc.slug, "Not possible now" if status == 409 else "Not found", exc.detail)
+
+
+def _actor(principal: Principal) -> audit.Actor:
+    role = ",".join(sorted(principal.roles)) or None
+    return audit.Actor(kind=principal.kind, id=principal.account_id, role=role)
+
+
+def _valid_account_id(account_id: str) -> str:
+    import re
+
+    if not re.fullmatch(ACCOUNT_ID, account_id):
+        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
+    return account_id
+
+
+def _serialise(record: dict | None) -> dict | None:
+    if record is None:
+        return None
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items() if k != "user_deleted"}
+
+
+def _customer(request: flask.Request) -> Principal:
+    """The signed-in customer themself: a session (not an API key) with a verified email."""
+    principal = access.require_principal(request)
+    if principal.kind != "customer":
+        raise access.forbidden("Only the customer, signed in with a browser session, can do this.")
+    if not principal.email_verified:
+        raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
+    return principal
+
+
+def request_termination(request: flask.Request) -> flask.Response:
+    principal = _customer(request)
+    now = datetime.now(UTC)
+    cfg = settings()
+    if not rules.recently_authenticated(principal.session_issued_at, now, cfg.termination_reauth_seconds):
+        raise web.Problem(
+            401,
+            "reauthentication-required",
+            "Sign in again",
+            f"Terminating needs a sign-in within the last {cfg.termination_reauth_seconds // 60} minutes.",
+        )
+    body = web.parse_json(request, CustomerTerminationBody)
+    requested = body.requested_date()
+    try:
+        terminate_at = rules.customer_termination_at(requested, now, cfg.termination_max_days_ahead)
+        record = service.schedule_termination(
+            effects(),
+            principal.account_id,
+            basis=rules.Basis.CUSTOMER_CONVENIENCE,
+            terminate_at=terminate_at,
+            actor=_actor(principal),
+            reason=None,
+            client_address=access.client_address(request),
+            now=now,
+        )
+    except rules.TerminationError as exc:
+        raise web.Problem(422, "termination-date", "Invalid termination date", str(exc), field=exc.field) from None
+    except service.LifecycleConflict as exc:
+        raise _conflict(exc) from None
+    return web.json_response(_serialise(record), 202)
+
+
+def get_termination(request: flask.Request) -> flask.Response:
+    principal = access.require_principal(request)
+    if principal.kind == "staff":
+        raise access.forbidden("Staff read accounts through /staff.")
+    record = service.current_termination(clients.firestore_client(), principal.account_id)
+    return web.json_response({"termination": _serialise(record)})
+
+
+def cancel_termination(request: flask.Request) -> flask.Response:
+    principal = _customer(request)
+    try:
+        service.cancel_termination(
+            effects(),
+            principal.account_id,
+            actor=_actor(principal),
+            client_address=access.client_address(request),
+            now=datetime.now(UTC),
+        )
+    except service.LifecycleConflict as exc:
+        raise _conflict(exc) from None
+    return flask.Response(status=204)
+
+
+def staff_terminate(request: flask.Request, account_id: str) -> flask.Response:
+    principal = access.require_staff(request, "admin")
+    account_id = _valid_account_id(account_id)
+    body = web.parse_json(request, StaffTerminationBody)
+    now = datetime.now(UTC)
+    basis = rules.Basis(body.basis)
+    try:
+        terminate_at = rules.staff_termination_at(
+            basis,
+            now,
+            notice_days=settings().company_termination_notice_days,
+            cure_period_days=body.cure_period_days,
+            requested=body.termination_date,
+        )
+        record = service.schedule_termination(
+            effects(),
+            account_id,
+            basis=basis,
+            terminate_at=terminate_at,
+            actor=_actor(principal),
+            reason=body.reason,
+            client_address=access.client_address(request),
+            now=now,
+        )
+    except rules.TerminationError as exc:
+        raise web.Problem(422, "termination-rule", "Termination rule not met", str(exc), field=exc.field) from None
+    except service.LifecycleConflict as exc:
+        raise _conflict(exc) from None
+    return web.json_response(_serialise(record), 202)
+
+
+def staff_suspend(request: flask.Request, account_id: str) -> flask.Response:
+    principal = access.require_staff(request, "admin")
+    account_id = _valid_account_id(account_id)
+    suspending = request.method == "POST"
+    body = web.parse_json(request, SuspensionBody) if suspending else None
+    try:
+        service.set_suspension(
+            effects(),
+            account_id,
+            suspended=suspending,
+            code=body.code if body else None,
+            reason=body.reason if body else None,
+            actor=_actor(principal),
+            client_address=access.client_address(request),
+            now=datetime.now(UTC),
+        )
+    except service.LifecycleConflict as exc:
+        raise _conflict(exc) from None
+    return flask.Response(status=204)
+
+
+def staff_place_hold(request: flask.Request, account_id: str) -> flask.Response:
+    principal = access.require_staff(request, "admin", "security")
+    account_id = _valid_account_id(account_id)
+    body = web.parse_json(request, HoldBody)
+    hold_id = service.place_hold(
+        clients.firestore_client(),
+        account_id,
+        location_ids=body.location_ids,
+        reason=body.reason,
+        authority=body.authority,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
+    )
+    return web.json_response({"id": hold_id, "account_id": account_id, "location_ids": body.location_ids}, 201)
+
+
+def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
+    principal = access.require_staff(request, "admin", "security")
+    if not 1 <= len(hold_id) <= 64 or not hold_id.isalnum():
+        raise web.Problem(404, "hold-not-found", "Not found", "No such legal hold.")
+    try:
+        hold = service.release_hold(
+            effects(),
+            hold_id,
+            actor=_actor(principal),
+            client_address=access.client_address(request),
+            now=datetime.now(UTC),
+        )
+    except service.LifecycleConflict as exc:
+        raise _conflict(exc) from None
+    return web.json_response(_serialise(hold))
+
+
+def register(account_routes: web.Router, staff_routes: web.Router) -> None:
+    account_routes.route("/account/termination", methods=["POST"])(request_termination)
+    account_routes.route("/account/termination", methods=["GET"])(get_termination)
+    account_routes.route("/account/termination", methods=["DELETE"])(cancel_termination)
+    staff_routes.route("/staff/accounts/<account_id>/termination", methods=["POST"])(staff_terminate)
+    staff_routes.route("/staff/accounts/<account_id>/suspension", methods=["POST", "DELETE"])(staff_suspend)
+    staff_routes.route("/staff/accounts/<account_id>/legal-holds", methods=["POST"])(staff_place_hold)
+    staff_routes.route("/staff/legal-holds/<hold_id>", methods=["DELETE"])(staff_release_hold)

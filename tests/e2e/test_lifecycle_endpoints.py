@@ -1,0 +1,199 @@
+"""Termination, suspension and legal holds over HTTP, as the frontend and staff tools call them."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+
+import pytest
+import requests
+
+from orderpally import clients
+from orderpally.lifecycle import deletion
+from support.identities import browser_headers, create_customer, create_identity
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def account(uid: str) -> dict:
+    return clients.firestore_client().document(f"accounts/{uid}").get().to_dict()
+
+
+def audit_actions(uid: str) -> list[str]:
+    return [
+        d.to_dict()["action"] for d in clients.firestore_client().collection(f"accounts/{uid}/audit_trail").stream()
+    ]
+
+
+def poll(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def test_a_customer_schedules_and_cancels_their_termination(running_stack):
+    url = running_stack.url("account") + "/account/termination"
+    alice = create_customer()
+    tomorrow = (date.today() + timedelta(days=2)).isoformat()
+    scheduled = requests.post(url, json={"termination_date": tomorrow}, headers=browser_headers(alice), timeout=10)
+    assert scheduled.status_code == 202, scheduled.text
+    assert scheduled.json()["status"] == "scheduled"
+    assert account(alice.uid)["status"] == "terminating"
+    current = requests.get(url, headers={"Cookie": browser_headers(alice)["Cookie"]}, timeout=10).json()
+    assert current["termination"]["basis"] == "customer_convenience"
+
+    assert requests.delete(url, headers=browser_headers(alice), timeout=10).status_code == 204
+    assert account(alice.uid)["status"] == "active"
+    assert {"termination.scheduled", "termination.cancelled"} <= set(audit_actions(alice.uid))
+    again = requests.delete(url, headers=browser_headers(alice), timeout=10)
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"termination_date": "2001-01-01"}, 422, "termination_date"),
+        ({"termination_date": "soon"}, 422, "termination_date"),
+        ({}, 422, "termination_date"),
+        ({"termination_date": "immediately", "extra": 1}, 422, "extra"),
+    ],
+)
+def test_bad_termination_requests_are_refused_and_change_nothing(running_stack, body, status, field):
+    alice = create_customer()
+    response = requests.post(
+        running_stack.url("account") + "/account/termination", json=body, headers=browser_headers(alice), timeout=10
+    )
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert response.json()["field"] == field
+    assert account(alice.uid)["status"] == "active"
+
+
+def test_termination_needs_a_verified_browser_session_with_csrf(running_stack):
+    url = running_stack.url("account") + "/account/termination"
+    body = {"termination_date": "immediately"}
+    unverified = create_customer(verified=False)
+    assert requests.post(url, json=body, headers=browser_headers(unverified), timeout=10).status_code == 403
+    alice = create_customer()
+    no_token = {k: v for k, v in browser_headers(alice).items() if k != "X-CSRF-Token"}
+    assert requests.post(url, json=body, headers=no_token, timeout=10).status_code == 403
+    foreign = {**browser_headers(alice), "Origin": "https://evil.example"}
+    assert requests.post(url, json=body, headers=foreign, timeout=10).status_code == 403
+    assert requests.post(url, json=body, timeout=10).status_code == 401
+    assert account(alice.uid)["status"] == "active"
+
+
+def test_an_immediate_termination_ends_access_and_deletes_the_account(running_stack):
+    alice = create_customer()
+    clients.firestore_client().collection(f"accounts/{alice.uid}/audit_trail").add({"action": "old"})
+    url = running_stack.url("account") + "/account/termination"
+    assert requests.post(url, json={"termination_date": "immediately"}, headers=browser_headers(alice), timeout=10).ok
+
+    executed = requests.post(running_stack.url("due-terminations") + "/", json={}, timeout=60).json()
+    assert executed["executed"] == 1
+    from firebase_admin import auth
+
+    assert auth.get_user(alice.uid, app=clients.firebase_app()).disabled
+    assert requests.get(url, headers={"Cookie": browser_headers(alice)["Cookie"]}, timeout=10).status_code == 401
+
+    certificate = clients.firestore_client().document(f"{deletion.CERTIFICATES}/{alice.uid}")
+    poll(lambda: certificate.get().exists and certificate.get().to_dict()["status"] == "completed")
+    assert not clients.firestore_client().document(f"accounts/{alice.uid}").get().exists
+
+    second = requests.post(running_stack.url("due-terminations") + "/", json={}, timeout=60).json()
+    assert second == {"executed": 0, "users_deleted": 1}
+    with pytest.raises(auth.UserNotFoundError):
+        auth.get_user(alice.uid, app=clients.firebase_app())
+
+
+def staff_url(running_stack, path: str) -> str:
+    return running_stack.url("staff") + "/staff" + path
+
+
+def test_only_admins_suspend_and_suspension_blocks_the_customer(running_stack):
+    alice = create_customer()
+    admin = create_identity(roles=["admin"])
+    support = create_identity(roles=["support"])
+    url = staff_url(running_stack, f"/accounts/{alice.uid}/suspension")
+    body = {"code": "A", "reason": "Repeated policy violations in live streams"}
+    assert requests.post(url, json=body, headers=browser_headers(alice), timeout=10).status_code == 403
+    assert requests.post(url, json=body, headers=browser_headers(support), timeout=10).status_code == 403
+    assert account(alice.uid)["status"] == "active"
+
+    time.sleep(1.1)  # revocation has whole-second granularity
+    assert requests.post(url, json=body, headers=browser_headers(admin), timeout=10).status_code == 204
+    assert account(alice.uid)["status"] == "suspended"
+    own = running_stack.url("account") + "/account/termination"
+    assert requests.get(own, headers={"Cookie": browser_headers(alice)["Cookie"]}, timeout=10).status_code == 401
+    assert requests.post(url, json=body, headers=browser_headers(admin), timeout=10).status_code == 409
+
+    assert requests.delete(url, headers=browser_headers(admin), timeout=10).status_code == 204
+    assert account(alice.uid)["status"] == "active"
+    assert {"account.suspended", "account.suspension_lifted"} <= set(audit_actions(alice.uid))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"basis": "customer_convenience", "reason": "not staff's to use"}, "basis"),
+        ({"basis": "notice_A", "reason": "no"}, "reason"),
+        ({"basis": "breach_cure_period", "reason": "unpaid for months"}, "cure_period_days"),
+    ],
+)
+def test_staff_termination_rules_are_enforced(running_stack, body, field):
+    alice = create_customer()
+    admin = create_identity(roles=["admin"])
+    response = requests.post(
+        staff_url(running_stack, f"/accounts/{alice.uid}/termination"),
+        json=body,
+        headers=browser_headers(admin),
+        timeout=10,
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == field
+    assert account(alice.uid)["status"] == "active"
+
+
+def test_staff_termination_for_cause_with_a_legal_basis(running_stack):
+    alice = create_customer()
+    admin = create_identity(roles=["admin"])
+    response = requests.post(
+        staff_url(running_stack, f"/accounts/{alice.uid}/termination"),
+        json={"basis": "legal_C", "reason": "Court order 115-A-123"},
+        headers=browser_headers(admin),
+        timeout=10,
+    )
+    assert response.status_code == 202
+    assert response.json()["requested_by"]["kind"] == "staff"
+    assert "termination.scheduled" in audit_actions(alice.uid)
+    missing = requests.post(
+        staff_url(running_stack, "/accounts/nobody-here/termination"),
+        json={"basis": "legal_C", "reason": "Court order 115-A-123"},
+        headers=browser_headers(admin),
+        timeout=10,
+    )
+    assert missing.status_code == 404
+
+
+def test_security_places_and_releases_a_hold(running_stack):
+    alice = create_customer()
+    security = create_identity(roles=["security"])
+    support = create_identity(roles=["support"])
+    url = staff_url(running_stack, f"/accounts/{alice.uid}/legal-holds")
+    body = {"location_ids": ["invoices"], "reason": "Tax authority inquiry", "authority": "MOF 115-0042"}
+    assert requests.post(url, json=body, headers=browser_headers(support), timeout=10).status_code == 403
+    unknown = requests.post(
+        url, json={**body, "location_ids": ["nowhere"]}, headers=browser_headers(security), timeout=10
+    )
+    assert unknown.status_code == 422
+    placed = requests.post(url, json=body, headers=browser_headers(security), timeout=10)
+    assert placed.status_code == 201
+    hold_id = placed.json()["id"]
+    release = staff_url(running_stack, f"/legal-holds/{hold_id}")
+    assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code == 200
+    assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code == 409
+    assert {"legal_hold.placed", "legal_hold.released"} <= set(audit_actions(alice.uid))
