@@ -26,3 +26,18 @@ resource "google_firestore_field" "event_ledger_ttl" {
   ttl_config {}
   index_config {}
 }
+
+# Composite indexes the queries need (the emulator needs none, production does).
+resource "google_firestore_index" "due_terminations" {
+  database   = google_firestore_database.main.name
+  collection = "terminations"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "terminate_at"
+    order      = "ASCENDING"
+  }
+}
