@@ -21,8 +21,9 @@ from orderpally.config import settings
 from orderpally.health import service as health_service
 from orderpally.heartbeat import service as heartbeat
 from orderpally.lifecycle import accounts_service as lifecycle
-from orderpally.lifecycle import data_map
+from orderpally.lifecycle import billing, data_map
 from orderpally.lifecycle import deletion as account_deletion
+from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import http as lifecycle_http
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
@@ -32,6 +33,12 @@ DELETION_EVENTS = events.EventSpec(
     message_type=account_deletion.MESSAGE_TYPE,
     payload=account_deletion.DeletionMessage,
     lease_seconds=600,
+)
+BILLING_EVENTS = events.EventSpec(
+    function="record_billing_event", message_type=billing.MESSAGE_TYPE, payload=billing.BillingEvent
+)
+EXPORT_EVENTS = events.EventSpec(
+    function="build_content_export", message_type=content_export.MESSAGE_TYPE, payload=content_export.ExportMessage
 )
 HEARTBEAT_EVENTS = events.EventSpec(
     function="record_heartbeat", message_type=heartbeat.MESSAGE_TYPE, payload=heartbeat.Heartbeat
@@ -148,3 +155,29 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
 def execute_due_terminations(request: flask.Request) -> flask.Response:
     web.require_method(request, "POST")
     return web.json_response(lifecycle.execute_due(lifecycle_http.effects(), datetime.now(UTC)))
+
+
+@functions_framework.cloud_event
+def record_billing_event(cloud_event: CloudEvent) -> None:
+    events.handle_event(
+        cloud_event, BILLING_EVENTS, lambda event, _: billing.record_event(clients.firestore_client(), event)
+    )
+
+
+def _build_export(message: content_export.ExportMessage, _: events.EventContext) -> None:
+    cfg = settings()
+    outcome = content_export.run_export(
+        clients.firestore_client(),
+        clients.storage_client(),
+        {"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket},
+        data_map.load(),
+        message,
+        datetime.now(UTC),
+    )
+    if outcome == "ready":
+        lifecycle_http.notify_export_ready(message.account_id, message.export_id)
+
+
+@functions_framework.cloud_event
+def build_content_export(cloud_event: CloudEvent) -> None:
+    events.handle_event(cloud_event, EXPORT_EVENTS, _build_export)

@@ -68,6 +68,7 @@ class Settings:
     termination_max_days_ahead: int = 90
     termination_reauth_seconds: int = 300
     company_termination_notice_days: int = 30
+    export_valid_days: int = 7
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -125,6 +126,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         termination_max_days_ahead=_int(env, "TERMINATION_MAX_DAYS_AHEAD", 90),
         termination_reauth_seconds=_int(env, "TERMINATION_REAUTH_SECONDS", 300),
         company_termination_notice_days=_int(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),
+        export_valid_days=_int(env, "EXPORT_VALID_DAYS", 7),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),

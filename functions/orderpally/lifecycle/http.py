@@ -12,11 +12,13 @@ import pydantic
 from orderpally import audit, clients, events, web
 from orderpally.access import http as access
 from orderpally.access.principal import Principal
+from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.lifecycle import accounts_service as service
-from orderpally.lifecycle import data_map, deletion
+from orderpally.lifecycle import billing, data_map, deletion
+from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import termination as rules
-from orderpally.messaging.requests import request_email
+from orderpally.messaging.requests import EmailRequest, request_email
 
 ACCOUNT_ID = r"^[A-Za-z0-9_-]{1,128}$"
 
@@ -260,7 +262,119 @@ def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
     return web.json_response(_serialise(hold))
 
 
+EXPORT_SCOPE = "export:create"
+EXPORT_ID = r"^[A-Za-z0-9_-]{16,64}$"
+
+
+def _exporter(request: flask.Request) -> Principal:
+    """The customer (session with a verified email, or their API key with the export scope)."""
+    principal = access.require_principal(request)
+    if principal.kind == "staff":
+        raise access.forbidden("Staff cannot export a customer's content.")
+    if principal.kind == "api_key" and not principal.has_scope(EXPORT_SCOPE):
+        raise access.forbidden(f"This key lacks the {EXPORT_SCOPE} scope.")
+    if principal.kind == "customer" and not principal.email_verified:
+        raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
+    return principal
+
+
+def request_export(request: flask.Request) -> flask.Response:
+    principal = _exporter(request)
+    db = clients.firestore_client()
+    account = db.collection(ACCOUNTS).document(principal.account_id).get().to_dict() or {}
+    if account.get("status") in ("terminated", "suspended", None):
+        raise web.Problem(409, "account-not-active", "Not possible now", "This account cannot export its content.")
+    now = datetime.now(UTC)
+    try:
+        record = content_export.create_request(
+            db, principal.account_id, billing.outstanding(db, principal.account_id), now, settings().export_valid_days
+        )
+    except content_export.PaymentRequired as exc:
+        raise web.Problem(
+            402,
+            "payment-required",
+            "Payment required",
+            f"Content can be retrieved once every amount due is paid; {exc.amount} {exc.currency} is outstanding.",
+            extra={"outstanding_amount": exc.amount, "currency": exc.currency},
+        ) from None
+    events.publish(
+        content_export.TOPIC,
+        content_export.MESSAGE_TYPE,
+        {"export_id": record["export_id"], "account_id": principal.account_id},
+    )
+    audit.record(
+        principal.account_id,
+        audit.AuditEvent(
+            "export.requested",
+            _actor(principal),
+            access.client_address(request),
+            None,
+            {"export_id": record["export_id"]},
+        ),
+    )
+    return web.json_response(_serialise(record), 202)
+
+
+def _own_export(request: flask.Request, export_id: str) -> tuple[Principal, dict]:
+    import re
+
+    principal = _exporter(request)
+    if not re.fullmatch(EXPORT_ID, export_id):
+        raise web.Problem(404, "export-not-found", "Not found", "No such export.")
+    snap = clients.firestore_client().collection(content_export.EXPORTS).document(export_id).get()
+    record = snap.to_dict() or {} if snap.exists else {}
+    # Another customer's export is indistinguishable from a missing one.
+    if record.get("account_id") != principal.account_id:
+        raise web.Problem(404, "export-not-found", "Not found", "No such export.")
+    return principal, record
+
+
+def get_export(request: flask.Request, export_id: str) -> flask.Response:
+    _, record = _own_export(request, export_id)
+    return web.json_response(_serialise({k: v for k, v in record.items() if k != "object"}))
+
+
+def download_export(request: flask.Request, export_id: str) -> flask.Response:
+    principal, record = _own_export(request, export_id)
+    if record.get("status") != "ready":
+        raise web.Problem(409, "export-not-ready", "Not ready", "The export is still being prepared.")
+    if record["expires_at"] <= datetime.now(UTC):
+        raise web.Problem(410, "export-expired", "Expired", "This export has expired; request a new one.")
+    blob = clients.storage_client().bucket(settings().exports_bucket).blob(record["object"])
+    payload = blob.download_as_bytes()
+    audit.record(
+        principal.account_id,
+        audit.AuditEvent(
+            "export.downloaded", _actor(principal), access.client_address(request), None, {"export_id": export_id}
+        ),
+    )
+    response = flask.Response(payload, mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="orderpally-export-{export_id}.zip"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Digest"] = f"sha-256={record['sha256']}"
+    return response
+
+
+def notify_export_ready(account_id: str, export_id: str) -> None:
+    account = clients.firestore_client().collection(ACCOUNTS).document(account_id).get().to_dict() or {}
+    try:
+        message = EmailRequest(
+            idempotency_key=f"content_export_ready:{export_id}",
+            template="content_export_ready",
+            to_email=account.get("email") or "",
+            account_id=account_id,
+            data={"export_id": export_id, "download_path": f"/account/exports/{export_id}/download"},
+        )
+    except pydantic.ValidationError:
+        return
+    request_email(message)
+
+
 def register(account_routes: web.Router, staff_routes: web.Router) -> None:
+    account_routes.route("/account/exports", methods=["POST"])(request_export)
+    account_routes.route("/account/exports/<export_id>", methods=["GET"])(get_export)
+    account_routes.route("/account/exports/<export_id>/download", methods=["GET"])(download_export)
     account_routes.route("/account/termination", methods=["POST"])(request_termination)
     account_routes.route("/account/termination", methods=["GET"])(get_termination)
     account_routes.route("/account/termination", methods=["DELETE"])(cancel_termination)

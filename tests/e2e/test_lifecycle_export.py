@@ -1,0 +1,106 @@
+"""Payment-gated content export over HTTP, with billing events arriving through Pub/Sub."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from orderpally import clients, events
+from orderpally.config import settings
+from orderpally.lifecycle import billing
+from orderpally.lifecycle import export as content_export
+from support.identities import browser_headers, create_customer
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def publish_billing(account_id: str, sequence: int, kind: str, amount: int) -> None:
+    events.publish(
+        billing.TOPIC,
+        billing.MESSAGE_TYPE,
+        {
+            "account_id": account_id,
+            "sequence": sequence,
+            "kind": kind,
+            "amount": amount,
+            "reference": f"INV-{sequence}",
+            "occurred_at": datetime.now(UTC).isoformat(),
+        },
+    )
+
+
+def poll(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
+    base = running_stack.url("account") + "/account/exports"
+    alice = create_customer()
+    db = clients.firestore_client()
+    db.collection(f"accounts/{alice.uid}/audit_trail").add({"action": "sign_in"})
+    db.document("orders/o-1").set({"store_id": alice.uid, "consumer_id": "someone", "amount": 990})
+    clients.storage_client().bucket(settings().attachments_bucket).blob(f"{alice.uid}/report.png").upload_from_string(
+        b"png"
+    )
+
+    publish_billing(alice.uid, 1, "invoice_issued", 1500)
+    poll(lambda: billing.outstanding(db, alice.uid)[0] == 1500)
+    refused = requests.post(base, headers=browser_headers(alice), timeout=10)
+    assert refused.status_code == 402
+    assert refused.json()["outstanding_amount"] == 1500
+    assert refused.json()["currency"] == "TWD"
+    assert db.collection(content_export.EXPORTS).get() == []
+
+    publish_billing(alice.uid, 2, "payment_received", 1500)
+    publish_billing(alice.uid, 2, "payment_received", 1500)  # a duplicate publish
+    poll(lambda: billing.outstanding(db, alice.uid)[0] == 0)
+    accepted = requests.post(base, headers=browser_headers(alice), timeout=10)
+    assert accepted.status_code == 202
+    export_id = accepted.json()["export_id"]
+    cookie = {"Cookie": browser_headers(alice)["Cookie"]}
+    status = poll(
+        lambda: (r := requests.get(f"{base}/{export_id}", headers=cookie, timeout=10).json())["status"] == "ready" and r
+    )
+    assert status["counts"]["orders_as_store"] == 1
+
+    download = requests.get(f"{base}/{export_id}/download", headers=cookie, timeout=30)
+    assert download.status_code == 200
+    assert download.headers["Content-Type"] == "application/zip"
+    assert download.headers["Digest"] == "sha-256=" + hashlib.sha256(download.content).hexdigest()
+    archive = zipfile.ZipFile(io.BytesIO(download.content))
+    assert json.loads(archive.read("manifest.json"))["account_id"] == alice.uid
+    assert archive.read("incident_attachments/report.png") == b"png"
+    profile = [json.loads(line) for line in archive.read("account_profile.jsonl").decode().splitlines()]
+    assert profile[0]["data"]["email"] == alice.email
+    assert len(archive.read("audit_trail.jsonl").decode().splitlines()) >= 1
+
+
+def test_someone_else_s_export_does_not_exist_for_you_and_expired_ones_are_gone(running_stack):
+    base = running_stack.url("account") + "/account/exports"
+    alice, bob = create_customer(), create_customer()
+    accepted = requests.post(base, headers=browser_headers(alice), timeout=10)
+    assert accepted.status_code == 202
+    export_id = accepted.json()["export_id"]
+    bob_cookie = {"Cookie": browser_headers(bob)["Cookie"]}
+    assert requests.get(f"{base}/{export_id}", headers=bob_cookie, timeout=10).status_code == 404
+    assert requests.get(f"{base}/{export_id}/download", headers=bob_cookie, timeout=10).status_code == 404
+    assert requests.get(f"{base}/not-an-id", headers=bob_cookie, timeout=10).status_code == 404
+
+    ref = clients.firestore_client().collection(content_export.EXPORTS).document(export_id)
+    poll(lambda: ref.get().to_dict()["status"] == "ready")
+    ref.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    alice_cookie = {"Cookie": browser_headers(alice)["Cookie"]}
+    assert requests.get(f"{base}/{export_id}/download", headers=alice_cookie, timeout=10).status_code == 410
