@@ -25,6 +25,8 @@ from orderpally.lifecycle import billing, data_map
 from orderpally.lifecycle import deletion as account_deletion
 from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import http as lifecycle_http
+from orderpally.messaging import delivery as email_delivery
+from orderpally.messaging import requests as email_requests
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
@@ -39,6 +41,9 @@ BILLING_EVENTS = events.EventSpec(
 )
 EXPORT_EVENTS = events.EventSpec(
     function="build_content_export", message_type=content_export.MESSAGE_TYPE, payload=content_export.ExportMessage
+)
+EMAIL_EVENTS = events.EventSpec(
+    function="send_notice_email", message_type=email_requests.MESSAGE_TYPE, payload=email_requests.EmailRequest
 )
 HEARTBEAT_EVENTS = events.EventSpec(
     function="record_heartbeat", message_type=heartbeat.MESSAGE_TYPE, payload=heartbeat.Heartbeat
@@ -181,3 +186,17 @@ def _build_export(message: content_export.ExportMessage, _: events.EventContext)
 @functions_framework.cloud_event
 def build_content_export(cloud_event: CloudEvent) -> None:
     events.handle_event(cloud_event, EXPORT_EVENTS, _build_export)
+
+
+@functions_framework.cloud_event
+def send_notice_email(cloud_event: CloudEvent) -> None:
+    events.handle_event(
+        cloud_event,
+        EMAIL_EVENTS,
+        lambda request, _: email_delivery.deliver(
+            clients.firestore_client(),
+            request,
+            send=email_delivery.smtp_sender(clients.smtp_connection),
+            mail_from=settings().mail_from,
+        ),
+    )

@@ -11,6 +11,7 @@ locals {
     SMTP_HOST              = var.smtp_host
     SMTP_PORT              = tostring(var.smtp_port)
     SMTP_SECURITY          = var.smtp_port == 465 ? "tls" : "starttls"
+    SMTP_USERNAME          = var.smtp_username
     BACKUPS_BUCKET         = google_storage_bucket.data["backups"].name
     EXPORTS_BUCKET         = google_storage_bucket.data["exports"].name
     ATTACHMENTS_BUCKET     = google_storage_bucket.data["attachments"].name

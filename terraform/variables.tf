@@ -62,6 +62,12 @@ variable "smtp_host" {
   type        = string
 }
 
+variable "smtp_username" {
+  description = "SMTP relay user; its password is the smtp-password secret (empty: the relay takes no login)."
+  type        = string
+  default     = ""
+}
+
 variable "smtp_port" {
   description = "SMTP relay port (587 for STARTTLS, 465 for implicit TLS)."
   type        = number

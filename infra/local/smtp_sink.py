@@ -19,11 +19,23 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+# Recipients whose local part starts with these get the relay's refusal, so tests can
+# see how the notice-email function handles a permanent and a temporary failure.
+REFUSED_PREFIXES = {"bounce": "550 5.1.1 Mailbox does not exist", "defer": "451 4.3.0 Try again later"}
+
 
 class MailboxHandler:
     def __init__(self, mailbox: Path) -> None:
         self.mailbox = mailbox
         mailbox.mkdir(parents=True, exist_ok=True)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        local_part = address.partition("@")[0].lower()
+        for prefix, reply in REFUSED_PREFIXES.items():
+            if local_part.startswith(prefix):
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # Write then rename, so a reader never sees half a message.

@@ -1,0 +1,205 @@
+"""Sends one requested email exactly once per idempotency key.
+
+The delivery ledger (`email_deliveries/{sha256(idempotency_key)}`) is claimed
+in a transaction before sending, so redeliveries, duplicate publishes and
+concurrent deliveries of one request send one mail. The one window left is a
+crash between the relay accepting the mail and the ledger saying so: the
+redelivery then sends again, with the same Message-ID, which receiving
+servers use to drop the copy.
+
+Outcomes recorded: sent (with the relay's reply), retrying (4xx, connection
+trouble: Pub/Sub redelivers), failed_permanently (5xx, refused address: never
+retried), dropped (unknown template, data the template cannot render).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, parseaddr
+from typing import Any
+
+from orderpally import events, structured_logging
+from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
+from orderpally.messaging import rendering
+from orderpally.messaging.requests import EmailRequest
+
+DELIVERIES = "email_deliveries"
+LEASE = timedelta(minutes=2)
+# Long after Pub/Sub's 7-day redelivery window and any resend a capability might make.
+LEDGER_TTL = timedelta(days=400)
+
+_log = structured_logging.get_logger("orderpally.messaging")
+
+
+class Status:
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed_permanently"
+    DROPPED = "dropped"
+
+
+FINAL = (Status.SENT, Status.FAILED, Status.DROPPED)
+
+
+@dataclass(frozen=True)
+class RelayReply:
+    code: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.message}"[:500]
+
+
+class RelayRefused(Exception):
+    """The relay answered with an error code (4xx: try later, 5xx: never)."""
+
+    def __init__(self, reply: RelayReply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+    @property
+    def permanent(self) -> bool:
+        return self.reply.code >= 500
+
+
+# Sends a finished message; returns the relay's reply to DATA, raises RelayRefused or OSError.
+Sender = Callable[[EmailMessage], RelayReply]
+
+
+def delivery_id(idempotency_key: str) -> str:
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+def message_id(idempotency_key: str, domain: str) -> str:
+    return f"<{delivery_id(idempotency_key)[:40]}@{domain}>"
+
+
+def compose(request: EmailRequest, rendered: rendering.RenderedEmail, mail_from: str, now: datetime) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = formataddr(("", request.to_email))
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(now)
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "orderpally.invalid"
+    message["Message-ID"] = message_id(request.idempotency_key, domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    message["Content-Language"] = rendered.language  # after the body: set_content drops Content-* headers
+    return message
+
+
+def smtp_sender(connect: Callable[[], smtplib.SMTP]) -> Sender:
+    """Sends over a fresh connection, reading each reply so it can be recorded and classified."""
+
+    def send(message: EmailMessage) -> RelayReply:
+        sender = parseaddr(str(message["From"]))[1]
+        recipient = parseaddr(str(message["To"]))[1]
+        with connect() as conn:
+            conn.ehlo_or_helo_if_needed()
+            for command, args in ((conn.mail, (sender,)), (conn.rcpt, (recipient,))):
+                code, reply = command(*args)
+                if code >= 400:
+                    raise RelayRefused(RelayReply(code, reply.decode(errors="replace")))
+            try:
+                code, reply = conn.data(message.as_bytes())
+            except smtplib.SMTPResponseException as exc:  # the relay refused to take DATA at all
+                code, reply = exc.smtp_code, exc.smtp_error
+            if code >= 400:
+                raise RelayRefused(RelayReply(code, reply.decode(errors="replace")))
+            return RelayReply(code, reply.decode(errors="replace"))
+
+    return send
+
+
+def _language(db: Any, request: EmailRequest) -> str:
+    fallback = request.language or DEFAULT_LANGUAGE
+    if not request.account_id:
+        return fallback
+    stored = (db.collection(ACCOUNTS).document(request.account_id).get().to_dict() or {}).get("language")
+    return preferred_language(stored, fallback)
+
+
+def _claim(db: Any, ref: Any, request: EmailRequest, now: datetime) -> str | None:
+    """Takes the delivery's lease; returns the final status when it was already settled."""
+    from google.cloud import firestore
+
+    @firestore.transactional
+    def claim(transaction: Any) -> str | None:
+        snapshot = ref.get(transaction=transaction)
+        entry = snapshot.to_dict() if snapshot.exists else {}
+        status = entry.get("status")
+        if status in FINAL:
+            return status
+        lease_until = entry.get("lease_until")
+        if status == Status.SENDING and lease_until and lease_until > now:
+            raise events.RetryableError("the same email is being sent by another delivery")
+        transaction.set(
+            ref,
+            {
+                "template": request.template,
+                "account_id": request.account_id,
+                "status": Status.SENDING,
+                "attempts": int(entry.get("attempts", 0)) + 1,
+                "lease_until": now + LEASE,
+                "first_attempt_at": entry.get("first_attempt_at", now),
+                "updated_at": now,
+                "expire_at": now + LEDGER_TTL,
+            },
+            merge=True,
+        )
+        return None
+
+    return claim(db.transaction())
+
+
+def _settle(ref: Any, status: str, now: datetime, **fields: Any) -> None:
+    ref.set({"status": status, "lease_until": None, "updated_at": now, **fields}, merge=True)
+
+
+def deliver(
+    db: Any,
+    request: EmailRequest,
+    *,
+    send: Sender,
+    mail_from: str,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> str:
+    """Sends the request's email unless its key was already settled; returns the final status.
+
+    Raises events.RetryableError when Pub/Sub should redeliver, events.PermanentError
+    when the request can never be sent.
+    """
+    ref = db.collection(DELIVERIES).document(delivery_id(request.idempotency_key))
+    log_fields = {"template": request.template, "delivery_id": ref.id}
+    settled = _claim(db, ref, request, now())
+    if settled is not None:
+        structured_logging.log(_log, logging.INFO, "email already settled", status=settled, **log_fields)
+        return settled
+    try:
+        rendered = rendering.render(request.template, _language(db, request), request.data)
+    except (rendering.UnknownTemplate, rendering.TemplateDataError) as exc:
+        _settle(ref, Status.DROPPED, now(), reason=f"{type(exc).__name__}: {exc}"[:300])
+        raise events.PermanentError(f"cannot render {request.template}") from None
+    message = compose(request, rendered, mail_from, now())
+    try:
+        reply = send(message)
+    except RelayRefused as exc:
+        if exc.permanent:
+            _settle(ref, Status.FAILED, now(), smtp_response=str(exc.reply))
+            raise events.PermanentError(f"relay refused permanently ({exc.reply.code})") from None
+        _settle(ref, Status.RETRYING, now(), smtp_response=str(exc.reply))
+        raise events.RetryableError(f"relay deferred ({exc.reply.code})") from None
+    except (OSError, smtplib.SMTPException) as exc:
+        _settle(ref, Status.RETRYING, now(), smtp_response=type(exc).__name__)
+        raise events.RetryableError(f"relay unreachable ({type(exc).__name__})") from None
+    _settle(ref, Status.SENT, now(), smtp_response=str(reply), language=rendered.language, sent_at=now())
+    structured_logging.log(_log, logging.INFO, "email sent", language=rendered.language, **log_fields)
+    return Status.SENT

@@ -1,0 +1,68 @@
+"""The notice-email function behind its real push subscription."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from orderpally import clients, events
+from orderpally.messaging import delivery
+from orderpally.messaging.requests import EmailRequest, request_email
+from smtp_sink import read_mailbox
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def settled(key: str) -> str | None:
+    ref = clients.firestore_client().collection(delivery.DELIVERIES).document(delivery.delivery_id(key))
+    status = (ref.get().to_dict() or {}).get("status")
+    return status if status in delivery.FINAL else None
+
+
+def test_published_requests_arrive_once_in_the_recipients_language(running_stack):
+    clients.firestore_client().document("accounts/acct-e2e").set({"language": "en", "email": "hal@example.com"})
+    request = EmailRequest(
+        idempotency_key="e2e-1", template="termination_cancelled", to_email="hal@example.com", account_id="acct-e2e"
+    )
+    for _ in range(3):  # duplicate publishes of one request
+        request_email(request)
+    request_email(
+        request.model_copy(update={"idempotency_key": "e2e-2", "to_email": "ivy@example.com", "account_id": None})
+    )
+    wait_for(lambda: settled("e2e-1") and settled("e2e-2"))
+    time.sleep(1.0)  # let any duplicate that would wrongly be sent arrive
+    mails = read_mailbox(running_stack.mailbox)
+    assert sorted(str(m["To"]) for m in mails) == ["hal@example.com", "ivy@example.com"]
+    by_to = {str(m["To"]): m for m in mails}
+    assert by_to["hal@example.com"]["Content-Language"] == "en"
+    assert by_to["ivy@example.com"]["Content-Language"] == "zh-TW"
+
+
+def test_malformed_and_permanently_failing_requests_are_recorded_not_retried(running_stack):
+    publisher = clients.publisher()
+    topic = events.topic_path("notice-email")
+    message_id = publisher.publish(topic, b"not json").result(timeout=30)
+    request_email(
+        EmailRequest(idempotency_key="e2e-bounce", template="termination_cancelled", to_email="bounce@example.com")
+    )
+
+    def ledger_status() -> str | None:
+        safe = base64.urlsafe_b64encode(f"send_notice_email:{message_id}".encode()).decode().rstrip("=")
+        entry = clients.firestore_client().collection(events.LEDGER_COLLECTION).document(safe).get().to_dict()
+        return (entry or {}).get("status")
+
+    assert wait_for(ledger_status) == events.Outcome.MALFORMED
+    assert wait_for(lambda: settled("e2e-bounce")) == delivery.Status.FAILED
+    assert read_mailbox(running_stack.mailbox) == []
