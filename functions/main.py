@@ -27,6 +27,8 @@ from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import http as lifecycle_http
 from orderpally.messaging import delivery as email_delivery
 from orderpally.messaging import requests as email_requests
+from orderpally.notices import fanout as notice_fanout
+from orderpally.notices import http as notices_http
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
@@ -45,6 +47,12 @@ EXPORT_EVENTS = events.EventSpec(
 EMAIL_EVENTS = events.EventSpec(
     function="send_notice_email", message_type=email_requests.MESSAGE_TYPE, payload=email_requests.EmailRequest
 )
+FANOUT_EVENTS = events.EventSpec(
+    function="fan_out_notice",
+    message_type=notice_fanout.MESSAGE_TYPE,
+    payload=notice_fanout.FanoutMessage,
+    lease_seconds=600,
+)
 HEARTBEAT_EVENTS = events.EventSpec(
     function="record_heartbeat", message_type=heartbeat.MESSAGE_TYPE, payload=heartbeat.Heartbeat
 )
@@ -52,7 +60,9 @@ HEARTBEAT_EVENTS = events.EventSpec(
 health_routes = web.Router()
 account_routes = web.Router()
 staff_routes = web.Router()
+notice_routes = web.Router()
 lifecycle_http.register(account_routes, staff_routes)
+notices_http.register(notice_routes, staff_routes)
 
 
 @health_routes.route("/health", methods=["GET"])
@@ -74,6 +84,11 @@ def account(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def staff(request: flask.Request) -> flask.Response:
     return staff_routes.dispatch(request)
+
+
+@functions_framework.http
+def notices(request: flask.Request) -> flask.Response:
+    return notice_routes.dispatch(request)
 
 
 @functions_framework.http
@@ -200,3 +215,36 @@ def send_notice_email(cloud_event: CloudEvent) -> None:
             mail_from=settings().mail_from,
         ),
     )
+
+
+def _publish_emails(requests: list[email_requests.EmailRequest]) -> None:
+    # Publish the page at once, then wait: the cursor moves only when Pub/Sub holds every request.
+    futures = [
+        events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, r.model_dump(mode="json"))
+        for r in requests
+    ]
+    for future in futures:
+        future.result(timeout=60)
+
+
+def _fan_out(message: notice_fanout.FanoutMessage, _: events.EventContext) -> None:
+    ports = notice_fanout.Ports(
+        db=clients.firestore_client(),
+        publish_emails=_publish_emails,
+        continue_later=notices_http.publish_fanout,
+        notices_url=f"{settings().public_base_url}/notices/page",
+    )
+    notice_fanout.run(ports, message.job_id, lambda: datetime.now(UTC))
+
+
+@functions_framework.cloud_event
+def fan_out_notice(cloud_event: CloudEvent) -> None:
+    events.handle_event(cloud_event, FANOUT_EVENTS, _fan_out)
+
+
+@functions_framework.http
+@web.endpoint
+def release_notice_mailings(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    released = notice_fanout.release_due(clients.firestore_client(), notices_http.publish_fanout, datetime.now(UTC))
+    return web.json_response({"released": released})

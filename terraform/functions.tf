@@ -8,6 +8,7 @@ locals {
     SERVICE_VERSION        = substr(data.archive_file.functions.output_sha256, 0, 12)
     FRONTEND_ORIGINS       = join(",", var.frontend_origins)
     MAIL_FROM              = var.mail_from
+    PUBLIC_BASE_URL        = "https://${var.domain}"
     SMTP_HOST              = var.smtp_host
     SMTP_PORT              = tostring(var.smtp_port)
     SMTP_SECURITY          = var.smtp_port == 465 ? "tls" : "starttls"

@@ -50,6 +50,8 @@ class Settings:
     smtp_username: str = ""
     smtp_password: str = ""
     mail_from: str = "OrderPally <no-reply@orderpally.local>"
+    # Where customers read notices: links in mail and feeds start here.
+    public_base_url: str = "http://localhost:8080"
     # Buckets
     backups_bucket: str = "demo-orderpally-backups"
     exports_bucket: str = "demo-orderpally-exports"
@@ -114,6 +116,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_username=env.get("SMTP_USERNAME", ""),
         smtp_password=env.get("SMTP_PASSWORD", ""),
         mail_from=env.get("MAIL_FROM", "OrderPally <no-reply@orderpally.local>"),
+        public_base_url=env.get("PUBLIC_BASE_URL", "http://localhost:8080").rstrip("/"),
         backups_bucket=env.get("BACKUPS_BUCKET", f"{project_id}-backups"),
         exports_bucket=env.get("EXPORTS_BUCKET", f"{project_id}-exports"),
         attachments_bucket=env.get("ATTACHMENTS_BUCKET", f"{project_id}-attachments"),

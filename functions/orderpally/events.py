@@ -64,6 +64,16 @@ def topic_path(topic: str) -> str:
     return f"projects/{settings().project_id}/topics/{topic}"
 
 
+def publish_async(
+    topic: str, message_type: str, data: dict[str, Any], *, schema_version: int = 1, ordering_key: str = ""
+) -> Any:
+    """Starts publishing a JSON envelope; the returned future yields the server's message id."""
+    kwargs: dict[str, Any] = {"ordering_key": ordering_key} if ordering_key else {}
+    return clients.publisher().publish(
+        topic_path(topic), envelope(message_type, data, schema_version), type=message_type, **kwargs
+    )
+
+
 def publish(
     topic: str,
     message_type: str,
@@ -72,19 +82,13 @@ def publish(
     schema_version: int = 1,
     ordering_key: str = "",
     timeout: float = 30.0,
-    **attributes: str,
 ) -> str:
     """Publishes a JSON envelope and waits for the server's message id.
 
     The publisher client retries transient errors itself; waiting makes a
     failed publish an error of the caller instead of a silent loss.
     """
-    kwargs: dict[str, Any] = dict(attributes)
-    if ordering_key:
-        kwargs["ordering_key"] = ordering_key
-    future = clients.publisher().publish(
-        topic_path(topic), envelope(message_type, data, schema_version), type=message_type, **kwargs
-    )
+    future = publish_async(topic, message_type, data, schema_version=schema_version, ordering_key=ordering_key)
     return future.result(timeout=timeout)
 
 

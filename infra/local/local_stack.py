@@ -307,7 +307,11 @@ class LocalStack:
             "SERVICE_VERSION": "local",
             "LOCAL_BACKUPS_DIR": str(self.state_dir / "backups"),
             "PYTHONUNBUFFERED": "1",
+            **({"PUBLIC_BASE_URL": self.url("notices")} if self.has_function("notices") else {}),
         }
+
+    def has_function(self, function_name: str) -> bool:
+        return any(info.entry.name == function_name for info in self.functions)
 
     def url(self, function_name: str) -> str:
         """The local base URL of a catalogue function."""

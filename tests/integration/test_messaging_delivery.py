@@ -124,3 +124,27 @@ def test_unknown_template_is_dropped_not_retried(emulators):
         send(request)
     assert ledger(request)["status"] == "dropped"
     assert send(request) == delivery.Status.DROPPED
+
+
+def test_long_bodies_in_both_languages_reach_the_sink_intact(emulators):
+    paragraph = "競標結束時間將延長。" * 300 + "\n" + "Auctions will end later. " * 200
+    data = {
+        "notice_id": "n",
+        "kind": "service_change",
+        "version": 1,
+        "effective_date": "2026-12-26",
+        "text": {"zh-TW": {"title": "調整", "body": paragraph}, "en": {"title": "Change", "body": paragraph}},
+        "correction_note": "",
+        "notice_url": "http://localhost/notices/page?id=n",
+    }
+    for language in ("zh-TW", "en"):
+        request = EmailRequest(
+            idempotency_key=f"long-{language}",
+            template="service_notice",
+            to_email="long@example.com",
+            language=language,
+            data=data,
+        )
+        assert send(request) == delivery.Status.SENT
+    for mail in read_mailbox(emulators.mailbox):
+        assert paragraph in mail.get_body(("plain",)).get_content()

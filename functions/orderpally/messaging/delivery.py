@@ -14,6 +14,7 @@ retried), dropped (unknown template, data the template cannot render).
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import logging
 import smtplib
@@ -109,7 +110,7 @@ def smtp_sender(connect: Callable[[], smtplib.SMTP]) -> Sender:
                 if code >= 400:
                     raise RelayRefused(RelayReply(code, reply.decode(errors="replace")))
             try:
-                code, reply = conn.data(message.as_bytes())
+                code, reply = conn.data(message.as_bytes(policy=email.policy.SMTP))  # CRLF line ends
             except smtplib.SMTPResponseException as exc:  # the relay refused to take DATA at all
                 code, reply = exc.smtp_code, exc.smtp_error
             if code >= 400:

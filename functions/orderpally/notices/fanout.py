@@ -1,0 +1,175 @@
+"""Mails one notice version to every affected customer, resumably.
+
+A mailing walks `accounts` in document-id order, a page at a time, and
+publishes one notice-email request per affected customer. The cursor is saved
+only after a page's requests are all accepted by Pub/Sub, so a crash repeats
+at most one page; the repeated requests carry the same idempotency keys, so
+the notice-email ledger sends nobody a second mail. Past its time budget a
+run hands over to a fresh message instead of running into the function timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pydantic
+
+from orderpally import events, structured_logging
+from orderpally.accounts import ACCOUNTS
+from orderpally.messaging.requests import EmailRequest
+from orderpally.notices import service
+
+TOPIC = "notice-fanout"
+MESSAGE_TYPE = "notice_fanout.requested"
+TEMPLATE = "service_notice"
+# Accounts that still hear from us: a terminated account has no service left to change.
+REACHABLE = ("active", "suspended", "terminating")
+# A run that stopped updating its job this long ago has died; the releaser hands the job out again.
+STALE_AFTER = timedelta(minutes=15)
+LEASE = timedelta(minutes=10)
+
+_log = structured_logging.get_logger("orderpally.notices")
+
+
+class FanoutMessage(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    job_id: str = pydantic.Field(pattern=r"^[0-9]{8}-[0-9a-f]{10}-v[0-9]{1,4}$")
+
+
+@dataclass(frozen=True)
+class Ports:
+    db: Any
+    # Publishes the requests and returns once Pub/Sub has accepted every one.
+    publish_emails: Callable[[Sequence[EmailRequest]], None]
+    continue_later: Callable[[str], None]
+    notices_url: str
+    page_size: int = 500
+    time_budget_seconds: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+
+
+def email_for(notice_id: str, notice: dict, version: dict, account_id: str, account: dict, url: str) -> EmailRequest:
+    return EmailRequest(
+        idempotency_key=f"notice:{notice_id}:v{version['version']}:{account_id}",
+        template=TEMPLATE,
+        to_email=account.get("email") or "",
+        account_id=account_id,
+        data={
+            "notice_id": notice_id,
+            "kind": notice["kind"],
+            "version": version["version"],
+            "effective_date": version["effective_date"],
+            "text": version["text"],
+            "correction_note": version.get("correction_note") or "",
+            "notice_url": f"{url}?id={notice_id}",
+        },
+    )
+
+
+def _take_lease(db: Any, ref: Any, now: datetime) -> dict[str, Any] | None:
+    """The job, leased to this run; None when done. Raises RetryableError while another run holds it."""
+    from google.cloud import firestore
+
+    @firestore.transactional
+    def take(transaction: Any) -> dict[str, Any] | None:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists:
+            raise events.PermanentError("no such mailing")
+        job = snapshot.to_dict()
+        if job["status"] == "done":
+            return None
+        if job.get("lease_until") and job["lease_until"] > now and job["status"] == "running":
+            raise events.RetryableError("the mailing is running elsewhere")
+        transaction.update(ref, {"status": "running", "lease_until": now + LEASE, "updated_at": now})
+        return job
+
+    return take(db.transaction())
+
+
+def run(ports: Ports, job_id: str, now: Callable[[], datetime]) -> str:
+    """Advances the mailing; returns "done", "continued" or "already-done"."""
+    from google.cloud import firestore
+
+    db = ports.db
+    ref = db.collection(service.FANOUTS).document(job_id)
+    job = _take_lease(db, ref, now())
+    if job is None:
+        return "already-done"
+    notice_id, number = job["notice_id"], int(job["version"])
+    notice_ref = db.collection(service.NOTICES).document(notice_id)
+    notice = notice_ref.get().to_dict()
+    version_record = service.version_ref(notice_ref, number).get().to_dict()
+    if notice is None or version_record is None:
+        raise events.PermanentError("the mailing's notice is missing")
+    if version_record["published_at"] > now():
+        raise events.PermanentError("the notice is not published yet")
+    audience = service.Audience.model_validate(notice["affects"])
+    accounts = db.collection(ACCOUNTS)
+    cursor = job.get("cursor")
+    started = ports.clock()
+    while True:
+        query = accounts.order_by("__name__").limit(ports.page_size)
+        if cursor:
+            query = query.start_after({"__name__": accounts.document(cursor)})
+        page = query.get()
+        requests = []
+        for snap in page:
+            account = snap.to_dict() or {}
+            if account.get("status") in REACHABLE and audience.includes(account):
+                try:
+                    requests.append(email_for(notice_id, notice, version_record, snap.id, account, ports.notices_url))
+                except pydantic.ValidationError:  # no usable address on file: nothing to send
+                    structured_logging.log(_log, logging.WARNING, "no usable address", account_id=snap.id)
+        ports.publish_emails(requests)
+        if page:
+            cursor = page[-1].id
+        finished = len(page) < ports.page_size
+        progress: dict[str, Any] = {
+            "cursor": cursor,
+            "requested": firestore.Increment(len(requests)),
+            "scanned": firestore.Increment(len(page)),
+            "updated_at": now(),
+            "lease_until": now() + LEASE,
+        }
+        if finished:
+            progress.update(status="done", finished_at=now(), lease_until=None)
+        ref.update(progress)
+        if finished:
+            structured_logging.log(_log, logging.INFO, "mailing done", job_id=job_id)
+            return "done"
+        if ports.clock() - started > ports.time_budget_seconds:
+            ports.continue_later(job_id)
+            ref.update({"status": "queued", "lease_until": None, "updated_at": now()})
+            return "continued"
+
+
+def release_due(
+    db: Any, publish: Callable[[str], None], now: datetime, *, limit: int = 100, only: str | None = None
+) -> int:
+    """Hands out mailings whose version is published and nobody is working on; returns how many."""
+    from google.cloud import firestore
+
+    jobs = db.collection(service.FANOUTS)
+    if only:
+        due = [snap for snap in [jobs.document(only).get()] if snap.exists]
+    else:
+        open_jobs = firestore.FieldFilter("status", "in", ["pending", "running", "queued"])
+        due = jobs.where(filter=open_jobs).limit(limit).get()
+    released = 0
+    for snap in due:
+        job = snap.to_dict()
+        if job["status"] == "done" or job["due_at"] > now:
+            continue
+        stale = job.get("updated_at") is None or job["updated_at"] < now - STALE_AFTER
+        if job["status"] != "pending" and not stale:
+            continue
+        publish(snap.id)
+        snap.reference.update({"status": "queued", "updated_at": now})
+        released += 1
+    return released

@@ -1,0 +1,92 @@
+"""The one-month rule of clause 2.1, as plain functions over dates.
+
+A change takes effect no earlier than one calendar month after customers are
+told, counted in Asia/Taipei: 31 January + 1 month = 28 (or 29) February.
+An exemption (security or IP, force majeure, a legal requirement), written
+down with its justification, lets a change take effect at publication.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+TAIPEI = ZoneInfo("Asia/Taipei")
+# A publication time this far in the past is clock skew, not back-dating.
+PUBLICATION_SKEW = timedelta(minutes=5)
+MIN_JUSTIFICATION = 20
+
+
+class Exemption(StrEnum):
+    SECURITY_OR_IP = "security_or_ip"
+    FORCE_MAJEURE = "force_majeure"
+    LEGAL_REQUIREMENT = "legal_requirement"
+
+
+class NoticeRuleError(ValueError):
+    def __init__(self, slug: str, detail: str, field: str, earliest: date | None = None) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.field = field
+        self.earliest = earliest
+
+
+@dataclass(frozen=True)
+class Timing:
+    published_at: datetime
+    effective_date: date
+
+
+def add_one_month(day: date) -> date:
+    """The same day next month, or that month's last day when it is shorter."""
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def taipei_date(moment: datetime) -> date:
+    return moment.astimezone(TAIPEI).date()
+
+
+def earliest_effective(published_at: datetime, exemption: Exemption | None) -> date:
+    published = taipei_date(published_at)
+    return published if exemption else add_one_month(published)
+
+
+def check_publication(published_at: datetime, now: datetime) -> None:
+    if published_at < now - PUBLICATION_SKEW:
+        raise NoticeRuleError(
+            "notice-backdated", "A notice cannot be published in the past; publish it now or later.", "publish_at"
+        )
+
+
+def check_timing(timing: Timing, exemption: Exemption | None, justification: str | None) -> None:
+    """Raises NoticeRuleError unless the effective date keeps the one-month rule (or a recorded exemption)."""
+    if exemption and len((justification or "").strip()) < MIN_JUSTIFICATION:
+        raise NoticeRuleError(
+            "exemption-unjustified",
+            f"An exemption needs a written justification of at least {MIN_JUSTIFICATION} characters.",
+            "exemption.justification",
+        )
+    earliest = earliest_effective(timing.published_at, exemption)
+    if timing.effective_date < earliest:
+        why = "publication" if exemption else "one calendar month after publication (Asia/Taipei)"
+        raise NoticeRuleError(
+            "effective-date-too-early",
+            f"The effective date may be no earlier than {earliest.isoformat()}: {why}.",
+            "effective_date",
+            earliest,
+        )
+
+
+def check_correction(
+    previous_effective: date,
+    correction: Timing,
+    exemption: Exemption | None,
+    justification: str | None,
+) -> None:
+    """A correction may keep or postpone the effective date; moving it earlier is held to the rule again."""
+    if correction.effective_date < previous_effective or exemption:
+        check_timing(correction, exemption, justification)
