@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 FIREBASE_DIR := infra/local/firebase
 
-.PHONY: setup run test test-unit lint audit checkov bench prerequisites clean
+.PHONY: setup run test test-unit lint audit checkov bench prerequisites browser clean
 
 setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
 
@@ -29,8 +29,16 @@ $(FIREBASE_DIR)/node_modules/.installed: $(FIREBASE_DIR)/package.json $(FIREBASE
 	cd $(FIREBASE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-prerequisites: $(VENV)/.installed
+prerequisites: $(VENV)/.installed browser
 	@$(PY) infra/local/local_stack.py --check
+
+# Headless Chromium and its driver, for the notices page tests (Debian's packages; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  || { echo "could not install chromium: apt-get install chromium chromium-driver" >&2; exit 2; }; }
 
 run: setup
 	$(PY) infra/local/local_stack.py
@@ -56,6 +64,7 @@ checkov: $(CHECKOV_VENV)/.installed
 # Measured figures as ratios against references from the same run; never pass/fail.
 bench: setup
 	$(PY) benchmarks/deletion_throughput.py
+	$(PY) benchmarks/notice_fanout.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(FIREBASE_DIR)/node_modules .local .pytest_cache .ruff_cache

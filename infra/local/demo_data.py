@@ -6,7 +6,7 @@ the local stack is what the functions read.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 DEMO_PASSWORD = "demo-password-1234"  # local emulator only  # noqa: S105
 
@@ -56,6 +56,50 @@ def load(project_id: str) -> str:
             },
             merge=True,
         )
+    _demo_notice(db, now)
     lines = ["Demo accounts (password: " + DEMO_PASSWORD + "):"]
     lines += [f"  {a['kind']:<8} {a['email']}" for a in DEMO_ACCOUNTS]
     return "\n".join(lines)
+
+
+DEMO_NOTICE_ID = "20261101-00000000de"
+
+
+def _demo_notice(db, now: datetime) -> None:
+    """One published service notice, so the notices page has something to show (already mailed)."""
+    ref = db.collection("notices").document(DEMO_NOTICE_ID)
+    if ref.get().exists:
+        return
+    published = now - timedelta(days=1)
+    effective = (published + timedelta(days=45)).date().isoformat()
+    text = {
+        "zh-TW": {"title": "直播留言下單新增規格選擇", "body": "消費者留言下單時可選擇商品規格，商店可於後台設定。"},
+        "en": {
+            "title": "Comment orders gain variant choice",
+            "body": "Consumers can pick a variant when ordering by comment.",
+        },
+    }
+    ref.set(
+        {
+            "kind": "service_change",
+            "affects": {"all": True, "plans": [], "features": []},
+            "sla": None,
+            "first_published_at": published,
+            "current_version": 1,
+            "effective_date": effective,
+            "created_by": "demo",
+            "updated_at": published,
+        }
+    )
+    ref.collection("versions").document("1").set(
+        {
+            "version": 1,
+            "text": text,
+            "effective_date": effective,
+            "published_at": published,
+            "exemption": None,
+            "correction_note": None,
+            "author": "demo",
+            "created_at": published,
+        }
+    )

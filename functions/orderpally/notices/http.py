@@ -37,11 +37,14 @@ class ListQuery(pydantic.BaseModel):
 
 @functools.cache
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "atom")),
         undefined=jinja2.StrictUndefined,
     )
+    # Dates on the page are the customer's calendar date, as the one-month rule counts them.
+    env.filters["taipei_date"] = lambda iso: rules.taipei_date(datetime.fromisoformat(iso)).isoformat()
+    return env
 
 
 def _iso(value: Any) -> Any:
