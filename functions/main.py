@@ -13,6 +13,8 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from orderpally import clients, events, web
+from orderpally.access import account_http as access_account_http
+from orderpally.access import auth_http
 from orderpally.backups import exporters as backup_exporters
 from orderpally.backups import rules as backup_rules
 from orderpally.backups import schedule_check as backup_schedule
@@ -61,6 +63,9 @@ health_routes = web.Router()
 account_routes = web.Router()
 staff_routes = web.Router()
 notice_routes = web.Router()
+auth_routes = web.Router()
+auth_http.register(auth_routes)
+access_account_http.register(account_routes, staff_routes)
 lifecycle_http.register(account_routes, staff_routes)
 notices_http.register(notice_routes, staff_routes)
 
@@ -74,6 +79,11 @@ def _health(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def health(request: flask.Request) -> flask.Response:
     return health_routes.dispatch(request)
+
+
+@functions_framework.http
+def auth(request: flask.Request) -> flask.Response:
+    return auth_routes.dispatch(request)
 
 
 @functions_framework.http

@@ -9,6 +9,7 @@ customer is shown where their account was used from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from orderpally import clients
@@ -66,3 +67,17 @@ def entries(account_id: str, limit: int = 50) -> list[dict[str, Any]]:
 
     query = trail(account_id).order_by("at", direction=firestore.Query.DESCENDING).limit(limit)
     return [{"id": snap.id, **(snap.to_dict() or {})} for snap in query.stream()]
+
+
+def page(account_id: str, limit: int, before: tuple[datetime, str] | None = None) -> list[dict[str, Any]]:
+    """Newest first, starting after the entry `before` names (its time and id)."""
+    from google.cloud import firestore
+
+    query = (
+        trail(account_id)
+        .order_by("at", direction=firestore.Query.DESCENDING)
+        .order_by("__name__", direction=firestore.Query.DESCENDING)
+    )
+    if before:
+        query = query.start_after({"at": before[0], "__name__": trail(account_id).document(before[1])})
+    return [{"id": snap.id, **(snap.to_dict() or {})} for snap in query.limit(limit).stream()]

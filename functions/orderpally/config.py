@@ -64,8 +64,17 @@ class Settings:
     snapshot_max_age_hours: int = 26
     snapshot_scheduler_job: str = ""  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
     local_backups_dir: str = ""  # where the Firestore emulator writes exports on the local stack
-    # Keys the pseudonyms of retained records (clause 3.2(b)(i)); a secret in production.
-    pseudonym_key: bytes = b"local-only-pseudonym-key-not-secret"
+    # Secret Manager values mounted on this function (each function gets only the ones the
+    # catalogue names), by variable name; read through secret(), which refuses a missing one.
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    # Identity Platform: the web API key of the project, and where its REST API is.
+    firebase_web_api_key: str = "local-emulator-key"
+    identity_toolkit_url: str = "https://identitytoolkit.googleapis.com"
+    # Facebook sign-in (clause 5.1)
+    facebook_app_id: str = ""
+    facebook_dialog_url: str = "https://www.facebook.com/v19.0/dialog/oauth"
+    facebook_graph_url: str = "https://graph.facebook.com/v19.0"
+    facebook_timeout_seconds: float = 5.0
     # Account lifecycle (clause 3)
     termination_max_days_ahead: int = 90
     termination_reauth_seconds: int = 300
@@ -77,6 +86,20 @@ class Settings:
     # How many proxies in front of the functions append to X-Forwarded-For
     # (the Google load balancer appends the client and its own address).
     trusted_proxy_hops: int = 0
+
+    def secret(self, name: str) -> bytes:
+        """A mounted secret; the local stack falls back to a fixed, non-secret value."""
+        value = self.secrets.get(name)
+        if value:
+            return value
+        if self.environment in ("local", "test"):
+            return f"local-only-{name.lower()}-not-a-secret".encode()
+        raise ConfigurationError(f"{name} must be mounted on this function (catalogue `secrets`)")
+
+    @property
+    def pseudonym_key(self) -> bytes:
+        """Keys the pseudonyms of retained records (clause 3.2(b)(i))."""
+        return self.secret("PSEUDONYM_KEY")
 
     @property
     def is_production(self) -> bool:
@@ -125,7 +148,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_max_age_hours=_int(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
-        pseudonym_key=_secret(env, "PSEUDONYM_KEY", environment, b"local-only-pseudonym-key-not-secret"),
+        secrets=_secrets(env),
+        firebase_web_api_key=env.get("FIREBASE_WEB_API_KEY", "local-emulator-key"),
+        identity_toolkit_url=_identity_toolkit_url(env),
+        facebook_app_id=env.get("FACEBOOK_APP_ID", ""),
+        facebook_dialog_url=env.get("FACEBOOK_DIALOG_URL", "https://www.facebook.com/v19.0/dialog/oauth"),
+        facebook_graph_url=env.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0").rstrip("/"),
+        facebook_timeout_seconds=float(env.get("FACEBOOK_TIMEOUT_SECONDS", "5")),
         termination_max_days_ahead=_int(env, "TERMINATION_MAX_DAYS_AHEAD", 90),
         termination_reauth_seconds=_int(env, "TERMINATION_REAUTH_SECONDS", 300),
         company_termination_notice_days=_int(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),
@@ -136,16 +165,26 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     )
 
 
-def _secret(env: dict[str, str], name: str, environment: str, local_default: bytes) -> bytes:
-    """A secret from Secret Manager (mounted as a variable); only local stacks may use the default."""
-    raw = env.get(name, "")
-    if not raw:
-        if environment in ("local", "test"):
-            return local_default
-        raise ConfigurationError(f"{name} must be set outside the local stack")
-    if len(raw) < 32:
-        raise ConfigurationError(f"{name} must be at least 32 characters")
-    return raw.encode()
+# Secrets the code knows, each mounted only on the functions that use it.
+SECRET_VARIABLES = ("PSEUDONYM_KEY", "API_KEY_PEPPER", "FACEBOOK_APP_SECRET")
+
+
+def _secrets(env: dict[str, str]) -> dict[str, bytes]:
+    found = {}
+    for name in SECRET_VARIABLES:
+        raw = env.get(name, "")
+        if raw and len(raw) < 32:
+            raise ConfigurationError(f"{name} must be at least 32 characters")
+        if raw:
+            found[name] = raw.encode()
+    return found
+
+
+def _identity_toolkit_url(env: dict[str, str]) -> str:
+    emulator = env.get("FIREBASE_AUTH_EMULATOR_HOST")
+    if emulator:
+        return f"http://{emulator}/identitytoolkit.googleapis.com"
+    return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
 
 
 def _origins(raw: str) -> tuple[str, ...]:

@@ -57,7 +57,13 @@ def test_buckets_default_to_project_scoped_names():
 
 
 def test_production_refuses_a_missing_or_short_secret():
+    # Each function mounts only its own secrets: a missing one fails where it is used.
+    cfg = load_settings({"ENVIRONMENT": "production"})
     with pytest.raises(ConfigurationError, match="PSEUDONYM_KEY"):
-        load_settings({"ENVIRONMENT": "production"})
+        _ = cfg.pseudonym_key
+    with pytest.raises(ConfigurationError, match="API_KEY_PEPPER"):
+        cfg.secret("API_KEY_PEPPER")
     with pytest.raises(ConfigurationError, match="at least 32"):
         load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "short"})
+    assert load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "p" * 32}).pseudonym_key == b"p" * 32
+    assert load_settings({"ENVIRONMENT": "test"}).pseudonym_key.startswith(b"local-only")

@@ -8,6 +8,7 @@ from a configured frontend origin and echo the double-submit CSRF token.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 from collections.abc import Callable
@@ -23,6 +24,7 @@ SESSION_COOKIE = "__Host-op_session"
 CSRF_COOKIE = "__Host-op_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REVOKED_SESSIONS = "revoked_sessions"
 
 # Set by the API-key capability: turns a bearer token into a Principal or raises a Problem.
 BearerVerifier = Callable[[str, flask.Request], Principal]
@@ -44,6 +46,10 @@ def forbidden(detail: str = "You may not do this.") -> web.Problem:
     return web.Problem(403, "forbidden", "Forbidden", detail)
 
 
+def session_digest(cookie: str) -> str:
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
+
 def principal_from_session_cookie(cookie: str) -> Principal:
     from firebase_admin import auth
 
@@ -55,6 +61,9 @@ def principal_from_session_cookie(cookie: str) -> Principal:
         raise unauthenticated("The session has ended; sign in again.") from None
     except ValueError:
         raise unauthenticated("The session has ended; sign in again.") from None
+    # Signed out in this browser: the cookie is on the revocation list until it expires.
+    if clients.firestore_client().collection(REVOKED_SESSIONS).document(session_digest(cookie)).get().exists:
+        raise unauthenticated("The session has ended; sign in again.")
     roles = roles_from_claims(claims)
     return Principal(
         kind="staff" if roles else "customer",

@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 
 from orderpally import audit, structured_logging
+from orderpally.access import api_keys
 from orderpally.accounts import ACCOUNTS, preferred_language
 from orderpally.lifecycle import deletion
 from orderpally.lifecycle.termination import Basis, can_cancel
@@ -224,6 +225,7 @@ def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, 
         account_id = snap.id
         snap.reference.update({"status": "executing"})
         _revoke_access(effects, account_id, disable=True)
+        api_keys.revoke_all(db, account_id, now)
         account_ref = db.collection(ACCOUNTS).document(account_id)
         account = account_ref.get().to_dict() or {}
         if account:

@@ -1,0 +1,252 @@
+"""HTTP routes for a customer's keys and audit trail, and staff roles and audited staff reads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import flask
+import pydantic
+
+from orderpally import audit, clients, web
+from orderpally.access import api_keys, sessions
+from orderpally.access import http as access
+from orderpally.access.principal import STAFF_ROLES, Principal
+from orderpally.accounts import ACCOUNTS
+from orderpally.config import settings
+
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
+AUDIT_SCOPE = "audit:read"
+# Accounts whose keys still work; suspension and termination stop them.
+KEY_STATUSES = ("active", "terminating")
+
+
+class NewKeyBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = pydantic.Field(min_length=1, max_length=100)
+    scopes: list[api_keys.Scope] = pydantic.Field(min_length=1, max_length=len(api_keys.SCOPES))
+    expires_in_days: int = pydantic.Field(default=90, ge=1, le=365)
+
+
+class RolesBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    roles: list[str] = pydantic.Field(max_length=len(STAFF_ROLES))
+    reason: str = pydantic.Field(min_length=5, max_length=2000)
+
+    @pydantic.field_validator("roles")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - STAFF_ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles: {', '.join(unknown)}; use {', '.join(sorted(STAFF_ROLES))}")
+        return sorted(set(value))
+
+
+class PageQuery(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    page_size: int = pydantic.Field(default=50, ge=1, le=200)
+    page_token: str | None = pydantic.Field(default=None, max_length=300)
+
+
+class StaffReadQuery(PageQuery):
+    reason: str = pydantic.Field(min_length=5, max_length=500)
+
+
+def bearer_principal(token: str, request: flask.Request) -> Principal:
+    """The API-key verifier behind `Authorization: Bearer`: any failure is the same 401."""
+    db = clients.firestore_client()
+    now = datetime.now(UTC)
+    try:
+        record = api_keys.verify(db, token, settings().secret("API_KEY_PEPPER"), now)
+    except api_keys.KeyRejected:
+        raise access.unauthenticated("The API key is not valid (unknown, revoked or expired).") from None
+    account = db.collection(ACCOUNTS).document(record.account_id).get().to_dict() or {}
+    if account.get("status") not in KEY_STATUSES:
+        raise access.unauthenticated("The API key's account cannot use keys now.")
+    if record.needs_last_used:
+        api_keys.note_use(db, record, access.client_address(request), now)
+        if record.needs_use_audit:
+            _audit(
+                request, record.account_id, "api_key.used", audit.Actor("api_key", record.key_id), key_id=record.key_id
+            )
+    return Principal(
+        kind="api_key",
+        account_id=record.account_id,
+        email_verified=True,
+        scopes=record.scopes,
+        credential_id=record.key_id,
+    )
+
+
+def _audit(
+    request: flask.Request, account_id: str, action: str, actor: audit.Actor, reason: str | None = None, **details: Any
+) -> None:
+    audit.record(account_id, audit.AuditEvent(action, actor, access.client_address(request), reason, details))
+
+
+def _actor(principal: Principal) -> audit.Actor:
+    return audit.Actor(kind=principal.kind, id=principal.account_id, role=",".join(sorted(principal.roles)) or None)
+
+
+def _browser_customer(request: flask.Request) -> Principal:
+    principal = access.require_principal(request)
+    if principal.kind != "customer":
+        raise access.forbidden("Manage API keys from a signed-in browser session.")
+    return principal
+
+
+def _iso(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items()}
+
+
+def create_key(request: flask.Request) -> flask.Response:
+    principal = _browser_customer(request)
+    if not principal.email_verified:
+        raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
+    body = web.parse_json(request, NewKeyBody)
+    now = datetime.now(UTC)
+    db = clients.firestore_client()
+    try:
+        record, key = api_keys.create(
+            db,
+            principal.account_id,
+            body.name,
+            list(body.scopes),
+            now + timedelta(days=body.expires_in_days),
+            settings().secret("API_KEY_PEPPER"),
+            now,
+        )
+    except ValueError as exc:
+        raise web.Problem(409, "too-many-keys", "Too many keys", str(exc)) from None
+    _audit(
+        request,
+        principal.account_id,
+        "api_key.created",
+        _actor(principal),
+        key_id=record["id"],
+        scopes=record["scopes"],
+    )
+    return web.json_response({**_iso(record), "key": key}, 201)
+
+
+def list_keys(request: flask.Request) -> flask.Response:
+    principal = _browser_customer(request)
+    return web.json_response(
+        {"api_keys": [_iso(k) for k in api_keys.owned(clients.firestore_client(), principal.account_id)]}
+    )
+
+
+def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
+    principal = access.require_principal(request)
+    if principal.kind == "staff":
+        raise access.forbidden("Staff cannot revoke a customer's key here.")
+    # A key may revoke itself (a leaked key can be killed with nothing else at hand).
+    if principal.kind == "api_key" and principal.credential_id != key_id:
+        raise access.forbidden("An API key can revoke only itself.")
+    if not KEY_ID.fullmatch(key_id) or not api_keys.revoke(
+        clients.firestore_client(), principal.account_id, key_id, datetime.now(UTC)
+    ):
+        raise web.Problem(404, "api-key-not-found", "Not found", "No such API key.")
+    _audit(request, principal.account_id, "api_key.revoked", _actor(principal), key_id=key_id)
+    return flask.Response(status=204)
+
+
+def _encode_token(entry: dict[str, Any]) -> str:
+    raw = json.dumps({"at": entry["at"].isoformat(), "id": entry["id"]}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        at, entry_id = datetime.fromisoformat(raw["at"]), str(raw["id"])
+    except (ValueError, KeyError, TypeError):
+        raise web.Problem(
+            400, "invalid-page-token", "Invalid page token", "Use a page_token from a response."
+        ) from None
+    if at.tzinfo is None or not re.fullmatch(r"[A-Za-z0-9]{1,40}", entry_id):
+        raise web.Problem(400, "invalid-page-token", "Invalid page token", "Use a page_token from a response.")
+    return at, entry_id
+
+
+def _trail_page(account_id: str, query: PageQuery) -> dict[str, Any]:
+    before = _decode_token(query.page_token) if query.page_token else None
+    entries = audit.page(account_id, query.page_size + 1, before)
+    more = len(entries) > query.page_size
+    entries = entries[: query.page_size]
+    token = _encode_token(entries[-1]) if more else None
+    return {"entries": [_iso(e) for e in entries], "next_page_token": token}
+
+
+def own_audit_trail(request: flask.Request) -> flask.Response:
+    principal = access.require_principal(request)
+    if principal.kind == "staff":
+        raise access.forbidden("Staff read a customer's trail through /staff with a reason.")
+    if principal.kind == "api_key" and not principal.has_scope(AUDIT_SCOPE):
+        raise access.forbidden(f"This key lacks the {AUDIT_SCOPE} scope.")
+    query = web.validate(request.args.to_dict(), PageQuery)
+    return web.json_response(_trail_page(principal.account_id, query))
+
+
+def _staff_read(request: flask.Request, account_id: str, what: str) -> tuple[Principal, StaffReadQuery, dict[str, Any]]:
+    principal = access.require_staff(request, "support", "security", "admin")
+    query = web.validate(request.args.to_dict(), StaffReadQuery)
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
+    account = clients.firestore_client().collection(ACCOUNTS).document(account_id).get().to_dict()
+    if account is None:
+        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
+    # Written before the data leaves: the customer sees every staff read and why (clause 1.1(b)).
+    _audit(request, account_id, "staff.read", _actor(principal), reason=query.reason, what=what)
+    return principal, query, account
+
+
+def staff_read_account(request: flask.Request, account_id: str) -> flask.Response:
+    _, _, account = _staff_read(request, account_id, "account")
+    return web.json_response({"id": account_id, **_iso(account)})
+
+
+def staff_read_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
+    _, query, _ = _staff_read(request, account_id, "audit_trail")
+    return web.json_response(_trail_page(account_id, query))
+
+
+def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
+    from firebase_admin import auth
+
+    principal = access.require_staff(request, "admin")
+    body = web.parse_json(request, RolesBody)
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise web.Problem(404, "user-not-found", "Not found", "No such user.")
+    if account_id == principal.account_id and "admin" not in body.roles:
+        raise web.Problem(409, "last-admin-guard", "Not possible", "Admins cannot remove their own admin role.")
+    app = clients.firebase_app()
+    try:
+        user = auth.get_user(account_id, app=app)
+    except auth.UserNotFoundError:
+        raise web.Problem(404, "user-not-found", "Not found", "No such user.") from None
+    claims = dict(user.custom_claims or {})
+    claims["roles"] = body.roles
+    auth.set_custom_user_claims(account_id, claims, app=app)
+    # Sessions carry the roles they were minted with: end them so the change applies at once.
+    sessions.revoke_all(account_id)
+    _audit(request, account_id, "staff.roles_changed", _actor(principal), reason=body.reason, roles=body.roles)
+    return web.json_response({"account_id": account_id, "roles": body.roles})
+
+
+def register(account_routes: web.Router, staff_routes: web.Router) -> None:
+    access.register_bearer_verifier(bearer_principal)
+    account_routes.route("/account/api-keys", methods=["POST"])(create_key)
+    account_routes.route("/account/api-keys", methods=["GET"])(list_keys)
+    account_routes.route("/account/api-keys/<key_id>", methods=["DELETE"])(revoke_key)
+    account_routes.route("/account/audit-trail", methods=["GET"])(own_audit_trail)
+    staff_routes.route("/staff/accounts/<account_id>", methods=["GET"])(staff_read_account)
+    staff_routes.route("/staff/accounts/<account_id>/audit-trail", methods=["GET"])(staff_read_audit_trail)
+    staff_routes.route("/staff/staff-roles/<account_id>", methods=["PUT"])(set_staff_roles)
