@@ -14,7 +14,7 @@ from cloudevents.http import CloudEvent
 
 from orderpally import clients, events, web
 from orderpally.access import account_http as access_account_http
-from orderpally.access import auth_http
+from orderpally.access import auth_http, facebook_http
 from orderpally.backups import exporters as backup_exporters
 from orderpally.backups import rules as backup_rules
 from orderpally.backups import schedule_check as backup_schedule
@@ -65,6 +65,7 @@ staff_routes = web.Router()
 notice_routes = web.Router()
 auth_routes = web.Router()
 auth_http.register(auth_routes)
+facebook_http.register(auth_routes)
 access_account_http.register(account_routes, staff_routes)
 lifecycle_http.register(account_routes, staff_routes)
 notices_http.register(notice_routes, staff_routes)

@@ -9,6 +9,7 @@ locals {
     FRONTEND_ORIGINS       = join(",", var.frontend_origins)
     MAIL_FROM              = var.mail_from
     PUBLIC_BASE_URL        = "https://${var.domain}"
+    FACEBOOK_APP_ID        = var.facebook_app_id
     SMTP_HOST              = var.smtp_host
     SMTP_PORT              = tostring(var.smtp_port)
     SMTP_SECURITY          = var.smtp_port == 465 ? "tls" : "starttls"

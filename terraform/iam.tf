@@ -7,7 +7,8 @@ locals {
     "${pair[0]}|${pair[1]}" => { function = pair[0], role = pair[1] }
   }
 
-  # Catalogue grants, parsed: "project:<role>", "topic:<topic>:<role>", "bucket:<bucket>:<role>".
+  # Catalogue grants, parsed: "project:<role>", "topic:<topic>:<role>", "bucket:<bucket>:<role>",
+  # "self:<role>" (on the function's own service account, e.g. to sign Firebase custom tokens).
   catalogue_grants = merge([
     for name, f in local.functions : {
       for grant in try(f.grants, []) : "${name}|${grant}" => {
@@ -22,6 +23,7 @@ locals {
   project_grants = merge(local.baseline_grants, { for k, g in local.catalogue_grants : k => g if g.scope == "project" })
   topic_grants   = { for k, g in local.catalogue_grants : k => g if g.scope == "topic" }
   bucket_grants  = { for k, g in local.catalogue_grants : k => g if g.scope == "bucket" }
+  self_grants    = { for k, g in local.catalogue_grants : k => g if g.scope == "self" }
 
   secret_grants = merge([
     for name, f in local.functions : { for secret in try(f.secrets, []) : "${name}|${secret}" => { function = name, secret = secret } }
@@ -50,6 +52,14 @@ resource "google_storage_bucket_iam_member" "function" {
   bucket = google_storage_bucket.data[each.value.target].name
   role   = each.value.role
   member = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_service_account_iam_member" "function_self" {
+  for_each = local.self_grants
+
+  service_account_id = google_service_account.function[each.value.function].name
+  role               = each.value.role
+  member             = "serviceAccount:${google_service_account.function[each.value.function].email}"
 }
 
 resource "google_secret_manager_secret_iam_member" "function" {

@@ -62,6 +62,17 @@ variable "smtp_host" {
   type        = string
 }
 
+variable "facebook_app_id" {
+  description = "Facebook app id for Facebook sign-in (its secret is the facebook-app-secret secret); empty disables it."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[0-9]*$", var.facebook_app_id))
+    error_message = "facebook_app_id is the numeric app id."
+  }
+}
+
 variable "smtp_username" {
   description = "SMTP relay user; its password is the smtp-password secret (empty: the relay takes no login)."
   type        = string

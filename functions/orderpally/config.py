@@ -75,6 +75,7 @@ class Settings:
     facebook_dialog_url: str = "https://www.facebook.com/v19.0/dialog/oauth"
     facebook_graph_url: str = "https://graph.facebook.com/v19.0"
     facebook_timeout_seconds: float = 5.0
+    facebook_redirect_uri: str = ""  # where Facebook sends the browser back: <public base>/auth/facebook/callback
     # Account lifecycle (clause 3)
     termination_max_days_ahead: int = 90
     termination_reauth_seconds: int = 300
@@ -155,6 +156,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         facebook_dialog_url=env.get("FACEBOOK_DIALOG_URL", "https://www.facebook.com/v19.0/dialog/oauth"),
         facebook_graph_url=env.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0").rstrip("/"),
         facebook_timeout_seconds=float(env.get("FACEBOOK_TIMEOUT_SECONDS", "5")),
+        facebook_redirect_uri=env.get("FACEBOOK_REDIRECT_URI")
+        or env.get("PUBLIC_BASE_URL", "http://localhost:8080").rstrip("/") + "/auth/facebook/callback",
         termination_max_days_ahead=_int(env, "TERMINATION_MAX_DAYS_AHEAD", 90),
         termination_reauth_seconds=_int(env, "TERMINATION_REAUTH_SECONDS", 300),
         company_termination_notice_days=_int(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import requests
 import yaml
 
+import facebook_standin
 from smtp_sink import clear_mailbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +99,7 @@ class Ports:
     auth: int = 9099
     storage: int = 9023
     smtp: int = 1025
+    facebook: int = 9199  # the Facebook stand-in
     functions: int = 8101  # the first function; the rest follow in catalogue order
     auth_hub: int = 4400  # firebase-tools' own coordination ports
     auth_logging: int = 4500
@@ -307,6 +309,17 @@ class LocalStack:
             "SERVICE_VERSION": "local",
             "LOCAL_BACKUPS_DIR": str(self.state_dir / "backups"),
             "PYTHONUNBUFFERED": "1",
+            # Facebook sign-in goes to the local stand-in (infra/local/facebook_standin.py).
+            "FACEBOOK_APP_ID": facebook_standin.APP_ID,
+            "FACEBOOK_APP_SECRET": facebook_standin.APP_SECRET,
+            "FACEBOOK_DIALOG_URL": f"http://127.0.0.1:{self.ports.facebook}/dialog/oauth",
+            "FACEBOOK_GRAPH_URL": f"http://127.0.0.1:{self.ports.facebook}",
+            "FACEBOOK_TIMEOUT_SECONDS": "2",
+            **(
+                {"FACEBOOK_REDIRECT_URI": self.url("auth") + "/auth/facebook/callback"}
+                if self.has_function("auth")
+                else {}
+            ),
             **({"PUBLIC_BASE_URL": self.url("notices")} if self.has_function("notices") else {}),
         }
 
@@ -389,10 +402,19 @@ class LocalStack:
         argv = [sys.executable, sink, f"--port={self.ports.smtp}", f"--mailbox={self.mailbox}"]
         return ("smtp", argv, smtp_ready(self.ports.smtp), {})
 
+    def _facebook_part(self) -> tuple[str, list[str], Callable[[], bool], dict[str, Any]]:
+        standin = str(REPO / "infra" / "local" / "facebook_standin.py")
+        argv = [sys.executable, standin, f"--port={self.ports.facebook}"]
+        return ("facebook", argv, http_ready(f"http://127.0.0.1:{self.ports.facebook}/me", any_status=True), {})
+
     def start_emulators(self, reuse_running: bool = False) -> None:
-        """Starts the emulators and the SMTP sink; with `reuse_running`, only the sink."""
+        """Starts the emulators, the SMTP sink and the Facebook stand-in; with `reuse_running`,
+        only the sink and the stand-in."""
         p = self.ports
-        needed = [(p.smtp, "the SMTP sink", "LOCAL_SMTP_PORT")]
+        needed = [
+            (p.smtp, "the SMTP sink", "LOCAL_SMTP_PORT"),
+            (p.facebook, "the Facebook stand-in", "LOCAL_FACEBOOK_PORT"),
+        ]
         if not reuse_running:
             needed += [
                 (p.firestore, "the Firestore emulator", "LOCAL_FIRESTORE_PORT"),
@@ -404,7 +426,7 @@ class LocalStack:
             ]
         for port, what, variable in needed:
             require_free(port, what, variable)
-        parts = [self._smtp_part()] + ([] if reuse_running else self._emulator_parts())
+        parts = [self._smtp_part(), self._facebook_part()] + ([] if reuse_running else self._emulator_parts())
         # Start all at once, then wait for each.
         started = [(self._spawn(name, argv, **extra), ready) for name, argv, ready, extra in parts]
         for proc, ready in started:
@@ -424,6 +446,7 @@ class LocalStack:
         requests.get(f"{host['STORAGE_EMULATOR_HOST']}/wipe?keep-buckets=1", timeout=30).raise_for_status()
         clear_mailbox(self.mailbox)
         shutil.rmtree(self.state_dir / "backups", ignore_errors=True)
+        requests.put(f"http://127.0.0.1:{self.ports.facebook}/_standin/mode?mode=ok", timeout=10).raise_for_status()
 
     def start_functions(self) -> None:
         for info in self.functions:
@@ -502,6 +525,11 @@ class LocalStack:
             ("Auth emulator", f"127.0.0.1:{self.ports.auth}", "FIREBASE_AUTH_EMULATOR_HOST"),
             ("Storage emulator", f"http://127.0.0.1:{self.ports.storage}", "STORAGE_EMULATOR_HOST"),
             ("SMTP sink", f"127.0.0.1:{self.ports.smtp}", f"mail saved in {display_path(self.mailbox)}"),
+            (
+                "Facebook stand-in",
+                f"http://127.0.0.1:{self.ports.facebook}",
+                "sign in with Facebook at /auth/facebook/start",
+            ),
         ]
         for info in self.functions:
             trigger = info.entry.trigger

@@ -156,7 +156,7 @@ def test_catalogue_grants_are_well_formed_and_name_real_things(catalogue, terraf
     for name, entry in catalogue.items():
         for grant in entry.get("grants", []):
             parts = grant.split(":")
-            assert parts[0] in {"project", "topic", "bucket"}, (name, grant)
+            assert parts[0] in {"project", "topic", "bucket", "self"}, (name, grant)
             assert parts[-1].startswith("roles/"), (name, grant)
             assert parts[-1] not in {"roles/owner", "roles/editor"}, (name, grant)
             if parts[0] == "bucket":
@@ -165,4 +165,6 @@ def test_catalogue_grants_are_well_formed_and_name_real_things(catalogue, terraf
             if parts[0] == "topic":
                 assert len(parts) == 3, (name, grant)
                 assert len(parts[1]) >= 3, (name, grant)
+            if parts[0] == "self":  # a role on the function's own service account only
+                assert len(parts) == 2, (name, grant)
     assert 'startswith(g, "topic:")' in terraform.files["locals.tf"]["locals"][0]["topics"]

@@ -95,7 +95,7 @@ def _actor(principal: Principal) -> audit.Actor:
     return audit.Actor(kind=principal.kind, id=principal.account_id, role=",".join(sorted(principal.roles)) or None)
 
 
-def _audit(
+def audit_event(
     request: flask.Request, account_id: str, action: str, actor: audit.Actor | None = None, **details: Any
 ) -> None:
     actor = actor or audit.Actor(kind="customer", id=account_id)
@@ -110,8 +110,13 @@ def _mail(template: str, to: str, key: str, account_id: str | None, language: st
     )
 
 
-def _address_key(request: flask.Request) -> str:
+def address_key(request: flask.Request) -> str:
     return access.client_address(request) or "unknown"
+
+
+def mail_to(account_id: str, email: str, template: str, key: str, **data: Any) -> None:
+    """Mails an account holder in their stored language."""
+    _mail(template, email, key, account_id, None, **data)
 
 
 def _accepted() -> flask.Response:
@@ -129,7 +134,7 @@ def sign_up(request: flask.Request) -> flask.Response:
     db = clients.firestore_client()
     now = datetime.now(UTC)
     try:
-        limiter.hit(db, SIGN_UP_PER_ADDRESS, _address_key(request), now)
+        limiter.hit(db, SIGN_UP_PER_ADDRESS, address_key(request), now)
     except limiter.Limited as exc:
         raise too_many(exc) from None
     email = _email(body.email)
@@ -166,7 +171,7 @@ def sign_up(request: flask.Request) -> flask.Response:
         display_name=body.display_name,
         link=link,
     )
-    _audit(request, user.uid, "account.created")
+    audit_event(request, user.uid, "account.created")
     return _accepted()
 
 
@@ -217,7 +222,7 @@ def _count_failure(db: Any, address: str, email: str, now: datetime) -> None:
             limiter.hit(db, limit, key, now)
 
 
-def _uid_for(email: str) -> str | None:
+def uid_for(email: str) -> str | None:
     from firebase_admin import auth
 
     try:
@@ -226,23 +231,23 @@ def _uid_for(email: str) -> str | None:
         return None
 
 
-def _wrong_credentials() -> web.Problem:
+def wrong_credentials() -> web.Problem:
     return web.Problem(401, "invalid-credentials", "Sign-in failed", "The email address or password is wrong.")
 
 
 def _verify_password(request: flask.Request, email: str, password: str, now: datetime) -> identity_toolkit.SignedIn:
     """Checks the password under the sign-in limits; audits a failure on the account it names."""
     db = clients.firestore_client()
-    address = _address_key(request)
+    address = address_key(request)
     _check_sign_in_limits(db, address, email, now)
     try:
         return identity_toolkit.sign_in_with_password(email, password)
     except identity_toolkit.WrongCredentials:
         _count_failure(db, address, email, now)
-        uid = _uid_for(email)
+        uid = uid_for(email)
         if uid:
-            _audit(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
-        raise _wrong_credentials() from None
+            audit_event(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
+        raise wrong_credentials() from None
     except identity_toolkit.IdentityUnavailable:
         raise web.Problem(
             503, "identity-unavailable", "Sign-in unavailable", "Try again shortly.", headers={"Retry-After": "5"}
@@ -262,16 +267,22 @@ def _session_body(principal_uid: str, email_verified: bool, roles: list[str], cs
     }
 
 
-def start_session(request: flask.Request, signed_in: identity_toolkit.SignedIn, method: str) -> flask.Response:
+def start_session(
+    request: flask.Request, signed_in: identity_toolkit.SignedIn, method: str, redirect_to: str | None = None
+) -> flask.Response:
+    """Sets the session cookies on a JSON answer, or on a redirect after a browser round trip."""
     from firebase_admin import auth
 
     cookie = sessions.mint(signed_in.id_token)
     claims = auth.verify_session_cookie(cookie, app=clients.firebase_app())
     roles = sorted(access.roles_from_claims(claims))
     csrf = secrets.token_urlsafe(32)
-    response = web.json_response(_session_body(signed_in.uid, bool(claims.get("email_verified")), roles, csrf))
+    if redirect_to:
+        response = flask.Response(status=303, headers={"Location": redirect_to, "Cache-Control": "no-store"})
+    else:
+        response = web.json_response(_session_body(signed_in.uid, bool(claims.get("email_verified")), roles, csrf))
     sessions.set_cookies(response, cookie, csrf)
-    _audit(request, signed_in.uid, "sign_in.succeeded", method=method)
+    audit_event(request, signed_in.uid, "sign_in.succeeded", method=method)
     return response
 
 
@@ -301,7 +312,7 @@ def sign_out(request: flask.Request) -> flask.Response:
     if everywhere:
         sessions.revoke_all(principal.account_id)
     sessions.revoke_one(clients.firestore_client(), request.cookies[access.SESSION_COOKIE], now)
-    _audit(request, principal.account_id, "sign_out.everywhere" if everywhere else "sign_out", _actor(principal))
+    audit_event(request, principal.account_id, "sign_out.everywhere" if everywhere else "sign_out", _actor(principal))
     response = flask.Response(status=204)
     sessions.clear_cookies(response)
     return response
@@ -316,17 +327,17 @@ def request_password_reset(request: flask.Request) -> flask.Response:
     db = clients.firestore_client()
     now = datetime.now(UTC)
     try:
-        limiter.hit(db, RESET_PER_ADDRESS, _address_key(request), now)
+        limiter.hit(db, RESET_PER_ADDRESS, address_key(request), now)
         limiter.hit(db, RESET_PER_ACCOUNT, email, now)
     except limiter.Limited as exc:
         if exc.limit is RESET_PER_ADDRESS:
             raise too_many(exc) from None
         return _accepted()  # a per-account limit must not tell the address is registered
-    uid = _uid_for(email)
+    uid = uid_for(email)
     if uid:
         link = auth.generate_password_reset_link(email, app=clients.firebase_app())
         _mail("password_reset", email, f"password_reset:{uid}:{now.isoformat()}", uid, None, link=link)
-        _audit(request, uid, "password_reset.requested", audit.Actor(kind="anonymous", id="unknown"))
+        audit_event(request, uid, "password_reset.requested", audit.Actor(kind="anonymous", id="unknown"))
     return _accepted()
 
 
@@ -343,7 +354,7 @@ def change_password(request: flask.Request) -> flask.Response:
     _verify_password(request, user.email, body.current_password, now)
     auth.update_user(user.uid, password=body.new_password, app=clients.firebase_app())
     sessions.revoke_all(user.uid, then_sign_in=True)
-    _audit(request, user.uid, "password.changed", _actor(principal))
+    audit_event(request, user.uid, "password.changed", _actor(principal))
     _mail("password_changed", user.email, f"password_changed:{user.uid}:{now.isoformat()}", user.uid, None)
     # Every session ended with the old password; this browser continues with a new one.
     signed_in = _verify_password(request, user.email, body.new_password, datetime.now(UTC))

@@ -55,6 +55,12 @@ def sign_in_with_password(email: str, password: str) -> SignedIn:
     return SignedIn(uid=data["localId"], id_token=data["idToken"])
 
 
-def sign_in_with_custom_token(token: str) -> SignedIn:
+def sign_in_as(uid: str) -> SignedIn:
+    """An ID token for a user this service has authenticated itself (a custom token, exchanged)."""
+    from firebase_admin import auth
+
+    from orderpally import clients
+
+    token = auth.create_custom_token(uid, app=clients.firebase_app()).decode()
     data = _post("signInWithCustomToken", {"token": token, "returnSecureToken": True})
-    return SignedIn(uid=data.get("localId", ""), id_token=data["idToken"])
+    return SignedIn(uid=uid, id_token=data["idToken"])

@@ -1,0 +1,206 @@
+"""HTTP routes of Facebook sign-in: start, callback, and linking to an existing account by email.
+
+The `state` parameter is bound to the browser by a short-lived `__Host-`
+cookie, so a callback that this browser did not start is refused (login CSRF).
+An existing account is linked only after its owner opens a link mailed to its
+address: Facebook's word for an email address is not proof of control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import flask
+import pydantic
+
+from orderpally import clients, web
+from orderpally.access import auth_http, facebook, identity_toolkit, limiter
+from orderpally.accounts import ACCOUNTS
+from orderpally.config import settings
+
+STATE_COOKIE = "__Host-op_fb_state"
+STATE_LIFETIME = timedelta(minutes=10)
+LINKS = "facebook_links"
+LINK_LIFETIME = timedelta(minutes=30)
+
+
+class CallbackQuery(pydantic.BaseModel):
+    # Facebook adds parameters of its own (error_reason, error_description, ...).
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    code: str | None = pydantic.Field(default=None, max_length=2048)
+    state: str | None = pydantic.Field(default=None, max_length=200)
+    error: str | None = pydantic.Field(default=None, max_length=200)
+
+
+class LinkQuery(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    token: str = pydantic.Field(min_length=20, max_length=200)
+
+
+def _enabled() -> None:
+    if not settings().facebook_app_id:
+        raise web.Problem(404, "facebook-sign-in-disabled", "Not available", "Facebook sign-in is not configured.")
+
+
+def _landing() -> str:
+    return settings().frontend_origins[0] + "/"
+
+
+def _clear_state(response: flask.Response) -> flask.Response:
+    response.delete_cookie(STATE_COOKIE, secure=True, httponly=True, samesite="Lax")
+    return response
+
+
+def start(request: flask.Request) -> flask.Response:
+    _enabled()
+    state = secrets.token_urlsafe(32)
+    target = facebook.dialog_url(settings().facebook_redirect_uri, state)
+    response = flask.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
+    response.set_cookie(
+        STATE_COOKIE, state, max_age=int(STATE_LIFETIME.total_seconds()), secure=True, httponly=True, samesite="Lax"
+    )
+    return response
+
+
+def _account_with_facebook_id(facebook_id: str) -> str | None:
+    from google.cloud import firestore
+
+    query = (
+        clients.firestore_client()
+        .collection(ACCOUNTS)
+        .where(filter=firestore.FieldFilter("facebook_id", "==", facebook_id))
+    )
+    found = query.limit(1).get()
+    return found[0].id if found else None
+
+
+def _offer_link(request: flask.Request, uid: str, user: facebook.FacebookUser, now: datetime) -> None:
+    token = secrets.token_urlsafe(32)
+    clients.firestore_client().collection(LINKS).document(hashlib.sha256(token.encode()).hexdigest()).set(
+        {"account_id": uid, "facebook_id": user.id, "expire_at": now + LINK_LIFETIME}
+    )
+    link = f"{settings().facebook_redirect_uri.rsplit('/', 1)[0]}/link?token={token}"
+    auth_http.mail_to(uid, user.email or "", "facebook_link", f"facebook_link:{uid}:{now.isoformat()}", link=link)
+
+
+def _new_account(user: facebook.FacebookUser, now: datetime) -> str:
+    from firebase_admin import auth
+
+    created = auth.create_user(
+        email=user.email, display_name=user.name or None, email_verified=False, app=clients.firebase_app()
+    )
+    clients.firestore_client().collection(ACCOUNTS).document(created.uid).create(
+        {
+            "kind": "consumer",
+            "display_name": user.name or "Facebook user",
+            "email": user.email,
+            "language": "zh-TW",
+            "status": "active",
+            "plan": None,
+            "features": [],
+            "facebook_id": user.id,
+            "created_at": now,
+        }
+    )
+    return created.uid
+
+
+def callback(request: flask.Request) -> flask.Response:
+    _enabled()
+    query = web.validate(request.args.to_dict(), CallbackQuery)
+    if query.error:
+        raise web.Problem(401, "facebook-denied", "Facebook sign-in cancelled", "Facebook did not sign you in.")
+    if not query.code or not query.state:
+        raise web.Problem(400, "facebook-callback-invalid", "Invalid callback", "The callback lacks code or state.")
+    expected = request.cookies.get(STATE_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected.encode(), query.state.encode()):
+        raise web.Problem(
+            400,
+            "facebook-state-mismatch",
+            "Sign-in not started here",
+            "Start Facebook sign-in again from this browser.",
+        )
+    now = datetime.now(UTC)
+    try:
+        limiter.hit(clients.firestore_client(), auth_http.SIGN_IN_PER_ADDRESS, auth_http.address_key(request), now)
+    except limiter.Limited as exc:
+        raise auth_http.too_many(exc) from None
+    try:
+        token = facebook.exchange_code(query.code, settings().facebook_redirect_uri)
+        user = facebook.read_user(token, facebook.verify_token(token))
+    except facebook.FacebookRefused:
+        raise web.Problem(
+            401, "facebook-token-rejected", "Facebook sign-in failed", "Facebook did not vouch for this sign-in."
+        ) from None
+    except facebook.FacebookUnavailable:
+        raise web.Problem(
+            503,
+            "facebook-unavailable",
+            "Facebook unavailable",
+            "Facebook did not answer; try again shortly.",
+            headers={"Retry-After": "30"},
+        ) from None
+    uid = _account_with_facebook_id(user.id)
+    if uid is None:
+        existing = auth_http.uid_for(user.email) if user.email else None
+        if existing:
+            _offer_link(request, existing, user, now)
+            problem = web.Problem(
+                409,
+                "facebook-link-required",
+                "Confirm by email",
+                "An account with this email address exists; open the link we mailed to it to use Facebook sign-in.",
+            )
+            return _clear_state(problem.to_response())
+        uid = _new_account(user, now)
+        auth_http.audit_event(request, uid, "account.created", method="facebook")
+    try:
+        signed_in = identity_toolkit.sign_in_as(uid)
+    except identity_toolkit.WrongCredentials:
+        raise auth_http.wrong_credentials() from None
+    return _clear_state(auth_http.start_session(request, signed_in, "facebook", redirect_to=_landing()))
+
+
+def confirm_link(request: flask.Request) -> flask.Response:
+    from google.cloud import firestore
+
+    _enabled()
+    query = web.validate(request.args.to_dict(), LinkQuery)
+    db = clients.firestore_client()
+    ref = db.collection(LINKS).document(hashlib.sha256(query.token.encode()).hexdigest())
+    now = datetime.now(UTC)
+
+    @firestore.transactional
+    def take(transaction: firestore.Transaction) -> dict | None:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists:
+            return None
+        transaction.delete(ref)  # one use only
+        return snapshot.to_dict()
+
+    link = take(db.transaction())
+    if link is None or link["expire_at"] <= now:
+        raise web.Problem(410, "facebook-link-expired", "Link expired", "Start Facebook sign-in again for a new link.")
+    owner = _account_with_facebook_id(link["facebook_id"])
+    if owner not in (None, link["account_id"]):
+        raise web.Problem(
+            409, "facebook-already-linked", "Already linked", "This Facebook user signs in to another account."
+        )
+    db.collection(ACCOUNTS).document(link["account_id"]).update({"facebook_id": link["facebook_id"]})
+    auth_http.audit_event(request, link["account_id"], "facebook.linked")
+    try:
+        signed_in = identity_toolkit.sign_in_as(link["account_id"])
+    except identity_toolkit.WrongCredentials:
+        raise auth_http.wrong_credentials() from None
+    return auth_http.start_session(request, signed_in, "facebook", redirect_to=_landing())
+
+
+def register(routes: web.Router) -> None:
+    routes.route("/auth/facebook/start", methods=["GET"])(start)
+    routes.route("/auth/facebook/callback", methods=["GET"])(callback)
+    routes.route("/auth/facebook/link", methods=["GET"])(confirm_link)

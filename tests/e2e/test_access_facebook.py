@@ -1,0 +1,133 @@
+"""Facebook sign-in, the whole server-side code flow against the local Facebook stand-in."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from orderpally import clients
+from smtp_sink import read_mailbox
+from support.identities import create_customer
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def standin(stack) -> str:
+    return f"http://127.0.0.1:{stack.ports.facebook}"
+
+
+def set_mode(stack, mode: str) -> None:
+    requests.put(standin(stack) + "/_standin/mode", params={"mode": mode}, timeout=10).raise_for_status()
+
+
+def set_profile(stack, **profile) -> None:
+    requests.put(standin(stack) + "/_standin/profile", json=profile, timeout=10).raise_for_status()
+
+
+def start(stack) -> tuple[str, requests.Response]:
+    """Our start endpoint, then Facebook's dialog (the user consents): the callback URL and the state cookie."""
+    started = requests.get(stack.url("auth") + "/auth/facebook/start", allow_redirects=False, timeout=30)
+    assert started.status_code == 302
+    state_cookie = started.cookies.get("__Host-op_fb_state")
+    dialog = started.headers["Location"]
+    assert parse_qs(urlsplit(dialog).query)["state"] == [state_cookie]
+    consented = requests.get(dialog, allow_redirects=False, timeout=30)
+    assert consented.status_code == 302
+    return consented.headers["Location"], state_cookie
+
+
+def finish(callback_url: str, state_cookie: str | None) -> requests.Response:
+    headers = {"Cookie": f"__Host-op_fb_state={state_cookie}"} if state_cookie else {}
+    return requests.get(callback_url, headers=headers, allow_redirects=False, timeout=30)
+
+
+def session_cookie(response: requests.Response) -> str | None:
+    return response.cookies.get("__Host-op_session")
+
+
+def test_a_new_facebook_user_gets_an_account_and_a_session(running_stack):
+    set_profile(running_stack, id="20001", name="Mei", email="mei@example.com")
+    callback, state = start(running_stack)
+    done = finish(callback, state)
+    assert done.status_code == 303, done.text
+    cookie = session_cookie(done)
+    assert cookie
+    session = requests.get(
+        running_stack.url("auth") + "/auth/session", headers={"Cookie": f"__Host-op_session={cookie}"}, timeout=30
+    ).json()
+    account = clients.firestore_client().document(f"accounts/{session['account_id']}").get().to_dict()
+    assert account["facebook_id"] == "20001"
+    assert account["email"] == "mei@example.com"
+
+    # Next time the same Facebook user signs in to the same account.
+    time.sleep(1.1)
+    callback, state = start(running_stack)
+    again = finish(callback, state)
+    assert again.status_code == 303
+    second = requests.get(
+        running_stack.url("auth") + "/auth/session",
+        headers={"Cookie": f"__Host-op_session={session_cookie(again)}"},
+        timeout=30,
+    ).json()
+    assert second["account_id"] == session["account_id"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "problem"),
+    [
+        ("wrong_app", 401, "facebook-token-rejected"),
+        ("expired", 401, "facebook-token-rejected"),
+        ("invalid_token", 401, "facebook-token-rejected"),
+        ("exchange_error", 401, "facebook-token-rejected"),
+        ("slow", 503, "facebook-unavailable"),
+        ("not_json", 503, "facebook-unavailable"),
+    ],
+)
+def test_a_misbehaving_facebook_ends_in_a_clear_error_and_no_session(running_stack, mode, status, problem):
+    callback, state = start(running_stack)
+    set_mode(running_stack, mode)
+    done = finish(callback, state)
+    assert done.status_code == status
+    assert done.json()["type"] == f"urn:orderpally:problem:{problem}"
+    assert session_cookie(done) is None
+    assert clients.firestore_client().collection("accounts").get() == []
+
+
+def test_state_must_match_the_browser_that_started(running_stack):
+    callback, state = start(running_stack)
+    assert finish(callback, None).status_code == 400
+    assert finish(callback, "someone-elses-state").json()["type"] == "urn:orderpally:problem:facebook-state-mismatch"
+    denied = requests.get(
+        running_stack.url("auth") + "/auth/facebook/callback",
+        params={"error": "access_denied", "error_reason": "user_denied", "state": state},
+        headers={"Cookie": f"__Host-op_fb_state={state}"},
+        timeout=30,
+    )
+    assert denied.status_code == 401
+    assert session_cookie(denied) is None
+
+
+def test_an_existing_email_is_linked_only_after_its_owner_confirms(running_stack):
+    owner = create_customer(language="en")
+    set_profile(running_stack, id="30003", name="Owner?", email=owner.email)
+    callback, state = start(running_stack)
+    held = finish(callback, state)
+    assert held.status_code == 409
+    assert session_cookie(held) is None
+    assert "facebook_id" not in clients.firestore_client().document(f"accounts/{owner.uid}").get().to_dict()
+
+    deadline = time.monotonic() + 30
+    while not read_mailbox(running_stack.mailbox) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (mail,) = read_mailbox(running_stack.mailbox)
+    assert str(mail["To"]) == owner.email
+    link = re.search(r"https?://\S+", mail.get_body(("plain",)).get_content()).group(0)
+    linked = requests.get(link, allow_redirects=False, timeout=30)
+    assert linked.status_code == 303
+    assert session_cookie(linked)
+    assert clients.firestore_client().document(f"accounts/{owner.uid}").get().to_dict()["facebook_id"] == "30003"
+    assert requests.get(link, allow_redirects=False, timeout=30).status_code == 410  # one use only
