@@ -12,7 +12,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from orderpally import clients, events, web
+from orderpally import audit, clients, events, web
 from orderpally.access import account_http as access_account_http
 from orderpally.access import auth_http, facebook_http
 from orderpally.backups import exporters as backup_exporters
@@ -259,3 +259,10 @@ def release_notice_mailings(request: flask.Request) -> flask.Response:
     web.require_method(request, "POST")
     released = notice_fanout.release_due(clients.firestore_client(), notices_http.publish_fanout, datetime.now(UTC))
     return web.json_response({"released": released})
+
+
+@functions_framework.http
+@web.endpoint
+def verify_audit_chains(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    return web.json_response(audit.verify_recent(datetime.now(UTC)))

@@ -6,6 +6,7 @@ resource "google_project_service" "apis" {
     "cloudkms.googleapis.com",
     "cloudscheduler.googleapis.com",
     "firestore.googleapis.com",
+    "firebaserules.googleapis.com",
     "iam.googleapis.com",
     "identitytoolkit.googleapis.com",
     "logging.googleapis.com",

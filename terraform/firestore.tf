@@ -41,3 +41,23 @@ resource "google_firestore_index" "due_terminations" {
     order      = "ASCENDING"
   }
 }
+
+# No client SDK access at all (clause 5.8: records protected from modification).
+resource "google_firebaserules_ruleset" "firestore" {
+  project = var.project_id
+
+  source {
+    files {
+      name    = "firestore.rules"
+      content = file("${path.module}/firestore.rules")
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firebaserules_release" "firestore" {
+  project      = var.project_id
+  name         = "cloud.firestore/${google_firestore_database.main.name}"
+  ruleset_name = google_firebaserules_ruleset.firestore.name
+}

@@ -101,6 +101,7 @@ locals {
   log_alerts = {
     backup-verification-failed = "Backups: newest snapshot missing, stale or incomplete, or its schedule disabled"
     incident-deadline          = "Security incident past or near its response deadline"
+    audit-chain-broken         = "An account's audit trail no longer verifies: an entry was changed or removed"
   }
 }
 

@@ -262,3 +262,25 @@ def test_staff_reads_need_a_role_and_a_reason_and_show_in_the_customers_trail(ru
     assert as_(bob).call("GET", "auth", "/auth/session").status_code == 401
     staff_browser = Browser(running_stack)
     assert staff_browser.sign_in(bob.email, "correct horse battery staple").json()["roles"] == ["support"]
+
+
+def test_security_staff_find_a_tampered_trail(running_stack):
+    from orderpally import audit, clients
+
+    customer = create_customer()
+    browser = Browser(running_stack)
+    assert browser.sign_in(customer.email, "correct horse battery staple").status_code == 200
+    browser.call("POST", "auth", "/auth/sign-out")
+    security = Browser(running_stack)
+    security.cookies = {"__Host-op_session": create_identity(roles=["security"]).session_cookie}
+    path = f"/staff/accounts/{customer.uid}/audit-trail/verification"
+    assert security.call("GET", "staff", path).json()["intact"] is True
+    clients.firestore_client().document(f"accounts/{customer.uid}/audit_trail/{audit.entry_id(1)}").update(
+        {"client_address": "198.51.100.7"}
+    )
+    verdict = security.call("GET", "staff", path).json()
+    assert verdict["intact"] is False
+    assert verdict["first_broken_seq"] == 1
+    support = Browser(running_stack)
+    support.cookies = {"__Host-op_session": create_identity(roles=["support"]).session_cookie}
+    assert support.call("GET", "staff", path).status_code == 403

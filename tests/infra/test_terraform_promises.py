@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,11 @@ def test_catalogue_grants_are_well_formed_and_name_real_things(catalogue, terraf
             if parts[0] == "self":  # a role on the function's own service account only
                 assert len(parts) == 2, (name, grant)
     assert 'startswith(g, "topic:")' in terraform.files["locals.tf"]["locals"][0]["topics"]
+
+
+def test_clients_cannot_touch_firestore_directly(terraform):
+    rules = (Path(__file__).resolve().parents[2] / "terraform" / "firestore.rules").read_text()
+    assert "allow read, write: if false;" in rules
+    assert "allow read, write: if true" not in rules
+    release = terraform.resource("google_firebaserules_release", "firestore")
+    assert "google_firebaserules_ruleset.firestore.name" in str(release["ruleset_name"])

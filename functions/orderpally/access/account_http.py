@@ -159,21 +159,17 @@ def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
 
 
 def _encode_token(entry: dict[str, Any]) -> str:
-    raw = json.dumps({"at": entry["at"].isoformat(), "id": entry["id"]}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64.urlsafe_b64encode(json.dumps({"seq": entry["seq"]}).encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> tuple[datetime, str]:
+def _decode_token(token: str) -> int:
     try:
-        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        at, entry_id = datetime.fromisoformat(raw["at"]), str(raw["id"])
+        seq = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["seq"]
     except (ValueError, KeyError, TypeError):
-        raise web.Problem(
-            400, "invalid-page-token", "Invalid page token", "Use a page_token from a response."
-        ) from None
-    if at.tzinfo is None or not re.fullmatch(r"[A-Za-z0-9]{1,40}", entry_id):
+        seq = None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise web.Problem(400, "invalid-page-token", "Invalid page token", "Use a page_token from a response.")
-    return at, entry_id
+    return seq
 
 
 def _trail_page(account_id: str, query: PageQuery) -> dict[str, Any]:
@@ -218,6 +214,22 @@ def staff_read_audit_trail(request: flask.Request, account_id: str) -> flask.Res
     return web.json_response(_trail_page(account_id, query))
 
 
+def staff_verify_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
+    access.require_staff(request, "security", "admin")
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
+    verdict = audit.verify(account_id)
+    return web.json_response(
+        {
+            "account_id": account_id,
+            "entries": verdict.entries,
+            "intact": verdict.intact,
+            "first_broken_seq": verdict.first_broken_seq,
+            "problem": verdict.problem,
+        }
+    )
+
+
 def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
     from firebase_admin import auth
 
@@ -249,4 +261,7 @@ def register(account_routes: web.Router, staff_routes: web.Router) -> None:
     account_routes.route("/account/audit-trail", methods=["GET"])(own_audit_trail)
     staff_routes.route("/staff/accounts/<account_id>", methods=["GET"])(staff_read_account)
     staff_routes.route("/staff/accounts/<account_id>/audit-trail", methods=["GET"])(staff_read_audit_trail)
+    staff_routes.route("/staff/accounts/<account_id>/audit-trail/verification", methods=["GET"])(
+        staff_verify_audit_trail
+    )
     staff_routes.route("/staff/staff-roles/<account_id>", methods=["PUT"])(set_staff_roles)
