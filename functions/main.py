@@ -22,6 +22,7 @@ from orderpally.backups import service as backups
 from orderpally.config import settings
 from orderpally.health import service as health_service
 from orderpally.heartbeat import service as heartbeat
+from orderpally.incidents import http as incidents_http
 from orderpally.lifecycle import accounts_service as lifecycle
 from orderpally.lifecycle import billing, data_map
 from orderpally.lifecycle import deletion as account_deletion
@@ -64,6 +65,9 @@ account_routes = web.Router()
 staff_routes = web.Router()
 notice_routes = web.Router()
 auth_routes = web.Router()
+incident_routes = web.Router()
+well_known_routes = web.Router()
+incidents_http.register(incident_routes, staff_routes, well_known_routes)
 auth_http.register(auth_routes)
 facebook_http.register(auth_routes)
 access_account_http.register(account_routes, staff_routes)
@@ -95,6 +99,16 @@ def account(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def staff(request: flask.Request) -> flask.Response:
     return staff_routes.dispatch(request)
+
+
+@functions_framework.http
+def incidents(request: flask.Request) -> flask.Response:
+    return incident_routes.dispatch(request)
+
+
+@functions_framework.http
+def well_known(request: flask.Request) -> flask.Response:
+    return well_known_routes.dispatch(request)
 
 
 @functions_framework.http
@@ -266,3 +280,10 @@ def release_notice_mailings(request: flask.Request) -> flask.Response:
 def verify_audit_chains(request: flask.Request) -> flask.Response:
     web.require_method(request, "POST")
     return web.json_response(audit.verify_recent(datetime.now(UTC)))
+
+
+@functions_framework.http
+@web.endpoint
+def check_incident_deadlines(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    return web.json_response(incidents_http.check_deadlines(datetime.now(UTC)))

@@ -10,6 +10,9 @@ locals {
     MAIL_FROM              = var.mail_from
     PUBLIC_BASE_URL        = "https://${var.domain}"
     FACEBOOK_APP_ID        = var.facebook_app_id
+    SECURITY_ONCALL_EMAIL  = var.alert_email
+    SECURITY_CONTACT_EMAIL = var.security_contact_email
+    INCIDENT_DEADLINES     = var.incident_deadlines
     SMTP_HOST              = var.smtp_host
     SMTP_PORT              = tostring(var.smtp_port)
     SMTP_SECURITY          = var.smtp_port == 465 ? "tls" : "starttls"

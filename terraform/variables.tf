@@ -194,3 +194,24 @@ variable "audit_log_retention_days" {
     error_message = "audit_log_retention_days must be at least 365."
   }
 }
+
+variable "security_contact_email" {
+  description = "The published security address (security.txt Contact); reports also reach the on-call at alert_email."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.security_contact_email))
+    error_message = "security_contact_email must be an email address."
+  }
+}
+
+variable "incident_deadlines" {
+  description = "Hours to first response / resolution per severity, e.g. critical=1/24,high=4/72; empty keeps the defaults."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^((critical|high|medium|low)=[0-9]+/[0-9]+(,|$))*$", var.incident_deadlines))
+    error_message = "incident_deadlines looks like critical=1/24,high=4/72,medium=24/168,low=72/720."
+  }
+}

@@ -69,12 +69,29 @@ def _canonical(value: Any) -> str:
     raise TypeError(f"not canonical: {type(value).__name__}")
 
 
+@dataclass(frozen=True)
+class Chain:
+    """Where one chain lives: its entries and its head."""
+
+    entries: Any
+    head: Any
+
+
+def account_chain(account_id: str) -> Chain:
+    return Chain(trail(account_id), clients.firestore_client().collection(CHAINS).document(account_id))
+
+
 def record(account_id: str, event: AuditEvent, now: datetime | None = None) -> str:
     """Appends `event` to the account's chain; returns the entry id."""
+    return append(account_chain(account_id), event, now)
+
+
+def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> str:
+    """Appends `event` to `chain` in a transaction with its head; returns the entry id."""
     from google.cloud import firestore
 
     db = clients.firestore_client()
-    head_ref = db.collection(CHAINS).document(account_id)
+    head_ref = chain.head
     at = (now or datetime.now(UTC)).astimezone(UTC)
 
     @firestore.transactional
@@ -92,9 +109,7 @@ def record(account_id: str, event: AuditEvent, now: datetime | None = None) -> s
             "prev_hash": head.get("hash") if head.exists else GENESIS,
         }
         body["hash"] = entry_hash(body)
-        transaction.create(
-            trail(account_id).document(entry_id(seq)), {**body, "recorded_at": firestore.SERVER_TIMESTAMP}
-        )
+        transaction.create(chain.entries.document(entry_id(seq)), {**body, "recorded_at": firestore.SERVER_TIMESTAMP})
         transaction.set(head_ref, {"seq": seq, "hash": body["hash"], "updated_at": at})
         return entry_id(seq)
 
@@ -102,11 +117,13 @@ def record(account_id: str, event: AuditEvent, now: datetime | None = None) -> s
     return append(db.transaction(max_attempts=30))
 
 
-def page(account_id: str, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
-    """Newest first, starting below `before_seq`."""
+def page(
+    account_id: str, limit: int, before_seq: int | None = None, chain: Chain | None = None
+) -> list[dict[str, Any]]:
+    """Newest first, starting below `before_seq` (the account's trail, or another chain)."""
     from google.cloud import firestore
 
-    query = trail(account_id).order_by("seq", direction=firestore.Query.DESCENDING)
+    query = (chain or account_chain(account_id)).entries.order_by("seq", direction=firestore.Query.DESCENDING)
     if before_seq is not None:
         query = query.start_after({"seq": before_seq})
     return [_public(snap) for snap in query.limit(limit).stream()]
@@ -132,12 +149,12 @@ class Verdict:
     problem: str | None = None
 
 
-def verify(account_id: str) -> Verdict:
+def verify(account_id: str, chain: Chain | None = None) -> Verdict:
     """Walks the chain from its start; reports the first entry that was changed, removed or inserted."""
-    db = clients.firestore_client()
-    head = db.collection(CHAINS).document(account_id).get()
+    chain = chain or account_chain(account_id)
+    head = chain.head.get()
     previous, expected_seq, count = GENESIS, 1, 0
-    for snap in trail(account_id).order_by("seq").stream():
+    for snap in chain.entries.order_by("seq").stream():
         body = snap.to_dict() or {}
         seq = body.get("seq")
         count += 1

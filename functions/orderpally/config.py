@@ -81,6 +81,11 @@ class Settings:
     termination_reauth_seconds: int = 300
     company_termination_notice_days: int = 30
     export_valid_days: int = 7
+    # Security incidents (clauses 5.6, 5.7)
+    security_oncall_email: str = "security-oncall@orderpally.example"
+    security_contact_email: str = "security@orderpally.example"
+    incident_deadlines: str = ""  # critical=1/24,high=4/72,... hours; empty: the defaults
+    incident_warn_minutes: int = 60
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -162,6 +167,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         termination_reauth_seconds=_int(env, "TERMINATION_REAUTH_SECONDS", 300),
         company_termination_notice_days=_int(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),
         export_valid_days=_int(env, "EXPORT_VALID_DAYS", 7),
+        security_oncall_email=env.get("SECURITY_ONCALL_EMAIL", "security-oncall@orderpally.example"),
+        security_contact_email=env.get("SECURITY_CONTACT_EMAIL", "security@orderpally.example"),
+        incident_deadlines=_incident_deadlines(env.get("INCIDENT_DEADLINES", "")),
+        incident_warn_minutes=_int(env, "INCIDENT_WARN_MINUTES", 60),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),
@@ -188,6 +197,16 @@ def _identity_toolkit_url(env: dict[str, str]) -> str:
     if emulator:
         return f"http://{emulator}/identitytoolkit.googleapis.com"
     return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
+
+
+def _incident_deadlines(raw: str) -> str:
+    from orderpally.incidents.rules import parse_deadlines
+
+    try:
+        parse_deadlines(raw)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return raw
 
 
 def _origins(raw: str) -> tuple[str, ...]:

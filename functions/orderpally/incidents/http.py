@@ -1,0 +1,389 @@
+"""HTTP routes of security incidents: intake and the reporter's view, staff triage, security.txt."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import flask
+import pydantic
+
+from orderpally import audit, clients, structured_logging, web
+from orderpally.access import auth_http, limiter
+from orderpally.access import http as access
+from orderpally.access.principal import Principal
+from orderpally.accounts import ACCOUNTS
+from orderpally.config import settings
+from orderpally.incidents import rules, service
+from orderpally.messaging.requests import EmailRequest, request_email
+
+ALERT_DEADLINE = "incident-deadline"
+ANONYMOUS_PER_ADDRESS = limiter.Limit("incident-address", 5, timedelta(hours=1))
+CUSTOMER_PER_ACCOUNT = limiter.Limit("incident-account", 20, timedelta(hours=1))
+SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires less than a year ahead
+
+_log = structured_logging.get_logger("orderpally.incidents")
+
+
+class TokenQuery(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    token: str | None = pydantic.Field(default=None, min_length=20, max_length=200)
+
+
+class ListQuery(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    state: Literal[rules.STATES] | None = None  # type: ignore[valid-type]
+    severity: Literal[rules.SEVERITIES] | None = None  # type: ignore[valid-type]
+    category: Literal[rules.CATEGORIES] | None = None  # type: ignore[valid-type]
+
+
+def _table() -> dict:
+    return rules.parse_deadlines(settings().incident_deadlines)
+
+
+def _problem(exc: service.IncidentError) -> web.Problem:
+    titles = {404: "Not found", 409: "Not possible now", 422: "Invalid report"}
+    return web.Problem(exc.status, exc.slug, titles.get(exc.status, "Refused"), str(exc))
+
+
+def _links(reference: str, status_token: str, confirm_token: str | None) -> dict[str, str]:
+    base = f"{settings().public_base_url}/incidents/{reference}"
+    return {
+        "status_link": f"{base}?token={status_token}",
+        "confirm_link": f"{base}/confirm?token={confirm_token}" if confirm_token else "",
+    }
+
+
+def _mail(template: str, to: str, key: str, account_id: str | None, language: str | None, **data: Any) -> None:
+    request_email(
+        EmailRequest(
+            idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
+        )
+    )
+
+
+def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> None:
+    """Pages the security on-call for a confirmed report in a critical category.
+
+    The page is requested before it is marked sent, under a fixed idempotency key: a
+    crash in between repeats the request (the mail goes out once), never loses it,
+    and the deadline check pages whatever is still unmarked.
+    """
+    if incident["category"] not in rules.CRITICAL_CATEGORIES or not incident["confirmed"] or incident.get("paged_at"):
+        return
+    _mail(
+        "incident_page",
+        settings().security_oncall_email,
+        f"incident_page:{reference}",
+        None,
+        "en",
+        reference=reference,
+        category=incident["category"],
+        severity=incident["severity"],
+        first_response_due=incident["first_response_due"].isoformat(),
+        staff_path=f"/staff/incidents/{reference}",
+    )
+    service.history(reference, "incident.paged", audit.SYSTEM)
+
+
+def submit(request: flask.Request) -> flask.Response:
+    principal = access.authenticate(request)
+    if principal is not None and principal.kind != "customer":
+        raise access.forbidden("Report as a signed-in customer or anonymously.")
+    report = web.parse_json(request, service.Report)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 8 <= len(key) <= 200:
+        raise web.Problem(
+            422, "validation-error", "Invalid request", "Idempotency-Key: 8 to 200 characters.", field="Idempotency-Key"
+        )
+    db = clients.firestore_client()
+    now = datetime.now(UTC)
+    address = access.client_address(request)
+    try:
+        if principal:
+            limiter.hit(db, CUSTOMER_PER_ACCOUNT, principal.account_id, now)
+        else:
+            limiter.hit(db, ANONYMOUS_PER_ADDRESS, address or "unknown", now)
+    except limiter.Limited as exc:
+        raise auth_http.too_many(exc) from None
+    email = None
+    if principal:
+        email = (db.collection(ACCOUNTS).document(principal.account_id).get().to_dict() or {}).get("email")
+    reporter = service.Reporter(principal.account_id if principal else None, email, address)
+    try:
+        done = service.submit(db, report, reporter, key, _table(), now)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    if not done.duplicate:
+        links = _links(done.reference, done.status_token or "", done.confirm_token)
+        _mail(
+            "incident_received",
+            done.incident["contact_email"],
+            f"incident_received:{done.reference}",
+            reporter.account_id,
+            report.language,
+            reference=done.reference,
+            **links,
+        )
+        if reporter.account_id:
+            audit.record(
+                reporter.account_id,
+                audit.AuditEvent(
+                    "incident.reported",
+                    audit.Actor("customer", reporter.account_id),
+                    address,
+                    None,
+                    {"reference": done.reference},
+                ),
+            )
+        page_on_call(done.reference, done.incident, now)
+    body = {
+        "reference": done.reference,
+        "state": done.incident["state"],
+        "confirmation_required": not done.incident["confirmed"],
+        "duplicate": done.duplicate,
+    }
+    return web.json_response(body, 200 if done.duplicate else 201)
+
+
+def _reporter_view(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reference": reference,
+        "category": incident["category"],
+        "state": incident["state"],
+        "confirmed": incident["confirmed"],
+        "received_at": incident["created_at"].isoformat(),
+        "replies": [{"at": r["at"].isoformat(), "text": r["text"]} for r in service.public_replies(reference)],
+    }
+
+
+def reporter_status(request: flask.Request, reference: str) -> flask.Response:
+    principal = access.authenticate(request)
+    query = web.validate(request.args.to_dict(), TokenQuery)
+    db = clients.firestore_client()
+    try:
+        incident = service.load(db, reference)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    owner = principal.account_id if principal and principal.kind == "customer" else None
+    # Someone else's report is indistinguishable from none.
+    if not service.reporter_may_read(incident, owner, query.token):
+        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
+    return web.json_response(_reporter_view(reference, incident))
+
+
+def confirm(request: flask.Request, reference: str) -> flask.Response:
+    query = web.validate(request.args.to_dict(), TokenQuery)
+    if not query.token:
+        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
+    now = datetime.now(UTC)
+    try:
+        incident, _ = service.confirm(clients.firestore_client(), reference, query.token, now)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    page_on_call(reference, incident, now)
+    return web.json_response({"reference": reference, "confirmed": True})
+
+
+def _staff_actor(principal: Principal) -> audit.Actor:
+    return audit.Actor("staff", principal.account_id, ",".join(sorted(principal.roles)))
+
+
+def _summary(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "category",
+        "state",
+        "severity",
+        "severity_provisional",
+        "confirmed",
+        "assignee",
+        "created_at",
+        "first_response_due",
+        "resolution_due",
+        "first_responded_at",
+    )
+    return {
+        "reference": reference,
+        **{k: (v.isoformat() if isinstance(v, datetime) else v) for k in keys for v in [incident.get(k)]},
+    }
+
+
+def staff_list(request: flask.Request) -> flask.Response:
+    access.require_staff(request, "security")
+    query = web.validate(request.args.to_dict(), ListQuery)
+    from google.cloud import firestore
+
+    ref = clients.firestore_client().collection(service.INCIDENTS)
+    for name in ("state", "severity", "category"):
+        value = getattr(query, name)
+        if value:
+            ref = ref.where(filter=firestore.FieldFilter(name, "==", value))
+    found = [_summary(snap.id, snap.to_dict()) for snap in ref.limit(200).stream()]
+    return web.json_response({"incidents": sorted(found, key=lambda i: i["created_at"], reverse=True)})
+
+
+def staff_open(request: flask.Request, reference: str) -> flask.Response:
+    principal = access.require_staff(request, "security")
+    db = clients.firestore_client()
+    try:
+        incident = service.load(db, reference)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    actor = _staff_actor(principal)
+    # Every open is a staff access to someone's report: on the record before the data leaves.
+    service.history(reference, "staff.opened", actor, access.client_address(request))
+    if incident.get("reporter_account_id"):
+        audit.record(
+            incident["reporter_account_id"],
+            audit.AuditEvent(
+                "staff.read",
+                actor,
+                access.client_address(request),
+                "security incident triage",
+                {"reference": reference},
+            ),
+        )
+    entries = audit.page("", 500, chain=service.chain(reference))
+    body = {
+        **_summary(reference, incident),
+        "description": incident["description"],
+        "occurred_at": incident["occurred_at"].isoformat() if incident.get("occurred_at") else None,
+        "references": incident["references"],
+        "contact_email": incident["contact_email"],
+        "reporter_account_id": incident.get("reporter_account_id"),
+        "history": [
+            {
+                "seq": e["seq"],
+                "action": e["action"],
+                "actor": e["actor"],
+                "at": e["at"].isoformat(),
+                "details": e["details"],
+            }
+            for e in reversed(entries)
+        ],
+    }
+    return web.json_response(body)
+
+
+def staff_triage(request: flask.Request, reference: str) -> flask.Response:
+    principal = access.require_staff(request, "security")
+    change = web.parse_json(request, service.Triage)
+    try:
+        incident = service.triage(
+            clients.firestore_client(), reference, change, _staff_actor(principal), _table(), datetime.now(UTC)
+        )
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    return web.json_response(_summary(reference, incident))
+
+
+def staff_note(request: flask.Request, reference: str) -> flask.Response:
+    principal = access.require_staff(request, "security")
+    note = web.parse_json(request, service.Note)
+    now = datetime.now(UTC)
+    try:
+        incident = service.add_note(clients.firestore_client(), reference, note, _staff_actor(principal), now)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    if note.visibility == "public":
+        token = service.new_status_token(clients.firestore_client(), reference)
+        _mail(
+            "incident_reply",
+            incident["contact_email"],
+            f"incident_reply:{reference}:{now.isoformat()}",
+            incident.get("reporter_account_id"),
+            incident.get("language"),
+            reference=reference,
+            text=note.text,
+            status_link=_links(reference, token, None)["status_link"],
+        )
+    return flask.Response(status=204)
+
+
+def check_deadlines(now: datetime) -> dict[str, int]:
+    """Alerts staff about open incidents near or past a deadline, once per incident, deadline and kind."""
+    warn = timedelta(minutes=settings().incident_warn_minutes)
+    sent = 0
+    for reference, incident in service.open_incidents(clients.firestore_client()):
+        page_on_call(reference, incident, now)  # a page that failed to go out earlier
+        for alert in rules.due_alerts(incident, now, warn):
+            due = incident[f"{alert.deadline}_due"]
+            structured_logging.log(
+                _log,
+                logging.ERROR if alert.kind == "overdue" else logging.WARNING,
+                "incident deadline",
+                reference=reference,
+                deadline=alert.deadline,
+                kind=alert.kind,
+                alert=ALERT_DEADLINE,
+            )
+            _mail(
+                "incident_deadline",
+                settings().security_oncall_email,
+                f"incident_deadline:{reference}:{alert.deadline}:{alert.kind}:{due.isoformat()}",
+                None,
+                "en",
+                reference=reference,
+                deadline=alert.deadline,
+                kind=alert.kind,
+                severity=incident["severity"],
+                due_at=due.isoformat(),
+                staff_path=f"/staff/incidents/{reference}",
+            )
+            sent += 1
+    return {"alerts": sent}
+
+
+def security_txt(request: flask.Request) -> flask.Response:
+    cfg = settings()
+    expires = (datetime.now(UTC) + SECURITY_TXT_LIFETIME).replace(microsecond=0)
+    body = "\n".join(
+        [
+            f"Contact: {cfg.public_base_url}/incidents",
+            f"Contact: mailto:{cfg.security_contact_email}",
+            f"Expires: {expires.isoformat().replace('+00:00', 'Z')}",
+            "Preferred-Languages: zh-TW, en",
+            f"Policy: {cfg.public_base_url}/incidents/policy",
+            f"Canonical: {cfg.public_base_url}/.well-known/security.txt",
+            "",
+        ]
+    )
+    response = flask.Response(body, mimetype="text/plain")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+POLICY = """OrderPally security reporting policy / OrderPally 資安通報政策
+
+Report suspected account compromise, data leaks, vulnerabilities, phishing or
+impersonation and abuse of live streams with POST /incidents (JSON; see the
+API contract), anonymously or signed in. You get a reference number at once
+and replies by email. Please do not access other people's data, degrade the
+service or publish details before we have fixed the issue. We do not take
+legal action against good-faith research that follows this policy.
+
+請以 POST /incidents 通報疑似帳號遭盜用、資料外洩、安全漏洞、釣魚或冒名、直播濫用等情事，
+可具名或匿名。您將立即取得案件編號，並以電子郵件收到回覆。
+"""
+
+
+def policy(request: flask.Request) -> flask.Response:
+    response = flask.Response(POLICY, mimetype="text/plain")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def register(incident_routes: web.Router, staff_routes: web.Router, well_known_routes: web.Router) -> None:
+    incident_routes.route("/incidents", methods=["POST"])(submit)
+    incident_routes.route("/incidents/policy", methods=["GET"])(policy)
+    incident_routes.route("/incidents/<reference>", methods=["GET"])(reporter_status)
+    incident_routes.route("/incidents/<reference>/confirm", methods=["GET"])(confirm)
+    staff_routes.route("/staff/incidents", methods=["GET"])(staff_list)
+    staff_routes.route("/staff/incidents/<reference>", methods=["GET"])(staff_open)
+    staff_routes.route("/staff/incidents/<reference>", methods=["PATCH"])(staff_triage)
+    staff_routes.route("/staff/incidents/<reference>/notes", methods=["POST"])(staff_note)
+    well_known_routes.route("/.well-known/security.txt", methods=["GET"])(security_txt)

@@ -1,0 +1,108 @@
+"""Security incident rules as plain data and functions: categories, states, severities, deadlines."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+CATEGORIES = (
+    "account_compromise",
+    "suspected_data_leak",
+    "vulnerability",
+    "phishing_or_impersonation",
+    "live_stream_abuse",
+    "other",
+)
+# Reports in these categories page the security on-call as soon as they are confirmed.
+CRITICAL_CATEGORIES = frozenset({"account_compromise", "suspected_data_leak"})
+SEVERITIES = ("critical", "high", "medium", "low")
+STATES = ("received", "triaged", "investigating", "resolved", "not_an_issue")
+OPEN_STATES = ("received", "triaged", "investigating")
+TRANSITIONS = {
+    "received": {"triaged", "not_an_issue"},
+    "triaged": {"investigating", "resolved", "not_an_issue"},
+    "investigating": {"resolved", "not_an_issue"},
+    "resolved": set(),
+    "not_an_issue": set(),
+}
+# First response and resolution, per severity: defaults, overridable by configuration.
+DEFAULT_DEADLINES = {
+    "critical": (timedelta(hours=1), timedelta(hours=24)),
+    "high": (timedelta(hours=4), timedelta(hours=72)),
+    "medium": (timedelta(hours=24), timedelta(days=7)),
+    "low": (timedelta(hours=72), timedelta(days=30)),
+}
+# Crockford's base32: no I, L, O, U to misread over the phone.
+_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+REFERENCE = re.compile(r"^OPI-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
+_MARKUP = re.compile(r"<\s*/?\s*[A-Za-z!?]")
+
+
+class TransitionError(ValueError):
+    pass
+
+
+def new_reference() -> str:
+    """60 random bits: unguessable, and short enough to read out."""
+    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(12))
+    return f"OPI-{chars[:4]}-{chars[4:8]}-{chars[8:]}"
+
+
+def provisional_severity(category: str) -> str:
+    return "critical" if category in CRITICAL_CATEGORIES else "medium"
+
+
+def has_markup(text: str) -> bool:
+    return bool(_MARKUP.search(text))
+
+
+def parse_deadlines(raw: str) -> dict[str, tuple[timedelta, timedelta]]:
+    """`critical=1/24,high=4/72,...` (hours to first response / to resolution) over the defaults."""
+    table = dict(DEFAULT_DEADLINES)
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, hours = part.partition("=")
+        first, _, resolve = hours.partition("/")
+        if name not in SEVERITIES or not first.isdigit() or not resolve.isdigit() or int(first) > int(resolve):
+            raise ValueError(f"INCIDENT_DEADLINES: bad entry {part!r}")
+        table[name] = (timedelta(hours=int(first)), timedelta(hours=int(resolve)))
+    return table
+
+
+def deadlines(
+    severity: str, received_at: datetime, table: dict[str, tuple[timedelta, timedelta]]
+) -> tuple[datetime, datetime]:
+    first, resolve = table[severity]
+    return received_at + first, received_at + resolve
+
+
+def check_transition(current: str, target: str) -> None:
+    if target != current and target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none: the incident is closed"
+        raise TransitionError(f"cannot move from {current} to {target}; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class DeadlineAlert:
+    deadline: str  # first_response | resolution
+    kind: str  # due_soon | overdue
+
+
+def due_alerts(incident: dict, now: datetime, warn_before: timedelta) -> list[DeadlineAlert]:
+    """Which deadlines of an open incident are near or past."""
+    if incident.get("state") not in OPEN_STATES:
+        return []
+    alerts = []
+    checks = (
+        ("first_response", incident.get("first_response_due"), incident.get("first_responded_at")),
+        ("resolution", incident.get("resolution_due"), None),
+    )
+    for name, due, met in checks:
+        if due is None or met is not None:
+            continue
+        if now >= due:
+            alerts.append(DeadlineAlert(name, "overdue"))
+        elif now >= due - warn_before:
+            alerts.append(DeadlineAlert(name, "due_soon"))
+    return alerts

@@ -1,0 +1,290 @@
+"""Security incidents in Firestore: intake, confirmation, reporter view, triage, replies, deadlines.
+
+incidents/{reference}            the report and its current state
+incidents/{reference}/history/   append-only, hash-chained (orderpally.audit) record of
+                                 everything that happened to it, internal notes included
+incident_requests/{digest}       idempotency: one incident per submitted key
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import pydantic
+
+from orderpally import audit, clients
+from orderpally.accounts import Language
+from orderpally.incidents import rules
+
+INCIDENTS = "incidents"
+HISTORY = "history"
+REQUESTS = "incident_requests"
+_LABEL = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def _plain(value: str) -> str:
+    if rules.has_markup(value):
+        raise ValueError("write plain text; markup such as <tags> is not accepted")
+    if any(ord(ch) < 32 and ch not in "\n\r\t" for ch in value):
+        raise ValueError("contains control characters")
+    return value.strip()
+
+
+class Report(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    category: Literal[rules.CATEGORIES]  # type: ignore[valid-type]
+    description: str = pydantic.Field(min_length=10, max_length=5000)
+    occurred_at: pydantic.AwareDatetime | None = None
+    references: list[pydantic.constr(pattern=_LABEL)] = pydantic.Field(default_factory=list, max_length=20)  # type: ignore[valid-type]
+    contact_email: pydantic.EmailStr | None = None
+    language: Language = "zh-TW"
+
+    @pydantic.field_validator("description")
+    @classmethod
+    def _plain_description(cls, value: str) -> str:
+        return _plain(value)
+
+
+class Triage(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    state: Literal[rules.STATES] | None = None  # type: ignore[valid-type]
+    severity: Literal[rules.SEVERITIES] | None = None  # type: ignore[valid-type]
+    assignee: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
+
+    @pydantic.model_validator(mode="after")
+    def _something(self) -> Triage:
+        if self.state is None and self.severity is None and self.assignee is None:
+            raise ValueError("set state, severity or assignee")
+        return self
+
+
+class Note(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    text: str = pydantic.Field(min_length=1, max_length=5000)
+    visibility: Literal["internal", "public"]
+
+    @pydantic.field_validator("text")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        return _plain(value)
+
+
+class IncidentError(Exception):
+    def __init__(self, status: int, slug: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+
+
+@dataclass(frozen=True)
+class Reporter:
+    account_id: str | None
+    email: str | None
+    address: str | None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    reference: str
+    status_token: str | None  # None for a duplicate: the first submission's mail has it
+    confirm_token: str | None
+    duplicate: bool
+    incident: dict[str, Any]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def chain(reference: str) -> audit.Chain:
+    db = clients.firestore_client()
+    return audit.Chain(
+        db.collection(INCIDENTS).document(reference).collection(HISTORY),
+        db.collection(audit.CHAINS).document(f"incident-{reference}"),
+    )
+
+
+def history(reference: str, event: str, actor: audit.Actor, address: str | None = None, **details: Any) -> None:
+    audit.append(chain(reference), audit.AuditEvent(event, actor, address, None, details))
+
+
+def _actor(reporter: Reporter) -> audit.Actor:
+    return audit.Actor("customer", reporter.account_id) if reporter.account_id else audit.Actor("anonymous", "reporter")
+
+
+def submit(
+    db: Any, report: Report, reporter: Reporter, idempotency_key: str | None, table: dict, now: datetime
+) -> Submitted:
+    """Records the report once per idempotency key; anonymous reports wait for email confirmation."""
+    from google.cloud import firestore
+
+    contact = (reporter.email or report.contact_email or "").lower() or None
+    if contact is None:
+        raise IncidentError(422, "contact-required", "Give a contact email so we can reply and send your reference.")
+    reference = rules.new_reference()
+    status_token = secrets.token_urlsafe(32)
+    confirm_token = None if reporter.account_id else secrets.token_urlsafe(32)
+    severity = rules.provisional_severity(report.category)
+    first_due, resolve_due = rules.deadlines(severity, now, table)
+    incident = {
+        "category": report.category,
+        "description": report.description,
+        "occurred_at": report.occurred_at,
+        "references": report.references,
+        "contact_email": contact,
+        "language": report.language,
+        "reporter_account_id": reporter.account_id,
+        "state": "received",
+        "severity": severity,
+        "severity_provisional": True,
+        "confirmed": reporter.account_id is not None,
+        "status_token_hashes": [token_hash(status_token)],
+        "confirm_token_hash": token_hash(confirm_token) if confirm_token else None,
+        "created_at": now,
+        "first_response_due": first_due,
+        "resolution_due": resolve_due,
+        "first_responded_at": None,
+        "assignee": None,
+        "paged_at": None,
+        "updated_at": now,
+    }
+    scope = reporter.account_id or reporter.address or "anonymous"
+    request_ref = (
+        db.collection(REQUESTS).document(token_hash(f"{scope}\x00{idempotency_key}")) if idempotency_key else None
+    )
+
+    @firestore.transactional
+    def create(transaction: Any) -> str | None:
+        if request_ref is not None:
+            seen = request_ref.get(transaction=transaction)
+            if seen.exists:
+                return seen.get("reference")
+            transaction.create(request_ref, {"reference": reference, "expire_at": now + timedelta(days=2)})
+        transaction.create(db.collection(INCIDENTS).document(reference), incident)
+        return None
+
+    earlier = create(db.transaction())
+    if earlier:
+        existing = db.collection(INCIDENTS).document(earlier).get().to_dict() or {}
+        return Submitted(earlier, None, None, True, existing)
+    history(reference, "incident.received", _actor(reporter), reporter.address, category=report.category)
+    return Submitted(reference, status_token, confirm_token, False, incident)
+
+
+def load(db: Any, reference: str) -> dict[str, Any]:
+    if not rules.REFERENCE.fullmatch(reference):
+        raise IncidentError(404, "incident-not-found", "No such incident.")
+    snapshot = db.collection(INCIDENTS).document(reference).get()
+    if not snapshot.exists:
+        raise IncidentError(404, "incident-not-found", "No such incident.")
+    return snapshot.to_dict()
+
+
+def reporter_may_read(incident: dict[str, Any], account_id: str | None, token: str | None) -> bool:
+    if account_id and incident.get("reporter_account_id") == account_id:
+        return True
+    if not token:
+        return False
+    digest = token_hash(token)
+    return any(hmac.compare_digest(known, digest) for known in incident.get("status_token_hashes") or [])
+
+
+def new_status_token(db: Any, reference: str) -> str:
+    """Another secret link to the status (each reply mail carries its own; the first is only in the first mail)."""
+    from google.cloud import firestore
+
+    token = secrets.token_urlsafe(32)
+    db.collection(INCIDENTS).document(reference).update(
+        {"status_token_hashes": firestore.ArrayUnion([token_hash(token)])}
+    )
+    return token
+
+
+def confirm(db: Any, reference: str, token: str, now: datetime) -> tuple[dict[str, Any], bool]:
+    """Confirms an anonymous report's email; returns the incident and whether this call confirmed it."""
+    incident = load(db, reference)
+    if not hmac.compare_digest(incident.get("confirm_token_hash") or "", token_hash(token)):
+        raise IncidentError(404, "incident-not-found", "No such incident.")
+    if incident["confirmed"]:
+        return incident, False
+    db.collection(INCIDENTS).document(reference).update({"confirmed": True, "updated_at": now})
+    history(reference, "incident.confirmed", audit.Actor("anonymous", "reporter"))
+    return {**incident, "confirmed": True}, True
+
+
+def mark_paged(db: Any, reference: str, now: datetime) -> bool:
+    """Claims the one page for this incident; False when it was paged already."""
+    from google.cloud import firestore
+
+    ref = db.collection(INCIDENTS).document(reference)
+
+    @firestore.transactional
+    def claim(transaction: Any) -> bool:
+        if ref.get(transaction=transaction).get("paged_at") is not None:
+            return False
+        transaction.update(ref, {"paged_at": now})
+        return True
+
+    return claim(db.transaction())
+
+
+def public_replies(reference: str) -> list[dict[str, Any]]:
+    entries = audit.page("", 500, chain=chain(reference))
+    return [
+        {"at": e["at"], "text": e["details"].get("text", "")}
+        for e in reversed(entries)
+        if e["action"] == "incident.reply"
+    ]
+
+
+def triage(db: Any, reference: str, change: Triage, actor: audit.Actor, table: dict, now: datetime) -> dict[str, Any]:
+    incident = load(db, reference)
+    update: dict[str, Any] = {"updated_at": now}
+    if change.state:
+        try:
+            rules.check_transition(incident["state"], change.state)
+        except rules.TransitionError as exc:
+            raise IncidentError(409, "incident-transition", str(exc)) from None
+        update["state"] = change.state
+        if incident["state"] == "received" and change.state != "received":
+            update["first_responded_at"] = incident.get("first_responded_at") or now
+        if change.state in ("resolved", "not_an_issue"):
+            update["resolved_at"] = now
+    if change.severity:
+        first_due, resolve_due = rules.deadlines(change.severity, incident["created_at"], table)
+        update.update(
+            severity=change.severity,
+            severity_provisional=False,
+            first_response_due=first_due,
+            resolution_due=resolve_due,
+        )
+    if change.assignee:
+        update["assignee"] = change.assignee
+    db.collection(INCIDENTS).document(reference).update(update)
+    history(reference, "incident.triaged", actor, **change.model_dump(exclude_none=True))
+    return {**incident, **update}
+
+
+def add_note(db: Any, reference: str, note: Note, actor: audit.Actor, now: datetime) -> dict[str, Any]:
+    incident = load(db, reference)
+    if incident["state"] not in rules.OPEN_STATES and note.visibility == "public":
+        raise IncidentError(409, "incident-closed", "The incident is closed; reopen it by a new report.")
+    history(reference, "incident.reply" if note.visibility == "public" else "incident.note", actor, text=note.text)
+    if note.visibility == "public" and incident.get("first_responded_at") is None:
+        db.collection(INCIDENTS).document(reference).update({"first_responded_at": now, "updated_at": now})
+    return incident
+
+
+def open_incidents(db: Any, limit: int = 500) -> list[tuple[str, dict[str, Any]]]:
+    from google.cloud import firestore
+
+    query = db.collection(INCIDENTS).where(filter=firestore.FieldFilter("state", "in", list(rules.OPEN_STATES)))
+    return [(snap.id, snap.to_dict()) for snap in query.limit(limit).stream()]

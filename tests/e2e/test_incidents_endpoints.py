@@ -1,0 +1,226 @@
+"""Security incident intake, the reporter's view, staff triage, deadlines and security.txt, over HTTP."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from orderpally import clients
+from orderpally.config import settings
+from orderpally.incidents import rules
+from smtp_sink import read_mailbox
+from support.identities import browser_headers, create_customer, create_identity
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def mails_to(stack, address: str) -> list:
+    return [m for m in read_mailbox(stack.mailbox) if str(m["To"]) == address]
+
+
+def links_in(mail) -> list[str]:
+    return re.findall(r"https?://\S+", mail.get_body(("plain",)).get_content())
+
+
+def local(stack, link: str) -> str:
+    """Mailed links use the public base URL; locally that is the notices function, so point at incidents."""
+    return link.replace(settings().public_base_url, stack.url("incidents"))
+
+
+def report(**overrides) -> dict:
+    return {
+        "category": "suspected_data_leak",
+        "description": "Orders of my shop appear on a public paste site.",
+        "contact_email": "reporter@example.com",
+        "language": "en",
+        **overrides,
+    }
+
+
+def submit(stack, body: dict, headers: dict | None = None) -> requests.Response:
+    return requests.post(stack.url("incidents") + "/incidents", json=body, headers=headers or {}, timeout=30)
+
+
+def test_anonymous_report_is_acknowledged_confirmed_and_pages_once(running_stack):
+    created = submit(running_stack, report())
+    assert created.status_code == 201
+    reference = created.json()["reference"]
+    assert rules.REFERENCE.fullmatch(reference)
+    assert created.json()["confirmation_required"] is True
+
+    ack = wait_for(lambda: mails_to(running_stack, "reporter@example.com"))[0]
+    assert reference in str(ack["Subject"])
+    status_link, confirm_link = sorted(links_in(ack), key=lambda link: "confirm" in link)
+    oncall = settings().security_oncall_email
+    assert mails_to(running_stack, oncall) == []  # not paged before the address is confirmed
+
+    base = running_stack.url("incidents") + f"/incidents/{reference}"
+    assert requests.get(base, timeout=30).status_code == 404
+    assert requests.get(base, params={"token": "x" * 40}, timeout=30).status_code == 404
+    status = requests.get(local(running_stack, status_link), timeout=30)
+    assert status.status_code == 200
+    assert status.json()["state"] == "received"
+
+    for _ in range(2):
+        assert requests.get(local(running_stack, confirm_link), timeout=30).json()["confirmed"] is True
+    wait_for(lambda: mails_to(running_stack, oncall))
+    time.sleep(1.0)
+    assert len(mails_to(running_stack, oncall)) == 1
+
+
+def test_customer_report_is_theirs_alone_and_idempotent(running_stack):
+    alice, bob = create_customer(), create_customer()
+    headers = {**browser_headers(alice), "Idempotency-Key": "double-click-0001"}
+    body = report(category="vulnerability", contact_email=None)
+    first = submit(running_stack, body, headers)
+    again = submit(running_stack, body, headers)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["reference"] == first.json()["reference"]
+    assert len(clients.firestore_client().collection("incidents").get()) == 1
+    assert first.json()["confirmation_required"] is False
+
+    url = running_stack.url("incidents") + f"/incidents/{first.json()['reference']}"
+    assert requests.get(url, headers=browser_headers(alice), timeout=30).status_code == 200
+    assert requests.get(url, headers=browser_headers(bob), timeout=30).status_code == 404
+    wait_for(lambda: mails_to(running_stack, alice.email))
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (report(category="ufo_sighting"), 422),
+        (report(description="<script>alert(1)</script> my shop was hacked"), 422),
+        (report(description="x" * 5001), 422),
+        (report(contact_email=None), 422),
+        (report(references=["../../etc/passwd"]), 422),
+        ({**report(), "severity": "low"}, 422),
+    ],
+)
+def test_bad_reports_are_refused_and_store_nothing(running_stack, body, status):
+    assert submit(running_stack, body).status_code == status
+    assert clients.firestore_client().collection("incidents").get() == []
+    assert read_mailbox(running_stack.mailbox) == []
+
+
+def test_oversized_and_non_json_bodies_are_refused(running_stack):
+    url = running_stack.url("incidents") + "/incidents"
+    assert (
+        requests.post(url, data="x" * 70000, headers={"Content-Type": "application/json"}, timeout=30).status_code
+        == 413
+    )
+    assert (
+        requests.post(
+            url, data="category=x", headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30
+        ).status_code
+        == 415
+    )
+
+
+def test_staff_triage_replies_and_audited_opens(running_stack):
+    customer = create_customer()
+    security = create_identity(roles=["security"])
+    support = create_identity(roles=["support"])
+    created = submit(
+        running_stack, report(category="phishing_or_impersonation", contact_email=None), browser_headers(customer)
+    )
+    reference = created.json()["reference"]
+    staff = running_stack.url("staff") + "/staff/incidents"
+
+    assert requests.get(staff, headers=browser_headers(support), timeout=30).status_code == 403
+    listed = requests.get(staff, params={"state": "received"}, headers=browser_headers(security), timeout=30).json()
+    assert [i["reference"] for i in listed["incidents"]] == [reference]
+    opened = requests.get(f"{staff}/{reference}", headers=browser_headers(security), timeout=30).json()
+    assert opened["description"].startswith("Orders of my shop")
+    assert [h["action"] for h in opened["history"]] == ["incident.received", "staff.opened"]
+
+    def patch(body):
+        return requests.patch(f"{staff}/{reference}", json=body, headers=browser_headers(security), timeout=30)
+
+    assert patch({"state": "resolved"}).status_code == 409  # received cannot jump to resolved
+    triaged = patch({"state": "triaged", "severity": "high"})
+    assert triaged.status_code == 200
+    assert triaged.json()["severity"] == "high"
+    assert triaged.json()["first_responded_at"] is not None
+
+    note = requests.post(
+        f"{staff}/{reference}/notes",
+        json={"text": "internal: looks like kit #7", "visibility": "internal"},
+        headers=browser_headers(security),
+        timeout=30,
+    )
+    reply = requests.post(
+        f"{staff}/{reference}/notes",
+        json={"text": "We took the page down.", "visibility": "public"},
+        headers=browser_headers(security),
+        timeout=30,
+    )
+    assert note.status_code == reply.status_code == 204
+    mail = wait_for(
+        lambda: [
+            m
+            for m in mails_to(running_stack, customer.email)
+            if "We took the page down." in m.get_body(("plain",)).get_content()
+        ]
+    )[0]
+    view = requests.get(local(running_stack, links_in(mail)[0]), timeout=30).json()
+    assert [r["text"] for r in view["replies"]] == ["We took the page down."]
+    assert "kit #7" not in str(view)
+
+    trail = requests.get(
+        running_stack.url("account") + "/account/audit-trail", headers=browser_headers(customer), timeout=30
+    ).json()
+    assert "staff.read" in [e["action"] for e in trail["entries"]]
+    verification = requests.get(
+        running_stack.url("staff") + f"/staff/accounts/{customer.uid}/audit-trail/verification",
+        headers=browser_headers(security),
+        timeout=30,
+    ).json()
+    assert verification["intact"] is True
+
+
+def test_deadlines_alert_the_on_call_once(running_stack):
+    created = submit(running_stack, report(category="other"))
+    reference = created.json()["reference"]
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    clients.firestore_client().document(f"incidents/{reference}").update({"first_response_due": past})
+    fire = running_stack.url("incident-deadlines")
+    assert requests.post(fire, timeout=30).json()["alerts"] == 1
+    assert requests.post(fire, timeout=30).json()["alerts"] == 1  # still overdue: same alert, same key
+    oncall = settings().security_oncall_email
+    wait_for(lambda: mails_to(running_stack, oncall))
+    time.sleep(1.0)
+    (mail,) = mails_to(running_stack, oncall)
+    assert reference in str(mail["Subject"])
+    assert "overdue" in str(mail["Subject"])
+
+
+def test_security_txt_follows_rfc_9116(running_stack):
+    response = requests.get(running_stack.url("well-known") + "/.well-known/security.txt", timeout=30)
+    assert response.headers["Content-Type"].startswith("text/plain")
+    fields = [line.split(": ", 1) for line in response.text.strip().splitlines()]
+    names = [name for name, _ in fields]
+    assert names.count("Contact") == 2
+    assert {"Expires", "Preferred-Languages", "Policy", "Canonical"} <= set(names)
+    expires = datetime.fromisoformat(dict(fields)["Expires"])
+    assert datetime.now(UTC) < expires < datetime.now(UTC) + timedelta(days=365)
+    assert dict(fields)["Preferred-Languages"] == "zh-TW, en"
+    policy = requests.get(
+        dict(fields)["Policy"].replace(settings().public_base_url, running_stack.url("incidents")), timeout=30
+    )
+    assert policy.status_code == 200
