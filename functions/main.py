@@ -32,6 +32,8 @@ from orderpally.messaging import delivery as email_delivery
 from orderpally.messaging import requests as email_requests
 from orderpally.notices import fanout as notice_fanout
 from orderpally.notices import http as notices_http
+from orderpally.records import http as records_http
+from orderpally.records import service as records
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
@@ -56,6 +58,9 @@ FANOUT_EVENTS = events.EventSpec(
     payload=notice_fanout.FanoutMessage,
     lease_seconds=600,
 )
+RECORDS_EVENTS = events.EventSpec(
+    function="build_records", message_type=records.MESSAGE_TYPE, payload=records.RecordsMessage
+)
 HEARTBEAT_EVENTS = events.EventSpec(
     function="record_heartbeat", message_type=heartbeat.MESSAGE_TYPE, payload=heartbeat.Heartbeat
 )
@@ -72,6 +77,7 @@ auth_http.register(auth_routes)
 facebook_http.register(auth_routes)
 access_account_http.register(account_routes, staff_routes)
 lifecycle_http.register(account_routes, staff_routes)
+records_http.register(account_routes, staff_routes)
 notices_http.register(notice_routes, staff_routes)
 
 
@@ -287,3 +293,8 @@ def verify_audit_chains(request: flask.Request) -> flask.Response:
 def check_incident_deadlines(request: flask.Request) -> flask.Response:
     web.require_method(request, "POST")
     return web.json_response(incidents_http.check_deadlines(datetime.now(UTC)))
+
+
+@functions_framework.cloud_event
+def build_records(cloud_event: CloudEvent) -> None:
+    events.handle_event(cloud_event, RECORDS_EVENTS, lambda message, _: records_http.build(message))

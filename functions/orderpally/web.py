@@ -222,3 +222,13 @@ def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[fl
         return serve(request, handler)
 
     return wrapped
+
+
+def zip_download(payload: bytes, filename: str, sha256: str) -> flask.Response:
+    """A finished archive as a private, never-sniffed attachment with its checksum."""
+    response = flask.Response(payload, mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Digest"] = f"sha-256={sha256}"
+    return response

@@ -117,9 +117,15 @@ def run_export(
     if record.get("status") == "ready":
         return "duplicate"
     payload, counts = build_archive(db, storage, buckets, data_map, message.account_id)
-    object_name = f"{message.account_id}/{message.export_id}.zip"
-    blob = storage.bucket(buckets["exports"]).blob(object_name)
-    blob.upload_from_string(payload, content_type="application/zip")
+    store_ready(
+        storage.bucket(buckets["exports"]), ref, f"{message.account_id}/{message.export_id}.zip", payload, counts, now
+    )
+    return "ready"
+
+
+def store_ready(bucket: Any, ref: Any, object_name: str, payload: bytes, counts: dict[str, int], now: datetime) -> None:
+    """Uploads a finished archive and marks its request ready, with the checksum the download carries."""
+    bucket.blob(object_name).upload_from_string(payload, content_type="application/zip")
     ref.update(
         {
             "status": "ready",
@@ -130,4 +136,3 @@ def run_export(
             "ready_at": now,
         }
     )
-    return "ready"

@@ -348,12 +348,7 @@ def download_export(request: flask.Request, export_id: str) -> flask.Response:
             "export.downloaded", _actor(principal), access.client_address(request), None, {"export_id": export_id}
         ),
     )
-    response = flask.Response(payload, mimetype="application/zip")
-    response.headers["Content-Disposition"] = f'attachment; filename="orderpally-export-{export_id}.zip"'
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Digest"] = f"sha-256={record['sha256']}"
-    return response
+    return web.zip_download(payload, f"orderpally-export-{export_id}.zip", record["sha256"])
 
 
 def notify_export_ready(account_id: str, export_id: str) -> None:

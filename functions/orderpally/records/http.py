@@ -1,0 +1,120 @@
+"""HTTP routes of records requests: the customer asks and downloads; staff see what is pending."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import flask
+
+from orderpally import audit, clients, events, web
+from orderpally.access import http as access
+from orderpally.access.principal import Principal
+from orderpally.accounts import ACCOUNTS
+from orderpally.config import settings
+from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.records import service
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def _customer(request: flask.Request) -> Principal:
+    principal = access.require_principal(request)
+    if principal.kind != "customer":
+        raise access.forbidden("Records are requested by the signed-in customer.")
+    return principal
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items() if k != "object"}
+
+
+def create(request: flask.Request) -> flask.Response:
+    principal = _customer(request)
+    wanted = web.parse_json(request, service.RecordsRange)
+    now = datetime.now(UTC)
+    record = service.create(clients.firestore_client(), principal.account_id, wanted, now, settings().export_valid_days)
+    events.publish(
+        service.TOPIC, service.MESSAGE_TYPE, {"request_id": record["request_id"], "account_id": principal.account_id}
+    )
+    audit.record(
+        principal.account_id,
+        audit.AuditEvent(
+            "records.requested",
+            audit.Actor("customer", principal.account_id),
+            access.client_address(request),
+            None,
+            {"request_id": record["request_id"], "from": record["from"], "to": record["to"]},
+        ),
+    )
+    return web.json_response(_public(record), 202)
+
+
+def _own(request: flask.Request, request_id: str) -> tuple[Principal, dict[str, Any]]:
+    principal = _customer(request)
+    record = None
+    if REQUEST_ID.fullmatch(request_id):
+        record = clients.firestore_client().collection(service.RECORDS).document(request_id).get().to_dict()
+    # Another customer's request is indistinguishable from none.
+    if not record or record.get("account_id") != principal.account_id:
+        raise web.Problem(404, "records-request-not-found", "Not found", "No such records request.")
+    return principal, record
+
+
+def status(request: flask.Request, request_id: str) -> flask.Response:
+    _, record = _own(request, request_id)
+    return web.json_response(_public(record))
+
+
+def download(request: flask.Request, request_id: str) -> flask.Response:
+    principal, record = _own(request, request_id)
+    if record["status"] != "ready":
+        raise web.Problem(409, "records-not-ready", "Not ready", "The records are still being collected.")
+    if record["expires_at"] <= datetime.now(UTC):
+        raise web.Problem(410, "records-expired", "Expired", "This file has expired; request the records again.")
+    payload = clients.storage_client().bucket(settings().exports_bucket).blob(record["object"]).download_as_bytes()
+    audit.record(
+        principal.account_id,
+        audit.AuditEvent(
+            "records.downloaded",
+            audit.Actor("customer", principal.account_id),
+            access.client_address(request),
+            None,
+            {"request_id": request_id},
+        ),
+    )
+    return web.zip_download(payload, f"orderpally-records-{request_id}.zip", record["sha256"])
+
+
+def staff_pending(request: flask.Request) -> flask.Response:
+    access.require_staff(request, "support", "admin")
+    return web.json_response({"pending": service.pending(clients.firestore_client(), datetime.now(UTC))})
+
+
+def build(message: service.RecordsMessage) -> None:
+    db = clients.firestore_client()
+    outcome = service.run(db, clients.storage_client().bucket(settings().exports_bucket), message, datetime.now(UTC))
+    if outcome != "ready":
+        return
+    account = db.collection(ACCOUNTS).document(message.account_id).get().to_dict() or {}
+    if account.get("email"):
+        request_email(
+            EmailRequest(
+                idempotency_key=f"records_ready:{message.request_id}",
+                template="records_ready",
+                to_email=account["email"],
+                account_id=message.account_id,
+                data={
+                    "request_id": message.request_id,
+                    "download_path": f"/account/records-requests/{message.request_id}/download",
+                },
+            )
+        )
+
+
+def register(account_routes: web.Router, staff_routes: web.Router) -> None:
+    account_routes.route("/account/records-requests", methods=["POST"])(create)
+    account_routes.route("/account/records-requests/<request_id>", methods=["GET"])(status)
+    account_routes.route("/account/records-requests/<request_id>/download", methods=["GET"])(download)
+    staff_routes.route("/staff/records-requests", methods=["GET"])(staff_pending)

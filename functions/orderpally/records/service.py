@@ -1,0 +1,180 @@
+"""Records requests (clause 5.8): a customer's own records for a date range, as JSON Lines and CSV.
+
+`records_requests/{id}` records each request; a topic-triggered builder
+collects the account's audit trail (sign-in history included), the incidents
+it reported and the notices mailed to it, and writes one archive into the
+exports bucket (`<account_id>/records/<id>.zip`) that the customer downloads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import zipfile
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pydantic
+
+from orderpally import audit
+from orderpally.lifecycle.export import store_ready
+
+RECORDS = "records_requests"
+TOPIC = "records-request"
+MESSAGE_TYPE = "records_request.requested"
+MAX_RANGE = timedelta(days=3 * 366)
+CSV_FIELDS = ("kind", "at", "what", "actor", "client_address", "reason", "details")
+
+
+class RecordsRange(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    date_from: date = pydantic.Field(alias="from")
+    date_to: date = pydantic.Field(alias="to")
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> RecordsRange:
+        if self.date_to < self.date_from:
+            raise ValueError("to must not be before from")
+        if self.date_to - self.date_from > MAX_RANGE:
+            raise ValueError("ask for at most three years at a time")
+        return self
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """[start of `from`, end of `to`) in UTC."""
+        start = datetime.combine(self.date_from, time.min, tzinfo=UTC)
+        return start, datetime.combine(self.date_to + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+class RecordsMessage(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    request_id: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
+    account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def create(db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_days: int) -> dict[str, Any]:
+    request_id = secrets.token_urlsafe(18)
+    record = {
+        "request_id": request_id,
+        "account_id": account_id,
+        "from": wanted.date_from.isoformat(),
+        "to": wanted.date_to.isoformat(),
+        "status": "queued",
+        "requested_at": now,
+        "expires_at": now + timedelta(days=valid_days),
+    }
+    db.collection(RECORDS).document(request_id).create(record)
+    return record
+
+
+def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Every record of the account in [start, end), oldest first."""
+    from google.cloud.firestore import FieldFilter
+
+    rows: list[dict[str, Any]] = []
+    trail = (
+        audit.trail(account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
+    )
+    for snap in trail.stream():
+        entry = snap.to_dict()
+        rows.append(
+            {
+                "kind": "audit",
+                "at": entry["at"],
+                "what": entry["action"],
+                "actor": f"{entry['actor']['kind']}:{entry['actor']['id']}",
+                "client_address": entry.get("client_address"),
+                "reason": entry.get("reason"),
+                "details": {**entry.get("details", {}), "seq": entry["seq"], "hash": entry["hash"]},
+            }
+        )
+    incidents = db.collection("incidents").where(filter=FieldFilter("reporter_account_id", "==", account_id))
+    for snap in incidents.stream():
+        incident = snap.to_dict()
+        if start <= incident["created_at"] < end:
+            rows.append(
+                {
+                    "kind": "incident",
+                    "at": incident["created_at"],
+                    "what": f"incident {snap.id}",
+                    "actor": f"customer:{account_id}",
+                    "client_address": None,
+                    "reason": None,
+                    "details": {"category": incident["category"], "state": incident["state"]},
+                }
+            )
+    mails = db.collection("email_deliveries").where(filter=FieldFilter("account_id", "==", account_id))
+    for snap in mails.stream():
+        delivery = snap.to_dict()
+        sent_at = delivery.get("sent_at")
+        if sent_at and start <= sent_at < end:
+            rows.append(
+                {
+                    "kind": "notice_sent",
+                    "at": sent_at,
+                    "what": delivery["template"],
+                    "actor": "system:orderpally",
+                    "client_address": None,
+                    "reason": None,
+                    "details": {"language": delivery.get("language"), "status": delivery["status"]},
+                }
+            )
+    return sorted(rows, key=lambda row: row["at"])
+
+
+def archive(rows: list[dict[str, Any]], account_id: str, wanted: dict[str, str]) -> bytes:
+    def plain(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "at": row["at"].astimezone(UTC).isoformat()}
+
+    lines = "".join(json.dumps(plain(r), ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**plain(row), "details": json.dumps(row["details"], ensure_ascii=False, sort_keys=True)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("records.jsonl", lines)
+        # With a byte-order mark, spreadsheet programs read the Chinese text as UTF-8.
+        zipped.writestr("records.csv", "\ufeff" + table.getvalue())
+        zipped.writestr("manifest.json", json.dumps({"account_id": account_id, **wanted, "rows": len(rows)}, indent=2))
+    return buffer.getvalue()
+
+
+def run(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
+    """Builds the file once; a redelivery after it is ready does nothing."""
+    ref = db.collection(RECORDS).document(message.request_id)
+    record = ref.get().to_dict()
+    if not record or record.get("account_id") != message.account_id:
+        return "unknown"
+    if record["status"] == "ready":
+        return "duplicate"
+    wanted = RecordsRange.model_validate({"from": record["from"], "to": record["to"]})
+    rows = collect(db, message.account_id, *wanted.bounds())
+    payload = archive(rows, message.account_id, {"from": record["from"], "to": record["to"]})
+    store_ready(
+        bucket, ref, f"{message.account_id}/records/{message.request_id}.zip", payload, {"rows": len(rows)}, now
+    )
+    return "ready"
+
+
+def pending(db: Any, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    from google.cloud.firestore import FieldFilter
+
+    snaps = db.collection(RECORDS).where(filter=FieldFilter("status", "==", "queued")).limit(limit).stream()
+    found = [snap.to_dict() for snap in snaps]
+    return sorted(
+        (
+            {
+                "request_id": r["request_id"],
+                "account_id": r["account_id"],
+                "requested_at": r["requested_at"].isoformat(),
+                "age_seconds": int((now - r["requested_at"]).total_seconds()),
+            }
+            for r in found
+        ),
+        key=lambda r: -r["age_seconds"],
+    )

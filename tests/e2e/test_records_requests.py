@@ -1,0 +1,93 @@
+"""Records requests over HTTP: asked, built through Pub/Sub, mailed, downloaded by their owner only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import zipfile
+
+import pytest
+import requests
+
+from orderpally import audit, clients
+from smtp_sink import read_mailbox
+from support.identities import browser_headers, create_customer, create_identity
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):
+    alice, bob = create_customer(), create_customer()
+    audit.record(alice.uid, audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", alice.uid), "203.0.113.5"))
+    audit.record(
+        alice.uid, audit.AuditEvent("staff.read", audit.Actor("staff", "s1", "support"), None, "ticket 12 付款問題")
+    )
+    audit.record(bob.uid, audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", bob.uid), "203.0.113.6"))
+    base = running_stack.url("account") + "/account/records-requests"
+
+    assert (
+        requests.post(
+            base, json={"from": "2026-12-01", "to": "2026-01-01"}, headers=browser_headers(alice), timeout=30
+        ).status_code
+        == 422
+    )
+    assert (
+        requests.post(
+            base, json={"from": "2020-01-01", "to": "2026-12-31"}, headers=browser_headers(alice), timeout=30
+        ).status_code
+        == 422
+    )
+    created = requests.post(
+        base, json={"from": "2026-01-01", "to": "2027-12-31"}, headers=browser_headers(alice), timeout=30
+    )
+    assert created.status_code == 202
+    request_id = created.json()["request_id"]
+
+    wait_for(
+        lambda: (
+            requests.get(f"{base}/{request_id}", headers=browser_headers(alice), timeout=30).json()["status"] == "ready"
+        )
+    )
+    assert requests.get(f"{base}/{request_id}", headers=browser_headers(bob), timeout=30).status_code == 404
+    assert requests.get(f"{base}/{request_id}/download", headers=browser_headers(bob), timeout=30).status_code == 404
+    download = requests.get(f"{base}/{request_id}/download", headers=browser_headers(alice), timeout=30)
+    assert download.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        lines = [json.loads(line) for line in archive.read("records.jsonl").decode().splitlines()]
+        table = list(csv.DictReader(io.StringIO(archive.read("records.csv").decode("utf-8-sig"))))
+    actions = [row["what"] for row in lines]
+    assert "sign_in.succeeded" in actions
+    assert "staff.read" in actions
+    assert "records.requested" in actions
+    assert all(row["actor"] != f"customer:{bob.uid}" for row in lines)
+    assert [row["what"] for row in table] == actions
+    assert "ticket 12 付款問題" in [row["reason"] for row in table]
+    wait_for(lambda: [m for m in read_mailbox(running_stack.mailbox) if str(m["To"]) == alice.email])
+
+    support = create_identity(roles=["support"])
+    pending = requests.get(
+        running_stack.url("staff") + "/staff/records-requests", headers=browser_headers(support), timeout=30
+    )
+    assert pending.status_code == 200
+    assert pending.json()["pending"] == []
+    assert (
+        requests.get(
+            running_stack.url("staff") + "/staff/records-requests", headers=browser_headers(alice), timeout=30
+        ).status_code
+        == 403
+    )
+    assert clients.firestore_client().document(f"records_requests/{request_id}").get().to_dict()["counts"][
+        "rows"
+    ] == len(lines)
