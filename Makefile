@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 FIREBASE_DIR := infra/local/firebase
 
-.PHONY: setup run test test-unit lint audit checkov bench prerequisites browser clean
+.PHONY: setup run test test-unit fuzz lint audit checkov bench prerequisites browser clean
 
 setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
 
@@ -50,6 +50,10 @@ lint: $(VENV)/.installed
 
 test: setup lint
 	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/infra
+
+# Contract fuzzing with 100 examples per operation and caller (make test runs a few).
+fuzz: setup
+	FUZZ_EXAMPLES=100 $(PY) -m pytest tests/e2e/test_contract_fuzz.py
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

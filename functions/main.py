@@ -37,6 +37,12 @@ from orderpally.records import service as records
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
+# functions-framework offers its Flask app's error handlers while it loads this module.
+if hasattr(functions_framework, "errorhandler"):
+    from werkzeug.exceptions import HTTPException
+
+    functions_framework.errorhandler(HTTPException)(web.framework_error)
+
 DELETION_EVENTS = events.EventSpec(
     function="run_account_deletion",
     message_type=account_deletion.MESSAGE_TYPE,

@@ -232,3 +232,14 @@ def zip_download(payload: bytes, filename: str, sha256: str) -> flask.Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Digest"] = f"sha-256={sha256}"
     return response
+
+
+def framework_error(exc: Exception) -> flask.Response:
+    """Errors raised by the framework before a function runs (a path its router cannot match,
+    such as one with a newline) are problem documents too, never its HTML pages."""
+    from werkzeug.exceptions import HTTPException
+
+    status = exc.code if isinstance(exc, HTTPException) and exc.code else 500
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(status, "request-refused" if status < 500 else "internal")
+    title = exc.name if isinstance(exc, HTTPException) else "Internal error"
+    return Problem(status, slug, title).to_response()

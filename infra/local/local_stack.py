@@ -100,6 +100,7 @@ class Ports:
     storage: int = 9023
     smtp: int = 1025
     facebook: int = 9199  # the Facebook stand-in
+    gateway: int = 8100  # the load balancer's stand-in: every HTTP function under one address
     functions: int = 8101  # the first function; the rest follow in catalogue order
     auth_hub: int = 4400  # firebase-tools' own coordination ports
     auth_logging: int = 4500
@@ -315,16 +316,13 @@ class LocalStack:
             "FACEBOOK_DIALOG_URL": f"http://127.0.0.1:{self.ports.facebook}/dialog/oauth",
             "FACEBOOK_GRAPH_URL": f"http://127.0.0.1:{self.ports.facebook}",
             "FACEBOOK_TIMEOUT_SECONDS": "2",
-            **(
-                {"FACEBOOK_REDIRECT_URI": self.url("auth") + "/auth/facebook/callback"}
-                if self.has_function("auth")
-                else {}
-            ),
-            **({"PUBLIC_BASE_URL": self.url("notices")} if self.has_function("notices") else {}),
+            "FACEBOOK_REDIRECT_URI": self.gateway_url + "/auth/facebook/callback",
+            "PUBLIC_BASE_URL": self.gateway_url,
         }
 
-    def has_function(self, function_name: str) -> bool:
-        return any(info.entry.name == function_name for info in self.functions)
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
 
     def url(self, function_name: str) -> str:
         """The local base URL of a catalogue function."""
@@ -472,6 +470,19 @@ class LocalStack:
                 env={**self.function_env, **function_specific_env(info.entry)},
             )
             started.append((proc, http_ready(f"{info.url}/", any_status=True)))
+        require_free(self.ports.gateway, "the gateway", "LOCAL_GATEWAY_PORT")
+        routes = {info.entry.trigger["path_prefix"]: info.url for info in self.functions if info.entry.kind == "http"}
+        gateway = self._spawn(
+            "gateway",
+            [
+                sys.executable,
+                str(REPO / "infra" / "local" / "gateway.py"),
+                f"--port={self.ports.gateway}",
+                "--routes",
+                json.dumps(routes),
+            ],
+        )
+        started.append((gateway, http_ready(f"{self.gateway_url}/health", any_status=True)))
         for proc, ready in started:
             wait_until(ready, proc)
         self._function_processes = [proc for proc, _ in started]
@@ -528,13 +539,14 @@ class LocalStack:
             (
                 "Facebook stand-in",
                 f"http://127.0.0.1:{self.ports.facebook}",
-                "sign in with Facebook at /auth/facebook/start",
+                f"sign in with Facebook at {self.gateway_url}/auth/facebook/start",
             ),
+            ("gateway", self.gateway_url, "every HTTP route below under one address, as the load balancer serves it"),
         ]
         for info in self.functions:
             trigger = info.entry.trigger
             if info.entry.kind == "http" and trigger.get("try_path"):
-                what = f"curl {info.url}{trigger['try_path']}"
+                what = f"curl {self.gateway_url}{trigger['try_path']}"
             elif info.entry.kind == "http":
                 what = f"API under {trigger['path_prefix']}/ (see functions/openapi.yaml)"
             elif info.entry.kind == "topic":

@@ -1,0 +1,91 @@
+"""The local stand-in for the HTTPS load balancer: one address, routed by the catalogue's path prefixes.
+
+Production serves every HTTP function under one domain through a URL map
+built from `infra/functions.yaml`; locally this process does the same, so a
+frontend (and mailed links, and the contract fuzzer) need one base URL. It
+adds X-Forwarded-For like the load balancer, which the functions trust only
+when TRUSTED_PROXY_HOPS says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from typing import Any
+
+import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "host",
+}
+
+
+class Gateway:
+    def __init__(self, routes: dict[str, str]) -> None:
+        # Longest prefix first, as a URL map matches the most specific path.
+        self.routes = sorted(routes.items(), key=lambda item: len(item[0]), reverse=True)
+        self.session = requests.Session()
+
+    def target(self, path: str) -> str | None:
+        for prefix, base in self.routes:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return base
+        return None
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        request = Request(environ)
+        base = self.target(request.path)
+        if base is None:
+            body = {"type": "urn:orderpally:problem:not-found", "title": "Not found", "status": 404}
+            response = Response(json.dumps(body), status=404, mimetype="application/problem+json")
+            return response(environ, start_response)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        forwarded = request.headers.get("X-Forwarded-For")
+        client = request.remote_addr or ""
+        headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
+        upstream = self.session.request(
+            request.method,
+            base + request.full_path.rstrip("?") if request.query_string else base + request.path,
+            headers=headers,
+            data=request.get_data(),
+            allow_redirects=False,
+            timeout=60,
+        )
+        passed = [
+            (name, value)
+            for name, value in upstream.raw.headers.items()
+            if name.lower() not in HOP_BY_HOP and name.lower() != "content-encoding"
+        ]
+        out = Response(upstream.content, status=upstream.status_code, headers=passed)
+        return out(environ, start_response)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--routes", required=True, help='JSON object: {"/prefix": "http://127.0.0.1:port", ...}')
+    args = parser.parse_args()
+    server = make_server(args.host, args.port, Gateway(json.loads(args.routes)), threaded=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"gateway on http://{args.host}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        return
+
+
+if __name__ == "__main__":
+    main()
