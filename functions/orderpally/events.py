@@ -38,6 +38,39 @@ Payload = TypeVar("Payload", bound=pydantic.BaseModel)
 _log = structured_logging.get_logger("orderpally.events")
 
 
+FAULTS_DOCUMENT = ("ops", "faults")
+
+
+class FaultInjected(Exception):
+    """A crash the tests asked for (never in production)."""
+
+
+def inject_fault(function: str, point: str) -> None:
+    """Raises FaultInjected when `ops/faults` asks for a crash of `function` at `point`.
+
+    Off in production: the document is not even read there. Tests arm a fault with
+    {"<function>": {"point": "after-handler", "remaining": 1}}; each crash uses one up.
+    """
+    if settings().is_production or settings().environment not in ("local", "test"):
+        return
+    from google.cloud import firestore
+
+    db = clients.firestore_client()
+    ref = db.collection(FAULTS_DOCUMENT[0]).document(FAULTS_DOCUMENT[1])
+
+    @firestore.transactional
+    def take(transaction: Any) -> bool:
+        snapshot = ref.get(transaction=transaction)
+        armed = (snapshot.to_dict() or {}).get(function) if snapshot.exists else None
+        if not armed or armed.get("point") != point or int(armed.get("remaining", 0)) < 1:
+            return False
+        transaction.update(ref, {f"{function}.remaining": int(armed["remaining"]) - 1})
+        return True
+
+    if take(db.transaction()):
+        raise FaultInjected(f"{function} at {point}")
+
+
 class RetryableError(Exception):
     """A transient failure: the event is redelivered."""
 
@@ -258,7 +291,10 @@ def handle_event(
 
     context = EventContext(event_id=event_id, published_at=published or current, schema_version=env.schema_version)
     try:
+        inject_fault(spec.function, "before-handler")
         handler(payload, context)
+        # The work is done but not yet recorded as done: a crash here must not do it twice.
+        inject_fault(spec.function, "after-handler")
     except PermanentError as exc:
         _settle(ref, Outcome.FAILED, str(exc))
         structured_logging.log(_log, logging.ERROR, "event failed permanently", reason=str(exc), **fields)

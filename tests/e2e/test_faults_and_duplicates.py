@@ -1,0 +1,168 @@
+"""Topic-triggered functions under faults: crashes at each step, duplicate and concurrent
+deliveries, malformed and stale messages. Each ends with the work done exactly once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from orderpally import clients, events
+from orderpally.lifecycle import billing
+from orderpally.messaging.requests import EmailRequest, request_email
+from smtp_sink import read_mailbox
+from support.identities import create_customer
+
+pytestmark = pytest.mark.usefixtures("running_stack")
+
+
+def wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError("condition not reached")
+
+
+def arm(function: str, point: str, times: int = 1) -> None:
+    clients.firestore_client().document("ops/faults").set({function: {"point": point, "remaining": times}}, merge=True)
+
+
+def fired(function: str) -> bool:
+    faults = clients.firestore_client().document("ops/faults").get().to_dict() or {}
+    return faults.get(function, {}).get("remaining", 1) == 0
+
+
+def topic_functions(stack) -> list:
+    return [info for info in stack.functions if info.entry.kind == "topic"]
+
+
+def post_event(url: str, data: bytes, event_id: str, published: datetime) -> requests.Response:
+    """A Pub/Sub push in CloudEvents binary mode, as the emulator's push subscription would send it."""
+    body = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "messageId": event_id,
+            "publishTime": published.isoformat(),
+        },
+        "subscription": "s",
+    }
+    headers = {
+        "ce-id": event_id,
+        "ce-specversion": "1.0",
+        "ce-source": "//pubsub.googleapis.com/projects/demo-orderpally/topics/t",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-time": published.isoformat(),
+        "Content-Type": "application/json",
+    }
+    return requests.post(url, data=json.dumps(body), headers=headers, timeout=30)
+
+
+def ledger_status(function: str, event_id: str) -> str | None:
+    safe = base64.urlsafe_b64encode(f"{function}:{event_id}".encode()).decode().rstrip("=")
+    return (clients.firestore_client().collection(events.LEDGER_COLLECTION).document(safe).get().to_dict() or {}).get(
+        "status"
+    )
+
+
+def test_malformed_and_stale_messages_are_recorded_and_acknowledged_by_every_topic_function(running_stack):
+    for info in topic_functions(running_stack):
+        function = info.entry.entry_point
+        bad = post_event(info.url, b"{not json", f"bad-{function}", datetime.now(UTC))
+        assert bad.status_code < 300, (function, bad.status_code)
+        assert ledger_status(function, f"bad-{function}") == events.Outcome.MALFORMED
+        old = datetime.now(UTC) - timedelta(days=30)
+        stale = post_event(
+            info.url, json.dumps({"schema_version": 1, "type": "x", "data": {}}).encode(), f"old-{function}", old
+        )
+        assert stale.status_code < 300, (function, stale.status_code)
+        assert ledger_status(function, f"old-{function}") == events.Outcome.TOO_OLD
+
+
+@pytest.mark.parametrize("point", ["before-handler", "after-handler"])
+def test_a_crashed_email_delivery_is_redelivered_and_sent_once(running_stack, point):
+    arm("send_notice_email", point)
+    request_email(
+        EmailRequest(idempotency_key=f"crash-{point}", template="termination_cancelled", to_email="crash@example.com")
+    )
+    wait_for(lambda: read_mailbox(running_stack.mailbox))
+    assert fired("send_notice_email")
+    time.sleep(2.0)
+    assert len(read_mailbox(running_stack.mailbox)) == 1
+
+
+@pytest.mark.parametrize("point", ["before-handler", "after-handler"])
+def test_a_crashed_billing_event_is_applied_once(running_stack, point):
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    arm("record_billing_event", point)
+    events.publish(
+        billing.TOPIC,
+        billing.MESSAGE_TYPE,
+        {
+            "account_id": account,
+            "sequence": 1,
+            "kind": "invoice_issued",
+            "amount": 700,
+            "reference": "INV-1",
+            "occurred_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    db = clients.firestore_client()
+    wait_for(lambda: billing.outstanding(db, account)[0] == 700)
+    assert fired("record_billing_event")
+    time.sleep(2.0)
+    assert billing.outstanding(db, account) == (700, "TWD")
+
+
+def test_duplicate_and_concurrent_deliveries_have_one_effect(running_stack):
+    info = next(i for i in topic_functions(running_stack) if i.entry.entry_point == "send_notice_email")
+    envelope = events.envelope(
+        "notice_email.requested",
+        EmailRequest(idempotency_key="dup-1", template="termination_cancelled", to_email="dup@example.com").model_dump(
+            mode="json"
+        ),
+    )
+    now = datetime.now(UTC)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda i: post_event(info.url, envelope, "same-event", now).status_code, range(6)))
+    # Deliveries that found another one in flight ask Pub/Sub to come back later (non-2xx): none fail otherwise.
+    assert all(code < 300 or code in (500, 503) for code in answers)
+    post_event(info.url, envelope, "same-event", now)  # a redelivery after it settled
+    post_event(info.url, envelope, "another-event-same-request", now)  # a duplicate publish
+    wait_for(lambda: read_mailbox(running_stack.mailbox))
+    time.sleep(2.0)
+    assert len(read_mailbox(running_stack.mailbox)) == 1
+
+
+def test_a_fan_out_crashing_midway_mails_everyone_once(running_stack):
+    from orderpally.notices import rules, service
+
+    db = clients.firestore_client()
+    customers = [create_customer() for _ in range(4)]
+    arm("fan_out_notice", "after-handler")
+    today = rules.taipei_date(datetime.now(UTC))
+    draft = service.NoticeDraft.model_validate(
+        {
+            "kind": "service_change",
+            "text": {"zh-TW": {"title": "故障測試", "body": "內容"}, "en": {"title": "Fault test", "body": "Body"}},
+            "affects": {"all": True},
+            "effective_date": rules.add_one_month(today).isoformat(),
+        }
+    )
+    notice = service.create_notice(db, draft, "staff", datetime.now(UTC))
+    from orderpally.notices import http as notices_http
+
+    notices_http.release_now(service.fanout_id(notice["id"], 1))
+    wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= len(customers))
+    assert fired("fan_out_notice")
+    time.sleep(2.0)
+    recipients = sorted(str(m["To"]) for m in read_mailbox(running_stack.mailbox))
+    assert recipients == sorted(c.email for c in customers)
