@@ -69,6 +69,7 @@ checkov: $(CHECKOV_VENV)/.installed
 bench: setup
 	$(PY) benchmarks/deletion_throughput.py
 	$(PY) benchmarks/notice_fanout.py
+	$(PY) benchmarks/api_latency.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(FIREBASE_DIR)/node_modules .local .pytest_cache .ruff_cache

@@ -86,6 +86,8 @@ class Settings:
     security_contact_email: str = "security@orderpally.example"
     incident_deadlines: str = ""  # critical=1/24,high=4/72,... hours; empty: the defaults
     incident_warn_minutes: int = 60
+    # Overrides of the built-in rate limits, by name: {"sign-in-address": (attempts, window seconds)}.
+    rate_limits: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -171,6 +173,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         security_contact_email=env.get("SECURITY_CONTACT_EMAIL", "security@orderpally.example"),
         incident_deadlines=_incident_deadlines(env.get("INCIDENT_DEADLINES", "")),
         incident_warn_minutes=_int(env, "INCIDENT_WARN_MINUTES", 60),
+        rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),
@@ -197,6 +200,18 @@ def _identity_toolkit_url(env: dict[str, str]) -> str:
     if emulator:
         return f"http://{emulator}/identitytoolkit.googleapis.com"
     return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
+
+
+def _rate_limits(raw: str) -> dict[str, tuple[int, int]]:
+    """`sign-in-address=30/600,incident-address=5/3600`: attempts per window in seconds."""
+    limits = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, value = part.partition("=")
+        attempts, _, seconds = value.partition("/")
+        if not name or not attempts.isdigit() or not seconds.isdigit() or int(seconds) < 1:
+            raise ConfigurationError(f"RATE_LIMITS: bad entry {part!r}")
+        limits[name] = (int(attempts), int(seconds))
+    return limits
 
 
 def _incident_deadlines(raw: str) -> str:

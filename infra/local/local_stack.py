@@ -287,6 +287,7 @@ class LocalStack:
         self.functions = [FunctionProcessInfo(e, ports.functions + i) for i, e in enumerate(self.catalogue)]
         self._scheduler: CronScheduler | None = None
         self._function_processes: list[ManagedProcess] = []
+        self.extra_env: dict[str, str] = {}  # e.g. benchmarks lifting rate limits
 
     # Environment that points Google clients and the functions at this stack.
     @property
@@ -318,6 +319,7 @@ class LocalStack:
             "FACEBOOK_TIMEOUT_SECONDS": "2",
             "FACEBOOK_REDIRECT_URI": self.gateway_url + "/auth/facebook/callback",
             "PUBLIC_BASE_URL": self.gateway_url,
+            **self.extra_env,
         }
 
     @property

@@ -1,7 +1,8 @@
 """A Firestore-backed fixed-window rate limiter for sign-in and other abusable endpoints.
 
-Each key (already hashed: keys carry email addresses) has one document per
-window; a transaction counts the attempt. Documents expire by TTL (`expire_at`).
+Each key has one document per window, named by a hash (keys carry email
+addresses); an atomic increment counts the attempt. Documents expire by TTL
+(`expire_at`). Limits can be changed by operators with RATE_LIMITS.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class Limited(Exception):
         self.retry_after = retry_after
 
 
+def configured(limit: Limit) -> Limit:
+    """The limit as operators configured it (RATE_LIMITS), else as built in."""
+    from orderpally.config import settings
+
+    override = settings().rate_limits.get(limit.name)
+    return Limit(limit.name, override[0], timedelta(seconds=override[1])) if override else limit
+
+
 def _window(limit: Limit, now: datetime) -> tuple[int, datetime]:
     seconds = int(limit.window.total_seconds())
     index = int(now.timestamp()) // seconds
@@ -42,6 +51,7 @@ def _ref(db: Any, limit: Limit, key: str, index: int) -> Any:
 
 def check(db: Any, limit: Limit, key: str, now: datetime) -> None:
     """Raises Limited when the key has used up its window, without counting."""
+    limit = configured(limit)
     index, ends = _window(limit, now)
     snapshot = _ref(db, limit, key, index).get()
     if snapshot.exists and int(snapshot.get("count")) >= limit.max_attempts:
@@ -49,20 +59,18 @@ def check(db: Any, limit: Limit, key: str, now: datetime) -> None:
 
 
 def hit(db: Any, limit: Limit, key: str, now: datetime) -> None:
-    """Counts one attempt; raises Limited when this one is over the limit."""
+    """Counts one attempt; raises Limited when this one is over the limit.
+
+    An atomic increment rather than a transaction: many requests from one address
+    hit one counter at once, and a transaction would make them fail on contention.
+    Reading the count after the increment may see other attempts' increments too:
+    a burst can be refused a little early, never let through beyond the limit.
+    """
     from google.cloud import firestore
 
+    limit = configured(limit)
     index, ends = _window(limit, now)
     ref = _ref(db, limit, key, index)
-
-    @firestore.transactional
-    def count(transaction: Any) -> int:
-        snapshot = ref.get(transaction=transaction)
-        used = int(snapshot.get("count")) if snapshot.exists else 0
-        if used >= limit.max_attempts:
-            return used + 1
-        transaction.set(ref, {"count": used + 1, "limit": limit.name, "expire_at": ends + limit.window})
-        return used + 1
-
-    if count(db.transaction()) > limit.max_attempts:
+    ref.set({"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window}, merge=True)
+    if int(ref.get().get("count")) > limit.max_attempts:
         raise Limited(limit, max(1, math.ceil((ends - now).total_seconds())))
