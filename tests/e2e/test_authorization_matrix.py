@@ -80,6 +80,8 @@ MATRIX: dict[str, str] = {
     "GET /staff/incidents/{reference}": "401 403 403 403 200 403 403 403 401 401",
     "PATCH /staff/incidents/{reference}": "401 403 403 403 422 403 403 403 401 401",
     "POST /staff/incidents/{reference}/notes": "401 403 403 403 422 403 403 403 401 401",
+    "POST /staff/incidents/{reference}/breach": "401 403 403 403 422 403 403 403 401 401",
+    "GET /staff/incidents/{reference}/breach": "401 403 403 403 200 403 403 403 401 401",
     "GET /staff/accounts/{account_id}": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 200 200 403 403 401 401",

@@ -224,3 +224,32 @@ def test_security_txt_follows_rfc_9116(running_stack):
         dict(fields)["Policy"].replace(settings().public_base_url, running_stack.url("incidents")), timeout=30
     )
     assert policy.status_code == 200
+
+
+def test_a_breach_notifies_each_affected_customer_once_in_their_language(running_stack):
+    zh, en = create_customer(language="zh-TW"), create_customer(language="en")
+    security = create_identity(roles=["security"])
+    reference = submit(running_stack, report()).json()["reference"]
+    url = running_stack.url("staff") + f"/staff/incidents/{reference}/breach"
+    body = {
+        "affected_account_ids": [zh.uid, en.uid, en.uid, "no-such-account"],
+        "title_zh_tw": "個人資料外洩通知",
+        "body_zh_tw": "您的訂單資料可能外洩。",
+        "title_en": "Personal data breach notice",
+        "body_en": "Your order data may have leaked.",
+    }
+    marked = requests.post(url, json=body, headers=browser_headers(security), timeout=30)
+    assert marked.status_code == 202
+    assert sorted(r["account_id"] for r in marked.json()["recipients"]) == sorted([zh.uid, en.uid])
+    requests.post(url, json=body, headers=browser_headers(security), timeout=30)  # marked twice: still one mail each
+
+    def all_sent():
+        rows = requests.get(url, headers=browser_headers(security), timeout=30).json()["recipients"]
+        return rows if all(r["notified_at"] for r in rows) else None
+
+    rows = wait_for(all_sent)
+    assert len(rows) == 2
+    time.sleep(1.0)
+    assert len(mails_to(running_stack, zh.email)) == 1
+    assert "個人資料外洩通知" in str(mails_to(running_stack, zh.email)[0]["Subject"])
+    assert "Personal data breach notice" in str(mails_to(running_stack, en.email)[0]["Subject"])

@@ -303,6 +303,54 @@ def staff_note(request: flask.Request, reference: str) -> flask.Response:
     return flask.Response(status=204)
 
 
+def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
+    """A personal-data breach: the affected customers are told in their language, each once."""
+    principal = access.require_staff(request, "security")
+    notice = web.parse_json(request, service.BreachNotice)
+    db = clients.firestore_client()
+    try:
+        accounts = service.mark_breach(db, reference, notice, _staff_actor(principal), datetime.now(UTC))
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    texts = {
+        "zh-TW": {"title": notice.title_zh_tw, "body": notice.body_zh_tw},
+        "en": {"title": notice.title_en, "body": notice.body_en},
+    }
+    for account_id, account in accounts:
+        if account.get("email"):
+            _mail(
+                "breach_notice",
+                account["email"],
+                service.breach_key(reference, account_id),
+                account_id,
+                None,
+                reference=reference,
+                text=texts,
+            )
+    return staff_breach_status(request, reference, status=202)
+
+
+def staff_breach_status(request: flask.Request, reference: str, status: int = 200) -> flask.Response:
+    access.require_staff(request, "security")
+    db = clients.firestore_client()
+    try:
+        incident = service.load(db, reference)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    rows = [
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+        for row in service.breach_recipients(db, reference)
+    ]
+    return web.json_response(
+        {
+            "reference": reference,
+            "personal_data_breach": bool(incident.get("personal_data_breach")),
+            "recipients": rows,
+        },
+        status,
+    )
+
+
 def check_deadlines(now: datetime) -> dict[str, int]:
     """Alerts staff about open incidents near or past a deadline, once per incident, deadline and kind."""
     warn = timedelta(minutes=settings().incident_warn_minutes)
@@ -386,4 +434,6 @@ def register(incident_routes: web.Router, staff_routes: web.Router, well_known_r
     staff_routes.route("/staff/incidents/<reference>", methods=["GET"])(staff_open)
     staff_routes.route("/staff/incidents/<reference>", methods=["PATCH"])(staff_triage)
     staff_routes.route("/staff/incidents/<reference>/notes", methods=["POST"])(staff_note)
+    staff_routes.route("/staff/incidents/<reference>/breach", methods=["POST"])(staff_mark_breach)
+    staff_routes.route("/staff/incidents/<reference>/breach", methods=["GET"])(staff_breach_status)
     well_known_routes.route("/.well-known/security.txt", methods=["GET"])(security_txt)

@@ -77,6 +77,26 @@ class Note(pydantic.BaseModel):
         return _plain(value)
 
 
+class BreachNotice(pydantic.BaseModel):
+    """Marks the incident a personal-data breach and tells the affected customers."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    affected_account_ids: list[pydantic.constr(pattern=_LABEL)] = pydantic.Field(min_length=1, max_length=2000)  # type: ignore[valid-type]
+    title_zh_tw: str = pydantic.Field(min_length=1, max_length=200)
+    body_zh_tw: str = pydantic.Field(min_length=1, max_length=5000)
+    title_en: str = pydantic.Field(min_length=1, max_length=200)
+    body_en: str = pydantic.Field(min_length=1, max_length=5000)
+
+    @pydantic.field_validator("title_zh_tw", "body_zh_tw", "title_en", "body_en")
+    @classmethod
+    def _plain_texts(cls, value: str) -> str:
+        return _plain(value)
+
+
+BREACH_RECIPIENTS = "breach_recipients"
+
+
 class IncidentError(Exception):
     def __init__(self, status: int, slug: str, detail: str) -> None:
         super().__init__(detail)
@@ -288,3 +308,55 @@ def open_incidents(db: Any, limit: int = 500) -> list[tuple[str, dict[str, Any]]
 
     query = db.collection(INCIDENTS).where(filter=firestore.FieldFilter("state", "in", list(rules.OPEN_STATES)))
     return [(snap.id, snap.to_dict()) for snap in query.limit(limit).stream()]
+
+
+def mark_breach(
+    db: Any, reference: str, notice: BreachNotice, actor: audit.Actor, now: datetime
+) -> list[tuple[str, dict]]:
+    """Records the breach and its affected accounts; returns (account id, account) for each one that exists."""
+    load(db, reference)
+    accounts = []
+    for account_id in dict.fromkeys(notice.affected_account_ids):
+        snapshot = db.collection("accounts").document(account_id).get()
+        if snapshot.exists:
+            accounts.append((account_id, snapshot.to_dict()))
+    ref = db.collection(INCIDENTS).document(reference)
+    ref.update({"personal_data_breach": True, "breach_marked_at": now, "updated_at": now})
+    batch = db.batch()
+    for account_id, _ in accounts:
+        batch.set(
+            ref.collection(BREACH_RECIPIENTS).document(account_id), {"account_id": account_id, "requested_at": now}
+        )
+    batch.commit()
+    history(
+        reference,
+        "incident.breach",
+        actor,
+        affected=len(accounts),
+        unknown=len(set(notice.affected_account_ids)) - len(accounts),
+    )
+    return accounts
+
+
+def breach_key(reference: str, account_id: str) -> str:
+    return f"breach_notice:{reference}:{account_id}"
+
+
+def breach_recipients(db: Any, reference: str) -> list[dict[str, Any]]:
+    """Each affected account and when its notice was sent (from the delivery ledger)."""
+    from orderpally.messaging import delivery
+
+    rows = []
+    for snap in db.collection(INCIDENTS).document(reference).collection(BREACH_RECIPIENTS).stream():
+        entry = snap.to_dict()
+        sent = db.collection(delivery.DELIVERIES).document(delivery.delivery_id(breach_key(reference, snap.id))).get()
+        record = sent.to_dict() or {}
+        rows.append(
+            {
+                "account_id": snap.id,
+                "requested_at": entry["requested_at"],
+                "status": record.get("status", "queued"),
+                "notified_at": record.get("sent_at"),
+            }
+        )
+    return sorted(rows, key=lambda row: row["account_id"])
