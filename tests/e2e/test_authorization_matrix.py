@@ -75,6 +75,8 @@ MATRIX: dict[str, str] = {
     "POST /incidents": "422 422 422 403 403 403 403 403 401 401",
     "GET /incidents/{reference}": "404 200 404 404 404 404 404 404 401 401",
     "GET /incidents/{reference}/confirm": "404 404 404 404 404 404 404 404 404 404",
+    # the body is JSON, not a file type: the reporter gets 415, everyone else no further than 404
+    "POST /incidents/{reference}/attachments": "404 415 404 404 404 404 404 404 401 401",
     # staff
     "GET /staff/incidents": "401 403 403 403 200 403 403 403 401 401",
     "GET /staff/incidents/{reference}": "401 403 403 403 200 403 403 403 401 401",
@@ -82,6 +84,7 @@ MATRIX: dict[str, str] = {
     "POST /staff/incidents/{reference}/notes": "401 403 403 403 422 403 403 403 401 401",
     "POST /staff/incidents/{reference}/breach": "401 403 403 403 422 403 403 403 401 401",
     "GET /staff/incidents/{reference}/breach": "401 403 403 403 200 403 403 403 401 401",
+    "GET /staff/incidents/{reference}/attachments/{number}": "401 403 403 403 404 403 403 403 401 401",
     "GET /staff/accounts/{account_id}": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 200 200 403 403 401 401",
@@ -224,6 +227,7 @@ def _objects(owner: str) -> dict[str, str]:
         "reference": reference,
         "account_id": owner,
         "hold_id": "hold00000001",
+        "number": "1",
     }
 
 

@@ -253,3 +253,35 @@ def test_a_breach_notifies_each_affected_customer_once_in_their_language(running
     assert len(mails_to(running_stack, zh.email)) == 1
     assert "個人資料外洩通知" in str(mails_to(running_stack, zh.email)[0]["Subject"])
     assert "Personal data breach notice" in str(mails_to(running_stack, en.email)[0]["Subject"])
+
+
+def test_reporters_attach_files_that_staff_get_back_only_as_downloads(running_stack):
+    customer = create_customer()
+    security = create_identity(roles=["security"])
+    reference = submit(running_stack, report(contact_email=None), browser_headers(customer)).json()["reference"]
+    url = running_stack.url("incidents") + f"/incidents/{reference}/attachments"
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+    def upload(data: bytes, content_type: str, headers: dict | None = None) -> requests.Response:
+        return requests.post(
+            url, data=data, headers={**(headers or browser_headers(customer)), "Content-Type": content_type}, timeout=30
+        )
+
+    assert upload(png, "image/png").status_code == 201
+    assert upload(b"<html><script>alert(1)</script>", "image/png").status_code == 422  # not what it says it is
+    assert upload(b"MZ\x90\x00", "application/x-msdownload").status_code == 415
+    assert upload(b"x" * (5 * 1024 * 1024 + 1), "text/plain").status_code == 413
+    assert upload(png, "image/png", browser_headers(create_customer())).status_code == 404  # not their report
+    for _ in range(4):
+        assert upload("第二張截圖說明".encode(), "text/plain").status_code == 201
+    assert upload(png, "image/png").status_code == 409
+
+    staff = running_stack.url("staff") + f"/staff/incidents/{reference}/attachments/1"
+    got = requests.get(staff, headers=browser_headers(security), timeout=30)
+    assert got.status_code == 200
+    assert got.content == png
+    assert got.headers["Content-Type"] == "application/octet-stream"
+    assert got.headers["Content-Disposition"].startswith("attachment;")
+    assert got.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in got.headers["Content-Security-Policy"]
+    assert requests.get(staff, headers=browser_headers(customer), timeout=30).status_code == 403

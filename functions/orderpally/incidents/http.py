@@ -149,6 +149,85 @@ def submit(request: flask.Request) -> flask.Response:
     return web.json_response(body, 200 if done.duplicate else 201)
 
 
+def add_attachment(request: flask.Request, reference: str) -> flask.Response:
+    """The reporter adds a file (PNG, JPEG, PDF or plain text, 5 MB at most, 5 per incident)."""
+    import hashlib
+
+    principal = access.authenticate(request)
+    query = web.validate(request.args.to_dict(), TokenQuery)
+    db = clients.firestore_client()
+    try:
+        incident = service.load(db, reference)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    owner = principal.account_id if principal and principal.kind == "customer" else None
+    if not service.reporter_may_read(incident, owner, query.token):
+        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
+    content_type = request.mimetype
+    if content_type not in rules.ATTACHMENT_TYPES:
+        raise web.Problem(415, "attachment-type", "Unsupported file type", "Send PNG, JPEG, PDF or plain text.")
+    if (request.content_length or 0) > rules.MAX_ATTACHMENT_BYTES:
+        raise web.Problem(413, "attachment-too-large", "File too large", "Files may be at most 5 MB.")
+    payload = request.stream.read(rules.MAX_ATTACHMENT_BYTES + 1)
+    if len(payload) > rules.MAX_ATTACHMENT_BYTES:
+        raise web.Problem(413, "attachment-too-large", "File too large", "Files may be at most 5 MB.")
+    if not payload or not rules.attachment_matches(content_type, payload):
+        raise web.Problem(422, "attachment-content", "File does not match its type", f"The file is not {content_type}.")
+    attachments = list(incident.get("attachments") or [])
+    if len(attachments) >= rules.MAX_ATTACHMENTS:
+        raise web.Problem(
+            409, "too-many-attachments", "Too many files", f"At most {rules.MAX_ATTACHMENTS} files per report."
+        )
+    digest = hashlib.sha256(payload).hexdigest()
+    owner_prefix = incident.get("reporter_account_id") or "anonymous"
+    extension = rules.ATTACHMENT_TYPES[content_type]
+    name = f"{owner_prefix}/incidents/{reference}/{len(attachments) + 1}-{digest[:16]}.{extension}"
+    bucket = clients.storage_client().bucket(settings().attachments_bucket)
+    bucket.blob(name).upload_from_string(payload, content_type="application/octet-stream")
+    from google.cloud import firestore
+
+    entry = {"object": name, "declared_type": content_type, "size": len(payload), "sha256": digest}
+    db.collection(service.INCIDENTS).document(reference).update({"attachments": firestore.ArrayUnion([entry])})
+    service.history(
+        reference,
+        "incident.attachment",
+        audit.Actor("customer", owner) if owner else audit.Actor("anonymous", "reporter"),
+        sha256=digest,
+        size=len(payload),
+    )
+    return web.json_response({"number": len(attachments) + 1, "size": len(payload), "sha256": digest}, 201)
+
+
+def staff_attachment(request: flask.Request, reference: str, number: str) -> flask.Response:
+    """Served to staff only, and never as something a browser would run or render."""
+    principal = access.require_staff(request, "security")
+    db = clients.firestore_client()
+    try:
+        incident = service.load(db, reference)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+    attachments = incident.get("attachments") or []
+    if not number.isdigit() or not 1 <= int(number) <= len(attachments):
+        raise web.Problem(404, "attachment-not-found", "Not found", "No such attachment.")
+    entry = attachments[int(number) - 1]
+    payload = clients.storage_client().bucket(settings().attachments_bucket).blob(entry["object"]).download_as_bytes()
+    service.history(
+        reference,
+        "staff.attachment_opened",
+        _staff_actor(principal),
+        access.client_address(request),
+        number=int(number),
+    )
+    response = flask.Response(payload, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{reference}-{number}.{entry["object"].rsplit(".", 1)[-1]}"'
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _reporter_view(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
     return {
         "reference": reference,
@@ -430,6 +509,8 @@ def register(incident_routes: web.Router, staff_routes: web.Router, well_known_r
     incident_routes.route("/incidents/policy", methods=["GET"])(policy)
     incident_routes.route("/incidents/<reference>", methods=["GET"])(reporter_status)
     incident_routes.route("/incidents/<reference>/confirm", methods=["GET"])(confirm)
+    incident_routes.route("/incidents/<reference>/attachments", methods=["POST"])(add_attachment)
+    staff_routes.route("/staff/incidents/<reference>/attachments/<number>", methods=["GET"])(staff_attachment)
     staff_routes.route("/staff/incidents", methods=["GET"])(staff_list)
     staff_routes.route("/staff/incidents/<reference>", methods=["GET"])(staff_open)
     staff_routes.route("/staff/incidents/<reference>", methods=["PATCH"])(staff_triage)

@@ -106,3 +106,25 @@ def due_alerts(incident: dict, now: datetime, warn_before: timedelta) -> list[De
         elif now >= due - warn_before:
             alerts.append(DeadlineAlert(name, "due_soon"))
     return alerts
+
+
+# Attachments: what a reporter may send, recognised by content, not by the name they give.
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
+MAX_ATTACHMENTS = 5
+ATTACHMENT_TYPES = {"image/png": "png", "image/jpeg": "jpg", "application/pdf": "pdf", "text/plain": "txt"}
+
+
+def attachment_matches(content_type: str, payload: bytes) -> bool:
+    """Whether the bytes are what the declared type says (magic numbers; text must be UTF-8 without NUL)."""
+    if content_type == "image/png":
+        return payload.startswith(b"\x89PNG\r\n\x1a\n")
+    if content_type == "image/jpeg":
+        return payload.startswith(b"\xff\xd8\xff")
+    if content_type == "application/pdf":
+        return payload.startswith(b"%PDF-")
+    if content_type == "text/plain":
+        try:
+            return "\x00" not in payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return False
