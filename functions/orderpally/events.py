@@ -25,6 +25,7 @@ import pydantic
 
 from orderpally import clients, structured_logging
 from orderpally.config import settings
+from orderpally.web import transaction_contended
 
 LEDGER_COLLECTION = "event_ledger"
 # How long a delivery may hold its claim before another delivery may take over.
@@ -281,7 +282,12 @@ def handle_event(
         return Outcome.MALFORMED
 
     ref = _ledger_ref(spec.function, event_id)
-    refused = _claim(ref, spec, event_id, current)
+    try:
+        refused = _claim(ref, spec, event_id, current)
+    except ValueError as exc:
+        if transaction_contended(exc):
+            raise RetryableError("the event ledger is busy") from None
+        raise
     if refused == Outcome.DUPLICATE:
         structured_logging.log(_log, logging.INFO, "event already handled", **fields)
         return Outcome.DUPLICATE

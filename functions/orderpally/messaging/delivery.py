@@ -29,6 +29,7 @@ from orderpally import events, structured_logging
 from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
 from orderpally.messaging import rendering
 from orderpally.messaging.requests import EmailRequest
+from orderpally.web import transaction_contended
 
 DELIVERIES = "email_deliveries"
 LEASE = timedelta(minutes=2)
@@ -180,7 +181,12 @@ def deliver(
     """
     ref = db.collection(DELIVERIES).document(delivery_id(request.idempotency_key))
     log_fields = {"template": request.template, "delivery_id": ref.id}
-    settled = _claim(db, ref, request, now())
+    try:
+        settled = _claim(db, ref, request, now())
+    except ValueError as exc:
+        if transaction_contended(exc):
+            raise events.RetryableError("the delivery ledger is busy") from None
+        raise
     if settled is not None:
         structured_logging.log(_log, logging.INFO, "email already settled", status=settled, **log_fields)
         return settled

@@ -23,6 +23,7 @@ from orderpally import events, structured_logging
 from orderpally.accounts import ACCOUNTS
 from orderpally.messaging.requests import EmailRequest
 from orderpally.notices import service
+from orderpally.web import transaction_contended
 
 TOPIC = "notice-fanout"
 MESSAGE_TYPE = "notice_fanout.requested"
@@ -98,7 +99,12 @@ def run(ports: Ports, job_id: str, now: Callable[[], datetime]) -> str:
 
     db = ports.db
     ref = db.collection(service.FANOUTS).document(job_id)
-    job = _take_lease(db, ref, now())
+    try:
+        job = _take_lease(db, ref, now())
+    except ValueError as exc:
+        if transaction_contended(exc):
+            raise events.RetryableError("the mailing is busy") from None
+        raise
     if job is None:
         return "already-done"
     notice_id, number = job["notice_id"], int(job["version"])
