@@ -10,23 +10,10 @@ import requests
 
 from smtp_sink import read_mailbox
 from support.identities import FRONTEND_ORIGIN, create_customer, create_identity
+from support.waiting import mails_to, wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 PASSWORD = "a long and unusual passphrase"
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
-
-
-def mails_to(stack, address: str) -> list:
-    return [m for m in read_mailbox(stack.mailbox) if str(m["To"]) == address]
 
 
 def link_in(mail) -> str:
@@ -79,8 +66,8 @@ def test_sign_up_verify_sign_in_and_use_an_api_key(running_stack):
     assert first.status_code == 202
     again = sign_up(running_stack, email)
     assert (again.status_code, again.json()) == (first.status_code, first.json())  # registered or not: same answer
-    wait_for(lambda: len(mails_to(running_stack, email)) == 2)
-    subjects = sorted(str(m["Subject"]) for m in mails_to(running_stack, email))
+    wait_for(lambda: len(mails_to(running_stack.mailbox, email)) == 2)
+    subjects = sorted(str(m["Subject"]) for m in mails_to(running_stack.mailbox, email))
     assert subjects == ["Confirm your email address for OrderPally", "Someone tried to sign up with your email address"]
 
     browser = Browser(running_stack)
@@ -99,7 +86,7 @@ def test_sign_up_verify_sign_in_and_use_an_api_key(running_stack):
         == 403
     )
 
-    verification = next(m for m in mails_to(running_stack, email) if "Confirm" in str(m["Subject"]))
+    verification = next(m for m in mails_to(running_stack.mailbox, email) if "Confirm" in str(m["Subject"]))
     assert requests.get(link_in(verification), timeout=30).status_code == 200
     browser.sign_in(email)
     assert browser.call("GET", "auth", "/auth/session").json()["email_verified"] is True
@@ -207,7 +194,7 @@ def test_sign_out_and_password_change_end_sessions(running_stack):
     after = second.call("GET", "auth", "/auth/session")
     assert after.status_code == 200, (after.text, changed.headers.get("Set-Cookie"))
     assert Browser(running_stack).sign_in(customer.email, PASSWORD).status_code == 200
-    wait_for(lambda: mails_to(running_stack, customer.email))
+    wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
     trail = second.call("GET", "account", "/account/audit-trail").json()["entries"]
     assert {"sign_out", "password.changed", "sign_in.succeeded"} <= {e["action"] for e in trail}
 
@@ -218,9 +205,9 @@ def test_password_reset_answers_alike_and_mails_only_real_accounts(running_stack
     known = requests.post(url, json={"email": customer.email}, headers={"Origin": FRONTEND_ORIGIN}, timeout=30)
     unknown = requests.post(url, json={"email": "ghost@example.com"}, headers={"Origin": FRONTEND_ORIGIN}, timeout=30)
     assert (known.status_code, known.json()) == (unknown.status_code, unknown.json()) == (202, known.json())
-    wait_for(lambda: mails_to(running_stack, customer.email))
-    assert "oobCode=" in link_in(mails_to(running_stack, customer.email)[0])
-    assert mails_to(running_stack, "ghost@example.com") == []
+    wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
+    assert "oobCode=" in link_in(mails_to(running_stack.mailbox, customer.email)[0])
+    assert mails_to(running_stack.mailbox, "ghost@example.com") == []
 
 
 def test_staff_reads_need_a_role_and_a_reason_and_show_in_the_customers_trail(running_stack):

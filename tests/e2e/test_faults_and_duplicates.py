@@ -18,18 +18,9 @@ from orderpally.lifecycle import billing
 from orderpally.messaging.requests import EmailRequest, request_email
 from smtp_sink import read_mailbox
 from support.identities import create_customer
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
-
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError("condition not reached")
 
 
 def arm(function: str, point: str, times: int = 1) -> None:

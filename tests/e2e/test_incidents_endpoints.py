@@ -14,22 +14,9 @@ from orderpally.config import settings
 from orderpally.incidents import rules
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
+from support.waiting import mails_to, wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
-
-
-def mails_to(stack, address: str) -> list:
-    return [m for m in read_mailbox(stack.mailbox) if str(m["To"]) == address]
 
 
 def links_in(mail) -> list[str]:
@@ -62,11 +49,11 @@ def test_anonymous_report_is_acknowledged_confirmed_and_pages_once(running_stack
     assert rules.REFERENCE.fullmatch(reference)
     assert created.json()["confirmation_required"] is True
 
-    ack = wait_for(lambda: mails_to(running_stack, "reporter@example.com"))[0]
+    ack = wait_for(lambda: mails_to(running_stack.mailbox, "reporter@example.com"))[0]
     assert reference in str(ack["Subject"])
     status_link, confirm_link = sorted(links_in(ack), key=lambda link: "confirm" in link)
     oncall = settings().security_oncall_email
-    assert mails_to(running_stack, oncall) == []  # not paged before the address is confirmed
+    assert mails_to(running_stack.mailbox, oncall) == []  # not paged before the address is confirmed
 
     base = running_stack.url("incidents") + f"/incidents/{reference}"
     assert requests.get(base, timeout=30).status_code == 404
@@ -77,9 +64,9 @@ def test_anonymous_report_is_acknowledged_confirmed_and_pages_once(running_stack
 
     for _ in range(2):
         assert requests.get(local(running_stack, confirm_link), timeout=30).json()["confirmed"] is True
-    wait_for(lambda: mails_to(running_stack, oncall))
+    wait_for(lambda: mails_to(running_stack.mailbox, oncall))
     time.sleep(1.0)
-    assert len(mails_to(running_stack, oncall)) == 1
+    assert len(mails_to(running_stack.mailbox, oncall)) == 1
 
 
 def test_customer_report_is_theirs_alone_and_idempotent(running_stack):
@@ -98,7 +85,7 @@ def test_customer_report_is_theirs_alone_and_idempotent(running_stack):
     url = running_stack.url("incidents") + f"/incidents/{first.json()['reference']}"
     assert requests.get(url, headers=browser_headers(alice), timeout=30).status_code == 200
     assert requests.get(url, headers=browser_headers(bob), timeout=30).status_code == 404
-    wait_for(lambda: mails_to(running_stack, alice.email))
+    wait_for(lambda: mails_to(running_stack.mailbox, alice.email))
 
 
 @pytest.mark.parametrize(
@@ -174,7 +161,7 @@ def test_staff_triage_replies_and_audited_opens(running_stack):
     mail = wait_for(
         lambda: [
             m
-            for m in mails_to(running_stack, customer.email)
+            for m in mails_to(running_stack.mailbox, customer.email)
             if "We took the page down." in m.get_body(("plain",)).get_content()
         ]
     )[0]
@@ -203,9 +190,9 @@ def test_deadlines_alert_the_on_call_once(running_stack):
     assert requests.post(fire, timeout=30).json()["alerts"] == 1
     assert requests.post(fire, timeout=30).json()["alerts"] == 1  # still overdue: same alert, same key
     oncall = settings().security_oncall_email
-    wait_for(lambda: mails_to(running_stack, oncall))
+    wait_for(lambda: mails_to(running_stack.mailbox, oncall))
     time.sleep(1.0)
-    (mail,) = mails_to(running_stack, oncall)
+    (mail,) = mails_to(running_stack.mailbox, oncall)
     assert reference in str(mail["Subject"])
     assert "overdue" in str(mail["Subject"])
 
@@ -250,9 +237,9 @@ def test_a_breach_notifies_each_affected_customer_once_in_their_language(running
     rows = wait_for(all_sent)
     assert len(rows) == 2
     time.sleep(1.0)
-    assert len(mails_to(running_stack, zh.email)) == 1
-    assert "個人資料外洩通知" in str(mails_to(running_stack, zh.email)[0]["Subject"])
-    assert "Personal data breach notice" in str(mails_to(running_stack, en.email)[0]["Subject"])
+    assert len(mails_to(running_stack.mailbox, zh.email)) == 1
+    assert "個人資料外洩通知" in str(mails_to(running_stack.mailbox, zh.email)[0]["Subject"])
+    assert "Personal data breach notice" in str(mails_to(running_stack.mailbox, en.email)[0]["Subject"])
 
 
 def test_reporters_attach_files_that_staff_get_back_only_as_downloads(running_stack):

@@ -11,6 +11,7 @@ import requests
 from orderpally import clients
 from orderpally.lifecycle import deletion
 from support.identities import browser_headers, create_customer, create_identity
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 
@@ -23,16 +24,6 @@ def audit_actions(uid: str) -> list[str]:
     return [
         d.to_dict()["action"] for d in clients.firestore_client().collection(f"accounts/{uid}/audit_trail").stream()
     ]
-
-
-def poll(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def test_a_customer_schedules_and_cancels_their_termination(running_stack):
@@ -101,7 +92,7 @@ def test_an_immediate_termination_ends_access_and_deletes_the_account(running_st
     assert requests.get(url, headers={"Cookie": browser_headers(alice)["Cookie"]}, timeout=10).status_code == 401
 
     certificate = clients.firestore_client().document(f"{deletion.CERTIFICATES}/{alice.uid}")
-    poll(lambda: certificate.get().exists and certificate.get().to_dict()["status"] == "completed")
+    wait_for(lambda: certificate.get().exists and certificate.get().to_dict()["status"] == "completed")
     assert not clients.firestore_client().document(f"accounts/{alice.uid}").get().exists
 
     second = requests.post(running_stack.url("due-terminations") + "/", json={}, timeout=60).json()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +16,7 @@ from orderpally.config import settings
 from orderpally.lifecycle import billing
 from orderpally.lifecycle import export as content_export
 from support.identities import browser_headers, create_customer
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 
@@ -36,16 +36,6 @@ def publish_billing(account_id: str, sequence: int, kind: str, amount: int) -> N
     )
 
 
-def poll(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
-
-
 def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
     base = running_stack.url("account") + "/account/exports"
     alice = create_customer()
@@ -57,7 +47,7 @@ def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
     )
 
     publish_billing(alice.uid, 1, "invoice_issued", 1500)
-    poll(lambda: billing.outstanding(db, alice.uid)[0] == 1500)
+    wait_for(lambda: billing.outstanding(db, alice.uid)[0] == 1500)
     refused = requests.post(base, headers=browser_headers(alice), timeout=10)
     assert refused.status_code == 402
     assert refused.json()["outstanding_amount"] == 1500
@@ -66,12 +56,12 @@ def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
 
     publish_billing(alice.uid, 2, "payment_received", 1500)
     publish_billing(alice.uid, 2, "payment_received", 1500)  # a duplicate publish
-    poll(lambda: billing.outstanding(db, alice.uid)[0] == 0)
+    wait_for(lambda: billing.outstanding(db, alice.uid)[0] == 0)
     accepted = requests.post(base, headers=browser_headers(alice), timeout=10)
     assert accepted.status_code == 202
     export_id = accepted.json()["export_id"]
     cookie = {"Cookie": browser_headers(alice)["Cookie"]}
-    status = poll(
+    status = wait_for(
         lambda: (r := requests.get(f"{base}/{export_id}", headers=cookie, timeout=10).json())["status"] == "ready" and r
     )
     assert status["counts"]["orders_as_store"] == 1
@@ -100,7 +90,7 @@ def test_someone_else_s_export_does_not_exist_for_you_and_expired_ones_are_gone(
     assert requests.get(f"{base}/not-an-id", headers=bob_cookie, timeout=10).status_code == 404
 
     ref = clients.firestore_client().collection(content_export.EXPORTS).document(export_id)
-    poll(lambda: ref.get().to_dict()["status"] == "ready")
+    wait_for(lambda: ref.get().to_dict()["status"] == "ready")
     ref.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
     alice_cookie = {"Cookie": browser_headers(alice)["Cookie"]}
     assert requests.get(f"{base}/{export_id}/download", headers=alice_cookie, timeout=10).status_code == 410

@@ -11,18 +11,9 @@ from orderpally import clients, events
 from orderpally.messaging import delivery
 from orderpally.messaging.requests import EmailRequest, request_email
 from smtp_sink import read_mailbox
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def settled(key: str) -> str | None:

@@ -14,19 +14,10 @@ from orderpally.messaging import delivery
 from orderpally.notices import fanout, rules, service
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 JUSTIFICATION = "A court order requires this change without delay."
-
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError("condition not reached")
 
 
 def taipei_today() -> date:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import zipfile
 
 import pytest
@@ -14,18 +13,9 @@ import requests
 from orderpally import audit, clients
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):

@@ -49,6 +49,13 @@ def _problem(exc: service.IncidentError) -> web.Problem:
     return web.Problem(exc.status, exc.slug, titles.get(exc.status, "Refused"), str(exc))
 
 
+def _load(db: Any, reference: str) -> dict[str, Any]:
+    try:
+        return service.load(db, reference)
+    except service.IncidentError as exc:
+        raise _problem(exc) from None
+
+
 def _links(reference: str, status_token: str, confirm_token: str | None) -> dict[str, str]:
     base = f"{settings().public_base_url}/incidents/{reference}"
     return {
@@ -149,20 +156,24 @@ def submit(request: flask.Request) -> flask.Response:
     return web.json_response(body, 200 if done.duplicate else 201)
 
 
+def _reporters_incident(request: flask.Request, reference: str) -> tuple[dict[str, Any], str | None]:
+    """The incident, for its reporter (their session, or the secret link's token); else 404."""
+    principal = access.authenticate(request)
+    query = web.validate(request.args.to_dict(), TokenQuery)
+    incident = _load(clients.firestore_client(), reference)
+    owner = principal.account_id if principal and principal.kind == "customer" else None
+    # Someone else's report is indistinguishable from none.
+    if not service.reporter_may_read(incident, owner, query.token):
+        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
+    return incident, owner
+
+
 def add_attachment(request: flask.Request, reference: str) -> flask.Response:
     """The reporter adds a file (PNG, JPEG, PDF or plain text, 5 MB at most, 5 per incident)."""
     import hashlib
 
-    principal = access.authenticate(request)
-    query = web.validate(request.args.to_dict(), TokenQuery)
+    incident, owner = _reporters_incident(request, reference)
     db = clients.firestore_client()
-    try:
-        incident = service.load(db, reference)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
-    owner = principal.account_id if principal and principal.kind == "customer" else None
-    if not service.reporter_may_read(incident, owner, query.token):
-        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
     content_type = request.mimetype
     if content_type not in rules.ATTACHMENT_TYPES:
         raise web.Problem(415, "attachment-type", "Unsupported file type", "Send PNG, JPEG, PDF or plain text.")
@@ -202,10 +213,7 @@ def staff_attachment(request: flask.Request, reference: str, number: str) -> fla
     """Served to staff only, and never as something a browser would run or render."""
     principal = access.require_staff(request, "security")
     db = clients.firestore_client()
-    try:
-        incident = service.load(db, reference)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+    incident = _load(db, reference)
     attachments = incident.get("attachments") or []
     if not number.isdigit() or not 1 <= int(number) <= len(attachments):
         raise web.Problem(404, "attachment-not-found", "Not found", "No such attachment.")
@@ -240,17 +248,7 @@ def _reporter_view(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
 
 
 def reporter_status(request: flask.Request, reference: str) -> flask.Response:
-    principal = access.authenticate(request)
-    query = web.validate(request.args.to_dict(), TokenQuery)
-    db = clients.firestore_client()
-    try:
-        incident = service.load(db, reference)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
-    owner = principal.account_id if principal and principal.kind == "customer" else None
-    # Someone else's report is indistinguishable from none.
-    if not service.reporter_may_read(incident, owner, query.token):
-        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
+    incident, _ = _reporters_incident(request, reference)
     return web.json_response(_reporter_view(reference, incident))
 
 
@@ -307,10 +305,7 @@ def staff_list(request: flask.Request) -> flask.Response:
 def staff_open(request: flask.Request, reference: str) -> flask.Response:
     principal = access.require_staff(request, "security")
     db = clients.firestore_client()
-    try:
-        incident = service.load(db, reference)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+    incident = _load(db, reference)
     actor = _staff_actor(principal)
     # Every open is a staff access to someone's report: on the record before the data leaves.
     service.history(reference, "staff.opened", actor, access.client_address(request))
@@ -412,10 +407,7 @@ def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
 def staff_breach_status(request: flask.Request, reference: str, status: int = 200) -> flask.Response:
     access.require_staff(request, "security")
     db = clients.firestore_client()
-    try:
-        incident = service.load(db, reference)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+    incident = _load(db, reference)
     rows = [
         {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
         for row in service.breach_recipients(db, reference)
