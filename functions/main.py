@@ -12,7 +12,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from orderpally import audit, clients, events, web
+from orderpally import audit, clients, events, redrive, web
 from orderpally.access import account_http as access_account_http
 from orderpally.access import auth_http, facebook_http
 from orderpally.backups import exporters as backup_exporters
@@ -304,3 +304,10 @@ def check_incident_deadlines(request: flask.Request) -> flask.Response:
 @functions_framework.cloud_event
 def build_records(cloud_event: CloudEvent) -> None:
     events.handle_event(cloud_event, RECORDS_EVENTS, lambda message, _: records_http.build(message))
+
+
+@functions_framework.http
+@web.endpoint
+def redrive_archive_requests(request: flask.Request) -> flask.Response:
+    web.require_method(request, "POST")
+    return web.json_response(redrive.redrive(clients.firestore_client(), events.publish, datetime.now(UTC)))

@@ -157,3 +157,23 @@ def test_a_fan_out_crashing_midway_mails_everyone_once(running_stack):
     time.sleep(2.0)
     recipients = sorted(str(m["To"]) for m in read_mailbox(running_stack.mailbox))
     assert recipients == sorted(c.email for c in customers)
+
+
+def test_an_export_whose_build_message_was_lost_is_redriven_and_built_once(running_stack):
+    from orderpally.lifecycle import export
+
+    customer = create_customer()
+    db = clients.firestore_client()
+    long_ago = datetime.now(UTC) - timedelta(minutes=20)
+    # The request was written, then the function crashed before publishing its message.
+    record = export.create_request(db, customer.uid, (0, "TWD"), long_ago, 7)
+    fire = running_stack.url("archive-redrive")
+    assert requests.post(fire, timeout=30).json()[export.EXPORTS] == 1
+    assert requests.post(fire, timeout=30).json()[export.EXPORTS] == 0  # not again until it is stale again
+    done = wait_for(
+        lambda: (db.document(f"{export.EXPORTS}/{record['export_id']}").get().to_dict() or {}).get("status") == "ready"
+    )
+    assert done
+    wait_for(lambda: read_mailbox(running_stack.mailbox))
+    time.sleep(1.0)
+    assert len(read_mailbox(running_stack.mailbox)) == 1
