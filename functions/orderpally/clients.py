@@ -19,11 +19,50 @@ if TYPE_CHECKING:
     from google.cloud import firestore, pubsub_v1, storage
 
 
+# No Firestore call may outlast this: an outage becomes a quick, retryable error
+# (503 to HTTP callers, a redelivery for events) instead of a request hanging for minutes.
+FIRESTORE_DEADLINE_SECONDS = 15.0
+STREAM_DEADLINE_SECONDS = 300.0
+
+
 @functools.cache
 def firestore_client() -> firestore.Client:
     from google.cloud import firestore
 
-    return firestore.Client(project=settings().project_id)
+    client = firestore.Client(project=settings().project_id)
+    _bound_firestore_deadlines(client, FIRESTORE_DEADLINE_SECONDS)
+    return client
+
+
+def _bound_firestore_deadlines(client: firestore.Client, seconds: float) -> None:
+    """Rewraps every RPC of the client's transport with a total deadline of `seconds`.
+
+    The generated defaults retry an unavailable backend for up to five minutes on some
+    calls (batch reads, queries). Our calls pass no retry or timeout of their own, so
+    the transport's defaults are what applies.
+    """
+    from google.api_core import exceptions, gapic_v1
+    from google.api_core import retry as retries
+
+    transient = retries.if_exception_type(
+        exceptions.ServiceUnavailable, exceptions.InternalServerError, exceptions.ResourceExhausted
+    )
+    transport = client._firestore_api._transport
+    # A stream (query results, batch reads) may run long once it flows; its retries of a
+    # backend that does not answer are bounded all the same.
+    streams = {
+        id(getattr(transport, name, None))
+        for name in ("batch_get_documents", "run_query", "run_aggregation_query", "partition_query", "listen", "write")
+    }
+    for rpc in list(transport._wrapped_methods):
+        transport._wrapped_methods[rpc] = gapic_v1.method.wrap_method(
+            rpc,
+            default_retry=retries.Retry(initial=0.1, maximum=2.0, multiplier=1.5, predicate=transient, timeout=seconds),
+            default_timeout=STREAM_DEADLINE_SECONDS if id(rpc) in streams else seconds,
+            client_info=transport._client_info
+            if hasattr(transport, "_client_info")
+            else gapic_v1.client_info.DEFAULT_CLIENT_INFO,
+        )
 
 
 @functools.cache
