@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from orderpally import clients, events
+from orderpally.config import settings
 from orderpally.lifecycle import billing
 from orderpally.messaging.requests import EmailRequest, request_email
 from smtp_sink import read_mailbox
@@ -177,3 +178,35 @@ def test_an_export_whose_build_message_was_lost_is_redriven_and_built_once(runni
     wait_for(lambda: read_mailbox(running_stack.mailbox))
     time.sleep(1.0)
     assert len(read_mailbox(running_stack.mailbox)) == 1
+
+
+@pytest.mark.parametrize("point", ["before-handler", "after-handler"])
+def test_crashed_archive_builds_finish_once(running_stack, point):
+    from orderpally.lifecycle import export
+    from orderpally.records import service as records
+    from support.identities import browser_headers
+
+    customer = create_customer()
+    db = clients.firestore_client()
+    arm("build_content_export", point)
+    arm("build_records", point)
+    exported = requests.post(
+        running_stack.url("account") + "/account/exports", headers=browser_headers(customer), timeout=30
+    )
+    asked = requests.post(
+        running_stack.url("account") + "/account/records-requests",
+        json={"from": "2026-01-01", "to": "2027-12-31"},
+        headers=browser_headers(customer),
+        timeout=30,
+    )
+    assert exported.status_code == asked.status_code == 202
+    export_ref = db.document(f"{export.EXPORTS}/{exported.json()['export_id']}")
+    records_ref = db.document(f"{records.RECORDS}/{asked.json()['request_id']}")
+    wait_for(lambda: export_ref.get().get("status") == "ready" and records_ref.get().get("status") == "ready")
+    assert fired("build_content_export")
+    assert fired("build_records")
+    wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= 2)
+    time.sleep(2.0)
+    assert len(read_mailbox(running_stack.mailbox)) == 2  # one "ready" mail each, however often built
+    objects = list(clients.storage_client().list_blobs(settings().exports_bucket, prefix=f"{customer.uid}/"))
+    assert len(objects) == 2
