@@ -39,33 +39,40 @@ Payload = TypeVar("Payload", bound=pydantic.BaseModel)
 _log = structured_logging.get_logger("orderpally.events")
 
 
-FAULTS_DOCUMENT = ("ops", "faults")
+FAULTS_COLLECTION = "ops"
 
 
 class FaultInjected(Exception):
     """A crash the tests asked for (never in production)."""
 
 
-def inject_fault(function: str, point: str) -> None:
-    """Raises FaultInjected when `ops/faults` asks for a crash of `function` at `point`.
+def fault_document(function: str) -> str:
+    """Where tests arm a fault for one function: {"point": "after-handler", "remaining": 1}."""
+    return f"{FAULTS_COLLECTION}/fault-{function}"
 
-    Off in production: the document is not even read there. Tests arm a fault with
-    {"<function>": {"point": "after-handler", "remaining": 1}}; each crash uses one up.
+
+def inject_fault(function: str, point: str) -> None:
+    """Raises FaultInjected when the function's fault document asks for a crash at `point`.
+
+    Off in production: the document is not even read there. One document per function
+    and a plain read first, so unarmed events never contend with each other.
     """
     if settings().is_production or settings().environment not in ("local", "test"):
         return
     from google.cloud import firestore
 
     db = clients.firestore_client()
-    ref = db.collection(FAULTS_DOCUMENT[0]).document(FAULTS_DOCUMENT[1])
+    ref = db.document(fault_document(function))
+    armed = ref.get().to_dict()
+    if not armed or armed.get("point") != point or int(armed.get("remaining", 0)) < 1:
+        return
 
     @firestore.transactional
     def take(transaction: Any) -> bool:
-        snapshot = ref.get(transaction=transaction)
-        armed = (snapshot.to_dict() or {}).get(function) if snapshot.exists else None
-        if not armed or armed.get("point") != point or int(armed.get("remaining", 0)) < 1:
+        current = ref.get(transaction=transaction).to_dict() or {}
+        if current.get("point") != point or int(current.get("remaining", 0)) < 1:
             return False
-        transaction.update(ref, {f"{function}.remaining": int(armed["remaining"]) - 1})
+        transaction.update(ref, {"remaining": int(current["remaining"]) - 1})
         return True
 
     if take(db.transaction()):

@@ -25,12 +25,12 @@ pytestmark = pytest.mark.usefixtures("running_stack")
 
 
 def arm(function: str, point: str, times: int = 1) -> None:
-    clients.firestore_client().document("ops/faults").set({function: {"point": point, "remaining": times}}, merge=True)
+    clients.firestore_client().document(events.fault_document(function)).set({"point": point, "remaining": times})
 
 
 def fired(function: str) -> bool:
-    faults = clients.firestore_client().document("ops/faults").get().to_dict() or {}
-    return faults.get(function, {}).get("remaining", 1) == 0
+    fault = clients.firestore_client().document(events.fault_document(function)).get().to_dict() or {}
+    return fault.get("remaining", 1) == 0
 
 
 def topic_functions(stack) -> list:
