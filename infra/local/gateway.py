@@ -55,9 +55,12 @@ class Gateway:
         forwarded = request.headers.get("X-Forwarded-For")
         client = request.remote_addr or ""
         headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
+        # The path exactly as the client sent it, still percent-encoded: decoding it here
+        # would turn an encoded "#" or "?" inside a path parameter into URL syntax.
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
         upstream = self.session.request(
             request.method,
-            base + request.full_path.rstrip("?") if request.query_string else base + request.path,
+            base + raw,
             headers=headers,
             data=request.get_data(),
             allow_redirects=False,

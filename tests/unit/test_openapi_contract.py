@@ -46,3 +46,11 @@ def test_every_operation_declares_problem_responses():
             assert "default" in operation["responses"] or any(
                 code.startswith("4") for code in operation["responses"]
             ), f"{method} {path}"
+
+
+def test_every_json_body_may_be_answered_with_malformed_json():
+    spec = yaml.safe_load(OPENAPI.read_text())
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                assert "400" in operation["responses"], f"{method} {path}"
