@@ -117,13 +117,16 @@ def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> str:
     return append(db.transaction(max_attempts=30))
 
 
-def page(
-    account_id: str, limit: int, before_seq: int | None = None, chain: Chain | None = None
-) -> list[dict[str, Any]]:
-    """Newest first, starting below `before_seq` (the account's trail, or another chain)."""
+def page(account_id: str, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
+    """The account's trail, newest first, starting below `before_seq`."""
+    return chain_page(account_chain(account_id), limit, before_seq)
+
+
+def chain_page(chain: Chain, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
+    """Any chain's entries, newest first, starting below `before_seq`."""
     from google.cloud import firestore
 
-    query = (chain or account_chain(account_id)).entries.order_by("seq", direction=firestore.Query.DESCENDING)
+    query = chain.entries.order_by("seq", direction=firestore.Query.DESCENDING)
     if before_seq is not None:
         query = query.start_after({"seq": before_seq})
     return [_public(snap) for snap in query.limit(limit).stream()]

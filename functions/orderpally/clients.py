@@ -65,6 +65,11 @@ def _bound_firestore_deadlines(client: firestore.Client, seconds: float) -> None
         )
 
 
+def transaction_contended(exc: BaseException) -> bool:
+    """The Firestore client gave up a transaction after its attempts: busy, not broken."""
+    return isinstance(exc, ValueError) and str(exc).startswith("Failed to commit transaction")
+
+
 @functools.cache
 def publisher() -> pubsub_v1.PublisherClient:
     from google.cloud import pubsub_v1

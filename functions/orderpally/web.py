@@ -21,7 +21,7 @@ import pydantic
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from orderpally import structured_logging
+from orderpally import clients, structured_logging
 from orderpally.config import settings
 
 PROBLEM_TYPE_PREFIX = "urn:orderpally:problem:"
@@ -129,11 +129,6 @@ def require_method(request: flask.Request, *methods: str) -> None:
         raise Problem(405, "method-not-allowed", "Method not allowed", f"Use {allowed}.", headers={"Allow": allowed})
 
 
-def transaction_contended(exc: BaseException) -> bool:
-    """The Firestore client gave up a transaction after its attempts: busy, not broken."""
-    return isinstance(exc, ValueError) and str(exc).startswith("Failed to commit transaction")
-
-
 def _is_backend_unavailable(exc: BaseException) -> bool:
     """Failures of a backing service, worth a retry by the client."""
     from google.api_core import exceptions as gexc
@@ -147,7 +142,7 @@ def _is_backend_unavailable(exc: BaseException) -> bool:
     )
     if isinstance(exc, (*retryable, ConnectionError, TimeoutError)):
         return True
-    if transaction_contended(exc):
+    if clients.transaction_contended(exc):
         return True
     try:
         import requests

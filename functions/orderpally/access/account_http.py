@@ -95,21 +95,12 @@ def _actor(principal: Principal) -> audit.Actor:
     return audit.Actor(kind=principal.kind, id=principal.account_id, role=",".join(sorted(principal.roles)) or None)
 
 
-def _browser_customer(request: flask.Request) -> Principal:
-    principal = access.require_principal(request)
-    if principal.kind != "customer":
-        raise access.forbidden("Manage API keys from a signed-in browser session.")
-    return principal
-
-
 def _iso(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items()}
 
 
 def create_key(request: flask.Request) -> flask.Response:
-    principal = _browser_customer(request)
-    if not principal.email_verified:
-        raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
+    principal = access.require_customer(request, verified=True)
     body = web.parse_json(request, NewKeyBody)
     now = datetime.now(UTC)
     db = clients.firestore_client()
@@ -137,7 +128,7 @@ def create_key(request: flask.Request) -> flask.Response:
 
 
 def list_keys(request: flask.Request) -> flask.Response:
-    principal = _browser_customer(request)
+    principal = access.require_customer(request)
     return web.json_response(
         {"api_keys": [_iso(k) for k in api_keys.owned(clients.firestore_client(), principal.account_id)]}
     )

@@ -178,9 +178,7 @@ def sign_up(request: flask.Request) -> flask.Response:
 def resend_verification(request: flask.Request) -> flask.Response:
     from firebase_admin import auth
 
-    principal = access.require_principal(request)
-    if principal.kind != "customer":
-        raise access.forbidden("Only a signed-in customer can ask for this.")
+    principal = access.require_customer(request)
     if principal.email_verified:
         raise web.Problem(409, "email-already-verified", "Already verified", "This email address is verified.")
     db = clients.firestore_client()
@@ -345,7 +343,7 @@ def change_password(request: flask.Request) -> flask.Response:
     from firebase_admin import auth
 
     principal = access.require_principal(request)
-    if principal.kind != "customer" and principal.kind != "staff":
+    if principal.kind == "api_key":
         raise access.forbidden("Change the password from a signed-in browser.")
     body = web.parse_json(request, PasswordChangeBody)
     _weak_password(body.new_password, "new_password")

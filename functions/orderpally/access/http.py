@@ -98,6 +98,17 @@ def require_principal(request: flask.Request) -> Principal:
     return principal
 
 
+def require_customer(request: flask.Request, *, verified: bool = False) -> Principal:
+    """The customer themself in a browser session: not an API key, not staff; with `verified`,
+    only once their email address is confirmed."""
+    principal = require_principal(request)
+    if principal.kind != "customer":
+        raise forbidden("Only the customer, signed in with a browser session, can do this.")
+    if verified and not principal.email_verified:
+        raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
+    return principal
+
+
 def require_staff(request: flask.Request, *roles: str) -> Principal:
     principal = require_principal(request)
     if principal.kind != "staff" or not principal.has_role(*roles):

@@ -320,7 +320,7 @@ def staff_open(request: flask.Request, reference: str) -> flask.Response:
                 {"reference": reference},
             ),
         )
-    entries = audit.page("", 500, chain=service.chain(reference))
+    entries = audit.chain_page(service.chain(reference), 500)
     body = {
         **_summary(reference, incident),
         "description": incident["description"],

@@ -257,7 +257,7 @@ def mark_paged(db: Any, reference: str, now: datetime) -> bool:
 
 
 def public_replies(reference: str) -> list[dict[str, Any]]:
-    entries = audit.page("", 500, chain=chain(reference))
+    entries = audit.chain_page(chain(reference), 500)
     return [
         {"at": e["at"], "text": e["details"].get("text", "")}
         for e in reversed(entries)

@@ -111,18 +111,8 @@ def _serialise(record: dict | None) -> dict | None:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items() if k != "user_deleted"}
 
 
-def _customer(request: flask.Request) -> Principal:
-    """The signed-in customer themself: a session (not an API key) with a verified email."""
-    principal = access.require_principal(request)
-    if principal.kind != "customer":
-        raise access.forbidden("Only the customer, signed in with a browser session, can do this.")
-    if not principal.email_verified:
-        raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
-    return principal
-
-
 def request_termination(request: flask.Request) -> flask.Response:
-    principal = _customer(request)
+    principal = access.require_customer(request, verified=True)
     now = datetime.now(UTC)
     cfg = settings()
     if not rules.recently_authenticated(principal.session_issued_at, now, cfg.termination_reauth_seconds):
@@ -162,7 +152,7 @@ def get_termination(request: flask.Request) -> flask.Response:
 
 
 def cancel_termination(request: flask.Request) -> flask.Response:
-    principal = _customer(request)
+    principal = access.require_customer(request, verified=True)
     try:
         service.cancel_termination(
             effects(),

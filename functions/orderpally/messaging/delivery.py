@@ -25,11 +25,10 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
-from orderpally import events, structured_logging
+from orderpally import clients, events, structured_logging
 from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
 from orderpally.messaging import rendering
 from orderpally.messaging.requests import EmailRequest
-from orderpally.web import transaction_contended
 
 DELIVERIES = "email_deliveries"
 LEASE = timedelta(minutes=2)
@@ -184,7 +183,7 @@ def deliver(
     try:
         settled = _claim(db, ref, request, now())
     except ValueError as exc:
-        if transaction_contended(exc):
+        if clients.transaction_contended(exc):
             raise events.RetryableError("the delivery ledger is busy") from None
         raise
     if settled is not None:

@@ -11,9 +11,10 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
 PARTS = ("subject.txt", "body.txt", "body.html")
@@ -38,6 +39,8 @@ class RenderedEmail:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
@@ -51,6 +54,8 @@ def known_templates() -> set[str]:
 
 
 def render(template: str, language: str, data: dict[str, Any]) -> RenderedEmail:
+    import jinja2
+
     if not _NAME.fullmatch(template) or template not in known_templates():
         raise UnknownTemplate(template)
     env = _environment()

@@ -19,11 +19,10 @@ from typing import Any
 
 import pydantic
 
-from orderpally import events, structured_logging
+from orderpally import clients, events, structured_logging
 from orderpally.accounts import ACCOUNTS
 from orderpally.messaging.requests import EmailRequest
 from orderpally.notices import service
-from orderpally.web import transaction_contended
 
 TOPIC = "notice-fanout"
 MESSAGE_TYPE = "notice_fanout.requested"
@@ -102,7 +101,7 @@ def run(ports: Ports, job_id: str, now: Callable[[], datetime]) -> str:
     try:
         job = _take_lease(db, ref, now())
     except ValueError as exc:
-        if transaction_contended(exc):
+        if clients.transaction_contended(exc):
             raise events.RetryableError("the mailing is busy") from None
         raise
     if job is None:

@@ -8,10 +8,9 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import flask
-import jinja2
 import pydantic
 
 from orderpally import clients, events, web
@@ -19,6 +18,9 @@ from orderpally.access import http as access
 from orderpally.accounts import LANGUAGES
 from orderpally.config import settings
 from orderpally.notices import fanout, rules, service
+
+if TYPE_CHECKING:
+    import jinja2
 
 NOTICE_ID = re.compile(r"^[0-9]{8}-[0-9a-f]{10}$")
 SLA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -37,6 +39,8 @@ class ListQuery(pydantic.BaseModel):
 
 @functools.cache
 def _templates() -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "atom")),

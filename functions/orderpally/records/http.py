@@ -19,19 +19,12 @@ from orderpally.records import service
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
-def _customer(request: flask.Request) -> Principal:
-    principal = access.require_principal(request)
-    if principal.kind != "customer":
-        raise access.forbidden("Records are requested by the signed-in customer.")
-    return principal
-
-
 def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items() if k != "object"}
 
 
 def create(request: flask.Request) -> flask.Response:
-    principal = _customer(request)
+    principal = access.require_customer(request)
     wanted = web.parse_json(request, service.RecordsRange)
     now = datetime.now(UTC)
     record = service.create(clients.firestore_client(), principal.account_id, wanted, now, settings().export_valid_days)
@@ -52,7 +45,7 @@ def create(request: flask.Request) -> flask.Response:
 
 
 def _own(request: flask.Request, request_id: str) -> tuple[Principal, dict[str, Any]]:
-    principal = _customer(request)
+    principal = access.require_customer(request)
     record = None
     if REQUEST_ID.fullmatch(request_id):
         record = clients.firestore_client().collection(service.RECORDS).document(request_id).get().to_dict()

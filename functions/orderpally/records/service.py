@@ -91,7 +91,10 @@ def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[di
                 "details": {**entry.get("details", {}), "seq": entry["seq"], "hash": entry["hash"]},
             }
         )
-    incidents = db.collection("incidents").where(filter=FieldFilter("reporter_account_id", "==", account_id))
+    from orderpally.incidents.service import INCIDENTS
+    from orderpally.messaging.delivery import DELIVERIES
+
+    incidents = db.collection(INCIDENTS).where(filter=FieldFilter("reporter_account_id", "==", account_id))
     for snap in incidents.stream():
         incident = snap.to_dict()
         if start <= incident["created_at"] < end:
@@ -106,7 +109,7 @@ def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[di
                     "details": {"category": incident["category"], "state": incident["state"]},
                 }
             )
-    mails = db.collection("email_deliveries").where(filter=FieldFilter("account_id", "==", account_id))
+    mails = db.collection(DELIVERIES).where(filter=FieldFilter("account_id", "==", account_id))
     for snap in mails.stream():
         delivery = snap.to_dict()
         sent_at = delivery.get("sent_at")
