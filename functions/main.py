@@ -182,6 +182,8 @@ def _deletion_ports() -> account_deletion.Ports:
         continue_later=lambda account_id: events.publish(
             account_deletion.TOPIC, account_deletion.MESSAGE_TYPE, {"account_id": account_id}
         ),
+        # A crash point before each chunk commits, for the fault suite; a no-op in production.
+        fault=lambda location_id: events.inject_fault(DELETION_EVENTS.function, f"before-commit:{location_id}"),
     )
 
 

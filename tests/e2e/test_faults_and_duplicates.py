@@ -210,3 +210,60 @@ def test_crashed_archive_builds_finish_once(running_stack, point):
     assert len(read_mailbox(running_stack.mailbox)) == 2  # one "ready" mail each, however often built
     objects = list(clients.storage_client().list_blobs(settings().exports_bucket, prefix=f"{customer.uid}/"))
     assert len(objects) == 2
+
+
+@pytest.mark.parametrize("point", ["before-handler", "after-handler"])
+def test_a_crashed_heartbeat_is_recorded_once(running_stack, point):
+    from orderpally.heartbeat import service as heartbeat
+
+    db = clients.firestore_client()
+    arm("record_heartbeat", point)
+    beat = heartbeat.new_heartbeat(datetime.now(UTC), source=f"fault-{point}")
+    message_id = events.publish(settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"))
+    stored = wait_for(
+        lambda: (db.document("/".join(heartbeat.DOCUMENT)).get().to_dict() or {}).get("source") == beat.source
+    )
+    assert stored
+    assert fired("record_heartbeat")
+    time.sleep(2.0)
+    recorded = db.document("/".join(heartbeat.DOCUMENT)).get().to_dict()
+    assert recorded["event_id"] == message_id
+    assert recorded["emitted_at"] == beat.emitted_at
+    assert ledger_status("record_heartbeat", message_id) == events.Outcome.DONE
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "before-handler",
+        "before-commit:account_profile",
+        "before-commit:audit_trail",
+        "before-commit:orders_as_consumer",
+        "after-handler",
+    ],
+)
+def test_a_crashed_account_deletion_is_finished_by_redelivery_and_counted_once(running_stack, point):
+    from orderpally.lifecycle import deletion
+
+    db = clients.firestore_client()
+    account = f"gone-{uuid.uuid4().hex[:8]}"
+    db.document(f"accounts/{account}").set({"kind": "consumer", "email": f"{account}@example.test"})
+    for i in range(5):
+        db.collection(f"accounts/{account}/audit_trail").add({"action": f"a{i}"})
+    order = db.document(f"orders/{account}-o1")
+    order.set({"store_id": "demo-store", "consumer_id": account, "consumer_name": "Gone", "amount": 9})
+    deletion.request_deletion(db, account, account, "customer request")
+    arm("run_account_deletion", point)
+    events.publish(deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account})
+
+    certificate_ref = db.document(f"{deletion.CERTIFICATES}/{account}")
+    assert wait_for(lambda: (certificate_ref.get().to_dict() or {}).get("status") == "completed", timeout=60)
+    assert fired("run_account_deletion")
+    time.sleep(2.0)
+    counts = {name: entry["counts"] for name, entry in certificate_ref.get().to_dict()["locations"].items()}
+    assert counts["account_profile"] == {"deleted": 1}
+    assert counts["audit_trail"] == {"deleted": 5}
+    assert sum(counts["orders_as_consumer"].values()) == 1
+    assert not db.document(f"accounts/{account}").get().exists
+    assert list(db.collection(f"accounts/{account}/audit_trail").limit(1).stream()) == []
+    assert order.get().to_dict()["consumer_name"] is None
