@@ -117,6 +117,22 @@ def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> str:
     return append(db.transaction(max_attempts=30))
 
 
+def append_once(chain: Chain, event: AuditEvent, now: datetime | None = None) -> bool:
+    """Appends `event` unless an entry with its action and details is already there.
+
+    For work resumed after a crash, under a lease, so no two callers check at once.
+    """
+    from google.cloud.firestore import FieldFilter
+
+    query = chain.entries.where(filter=FieldFilter("action", "==", event.action))
+    for key, value in sorted((event.details or {}).items()):
+        query = query.where(filter=FieldFilter(f"details.{key}", "==", value))
+    if any(True for _ in query.limit(1).stream()):
+        return False
+    append(chain, event, now)
+    return True
+
+
 def page(account_id: str, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
     """The account's trail, newest first, starting below `before_seq`."""
     return chain_page(account_chain(account_id), limit, before_seq)

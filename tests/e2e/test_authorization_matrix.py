@@ -205,7 +205,7 @@ def _objects(owner: str) -> dict[str, str]:
             "severity": "medium",
             "confirmed": True,
             "status_token_hashes": [],
-            "confirm_token_hash": "x",
+            "confirm_token_hashes": ["x"],
             "created_at": now,
             "language": "en",
             "first_response_due": now + timedelta(hours=1),

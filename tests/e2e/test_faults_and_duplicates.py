@@ -19,7 +19,7 @@ from orderpally.lifecycle import billing
 from orderpally.messaging.requests import EmailRequest, request_email
 from smtp_sink import read_mailbox
 from support.identities import create_customer
-from support.waiting import wait_for
+from support.waiting import links_in, mails_to, wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 
@@ -267,3 +267,97 @@ def test_a_crashed_account_deletion_is_finished_by_redelivery_and_counted_once(r
     assert not db.document(f"accounts/{account}").get().exists
     assert list(db.collection(f"accounts/{account}/audit_trail").limit(1).stream()) == []
     assert order.get().to_dict()["consumer_name"] is None
+
+
+def incident_report(**overrides) -> dict:
+    return {
+        "category": "suspected_data_leak",
+        "description": "Orders of my shop appear on a public paste site.",
+        "contact_email": "crashed-intake@example.com",
+        "language": "en",
+        **overrides,
+    }
+
+
+def history_actions(reference: str) -> list[str]:
+    from orderpally import audit
+    from orderpally.incidents import service
+
+    return [entry["action"] for entry in audit.chain_page(service.chain(reference), 100)]
+
+
+@pytest.mark.parametrize(
+    "point", ["before:history", "after:history", "before:acknowledgement", "after:acknowledgement"]
+)
+def test_an_anonymous_intake_crashed_part_way_is_finished_by_the_retry(running_stack, point):
+    from orderpally.incidents import http as incidents_http
+
+    arm(incidents_http.INTAKE_FAULTS, point)
+    url = running_stack.url("incidents") + "/incidents"
+    headers = {"Idempotency-Key": f"crash-{uuid.uuid4().hex}"}
+    crashed = requests.post(url, json=incident_report(), headers=headers, timeout=30)
+    assert crashed.status_code == 500
+    assert crashed.headers["Content-Type"] == "application/problem+json"
+    assert fired(incidents_http.INTAKE_FAULTS)
+
+    retried = requests.post(url, json=incident_report(), headers=headers, timeout=30)
+    assert retried.status_code == 200
+    assert retried.json()["duplicate"] is True
+    reference = retried.json()["reference"]
+
+    ack = wait_for(lambda: mails_to(running_stack.mailbox, "crashed-intake@example.com"))
+    time.sleep(2.0)
+    assert len(mails_to(running_stack.mailbox, "crashed-intake@example.com")) == 1
+    assert reference in str(ack[0]["Subject"])
+    status_link, confirm_link = sorted(links_in(ack[0]), key=lambda link: "confirm" in link)
+    here = running_stack.url("incidents")
+    assert requests.get(status_link.replace(settings().public_base_url, here), timeout=30).status_code == 200
+    confirmed = requests.get(confirm_link.replace(settings().public_base_url, here), timeout=30)
+    assert confirmed.status_code == 200
+    assert history_actions(reference).count("incident.received") == 1
+
+
+@pytest.mark.parametrize("point", ["after:customer_trail", "after:page"])
+def test_a_customer_intake_crashed_part_way_is_finished_once(running_stack, point):
+    from orderpally import audit
+    from orderpally.incidents import http as incidents_http
+    from support.identities import browser_headers
+
+    customer = create_customer()
+    arm(incidents_http.INTAKE_FAULTS, point)
+    url = running_stack.url("incidents") + "/incidents"
+    headers = {**browser_headers(customer), "Idempotency-Key": f"crash-{uuid.uuid4().hex}"}
+    body = incident_report(category="account_compromise", contact_email=None)
+    assert requests.post(url, json=body, headers=headers, timeout=30).status_code == 500
+    retried = requests.post(url, json=body, headers=headers, timeout=30)
+    assert retried.status_code == 200
+    reference = retried.json()["reference"]
+
+    def pages() -> list:
+        return [
+            m for m in mails_to(running_stack.mailbox, settings().security_oncall_email) if reference in m["Subject"]
+        ]
+
+    wait_for(lambda: mails_to(running_stack.mailbox, customer.email) and pages())
+    time.sleep(2.0)
+    assert len(mails_to(running_stack.mailbox, customer.email)) == 1
+    assert len(pages()) == 1
+    trail = [e for e in audit.entries(customer.uid, 100) if e["action"] == "incident.reported"]
+    assert [e["details"]["reference"] for e in trail] == [reference]
+    actions = history_actions(reference)
+    assert actions.count("incident.received") == 1
+    assert actions.count("incident.paged") == 1
+
+
+def test_an_intake_nobody_retries_is_finished_by_the_deadline_sweep(running_stack):
+    from orderpally.incidents import http as incidents_http
+
+    arm(incidents_http.INTAKE_FAULTS, "before:acknowledgement")
+    crashed = requests.post(running_stack.url("incidents") + "/incidents", json=incident_report(), timeout=30)
+    assert crashed.status_code == 500
+    assert mails_to(running_stack.mailbox, "crashed-intake@example.com") == []
+    for _ in range(2):
+        assert requests.post(running_stack.url("incident-deadlines"), timeout=30).status_code == 200
+    wait_for(lambda: mails_to(running_stack.mailbox, "crashed-intake@example.com"))
+    time.sleep(2.0)
+    assert len(mails_to(running_stack.mailbox, "crashed-intake@example.com")) == 1

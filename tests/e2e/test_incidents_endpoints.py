@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,13 +13,9 @@ from orderpally.config import settings
 from orderpally.incidents import rules
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
-from support.waiting import mails_to, wait_for
+from support.waiting import links_in, mails_to, wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
-
-
-def links_in(mail) -> list[str]:
-    return re.findall(r"https?://\S+", mail.get_body(("plain",)).get_content())
 
 
 def local(stack, link: str) -> str:
@@ -195,6 +190,23 @@ def test_deadlines_alert_the_on_call_once(running_stack):
     (mail,) = mails_to(running_stack.mailbox, oncall)
     assert reference in str(mail["Subject"])
     assert "overdue" in str(mail["Subject"])
+
+
+def test_sweeps_after_a_page_neither_page_nor_record_it_again(running_stack):
+    from orderpally import audit
+    from orderpally.incidents import service
+
+    customer = create_customer()
+    created = submit(
+        running_stack, report(category="account_compromise", contact_email=None), browser_headers(customer)
+    )
+    reference = created.json()["reference"]
+    fire = running_stack.url("incident-deadlines")
+    for _ in range(2):
+        assert requests.post(fire, timeout=30).status_code == 200
+    actions = [entry["action"] for entry in audit.chain_page(service.chain(reference), 100)]
+    assert actions.count("incident.paged") == 1
+    assert clients.firestore_client().document(f"incidents/{reference}").get().get("paged_at") is not None
 
 
 def test_security_txt_follows_rfc_9116(running_stack):

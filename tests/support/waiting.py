@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,3 +26,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float 
 
 def mails_to(mailbox: Path, address: str) -> list:
     return [m for m in read_mailbox(mailbox) if str(m["To"]) == address]
+
+
+def links_in(mail) -> list[str]:
+    return re.findall(r"https?://\S+", mail.get_body(("plain",)).get_content())

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import flask
 import pydantic
 
-from orderpally import audit, clients, structured_logging, web
+from orderpally import audit, clients, events, structured_logging, web
 from orderpally.access import auth_http, limiter
 from orderpally.access import http as access
 from orderpally.access.principal import Principal
@@ -19,6 +19,7 @@ from orderpally.incidents import rules, service
 from orderpally.messaging.requests import EmailRequest, request_email
 
 ALERT_DEADLINE = "incident-deadline"
+INTAKE_FAULTS = "incident_intake"  # the fault suite's crash points between intake steps
 ANONYMOUS_PER_ADDRESS = limiter.Limit("incident-address", 5, timedelta(hours=1))
 CUSTOMER_PER_ACCOUNT = limiter.Limit("incident-account", 20, timedelta(hours=1))
 SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires less than a year ahead
@@ -93,7 +94,82 @@ def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> Non
         first_response_due=incident["first_response_due"].isoformat(),
         staff_path=f"/staff/incidents/{reference}",
     )
-    service.history(reference, "incident.paged", audit.SYSTEM)
+    if service.mark_paged(clients.firestore_client(), reference, now):
+        service.history(reference, "incident.paged", audit.SYSTEM)
+
+
+def finish_intake(
+    reference: str,
+    incident: dict[str, Any],
+    tokens: tuple[str, str | None],
+    address: str | None,
+    now: datetime,
+    resumed: bool = False,
+) -> None:
+    """Runs the intake steps still pending, marking each done.
+
+    A resumed intake may find a step done but not marked: trail entries are then
+    appended only if missing, and mails carry fixed keys, so nothing happens twice.
+    """
+    db = clients.firestore_client()
+    account_id = incident.get("reporter_account_id")
+
+    def write(chain: audit.Chain, event: audit.AuditEvent) -> None:
+        (audit.append_once if resumed else audit.append)(chain, event)
+
+    def history() -> None:
+        actor = service.reporter_actor(incident)
+        write(
+            service.chain(reference),
+            audit.AuditEvent("incident.received", actor, address, None, {"category": incident["category"]}),
+        )
+
+    def acknowledgement() -> None:
+        # If the first mail was requested already, this one is dropped as a duplicate; its links stay valid.
+        _mail(
+            "incident_received",
+            incident["contact_email"],
+            f"incident_received:{reference}",
+            account_id,
+            incident.get("language"),
+            reference=reference,
+            **_links(reference, *tokens),
+        )
+
+    def customer_trail() -> None:
+        if account_id:
+            actor = audit.Actor("customer", account_id)
+            write(
+                audit.account_chain(account_id),
+                audit.AuditEvent("incident.reported", actor, address, None, {"reference": reference}),
+            )
+
+    def page() -> None:
+        page_on_call(reference, incident, now)
+
+    steps = {"history": history, "acknowledgement": acknowledgement, "customer_trail": customer_trail, "page": page}
+    try:
+        for step in service.INTAKE_STEPS:
+            if step in (incident.get("intake_pending") or []):
+                events.inject_fault(INTAKE_FAULTS, f"before:{step}")
+                steps[step]()
+                events.inject_fault(INTAKE_FAULTS, f"after:{step}")
+                service.intake_step_done(db, reference, step)
+    except Exception:
+        # A retry may take over at once; a process that dies here leaves it to the lease.
+        service.release_intake(db, reference)
+        raise
+
+
+def resume_intake(reference: str, address: str | None, now: datetime) -> bool:
+    """Finishes an intake a crash left part-way, unless it is still running; returns whether it did."""
+    db = clients.firestore_client()
+    incident = service.claim_unfinished_intake(db, reference, now)
+    if incident is None:
+        return False
+    tokens = service.new_intake_tokens(db, reference, incident)
+    finish_intake(reference, incident, tokens, address, now, resumed=True)
+    return True
 
 
 def submit(request: flask.Request) -> flask.Response:
@@ -124,29 +200,10 @@ def submit(request: flask.Request) -> flask.Response:
         done = service.submit(db, report, reporter, key, _table(), now)
     except service.IncidentError as exc:
         raise _problem(exc) from None
-    if not done.duplicate:
-        links = _links(done.reference, done.status_token or "", done.confirm_token)
-        _mail(
-            "incident_received",
-            done.incident["contact_email"],
-            f"incident_received:{done.reference}",
-            reporter.account_id,
-            report.language,
-            reference=done.reference,
-            **links,
-        )
-        if reporter.account_id:
-            audit.record(
-                reporter.account_id,
-                audit.AuditEvent(
-                    "incident.reported",
-                    audit.Actor("customer", reporter.account_id),
-                    address,
-                    None,
-                    {"reference": done.reference},
-                ),
-            )
-        page_on_call(done.reference, done.incident, now)
+    if done.duplicate:
+        resume_intake(done.reference, address, now)
+    else:
+        finish_intake(done.reference, done.incident, (done.status_token or "", done.confirm_token), address, now)
     body = {
         "reference": done.reference,
         "state": done.incident["state"],
@@ -426,7 +483,10 @@ def check_deadlines(now: datetime) -> dict[str, int]:
     """Alerts staff about open incidents near or past a deadline, once per incident, deadline and kind."""
     warn = timedelta(minutes=settings().incident_warn_minutes)
     sent = 0
-    for reference, incident in service.open_incidents(clients.firestore_client()):
+    db = clients.firestore_client()
+    for reference in service.unfinished_intakes(db, now):
+        resume_intake(reference, None, now)
+    for reference, incident in service.open_incidents(db):
         page_on_call(reference, incident, now)  # a page that failed to go out earlier
         for alert in rules.due_alerts(incident, now, warn):
             due = incident[f"{alert.deadline}_due"]

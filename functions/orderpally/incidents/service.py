@@ -4,6 +4,10 @@ incidents/{reference}            the report and its current state
 incidents/{reference}/history/   append-only, hash-chained (orderpally.audit) record of
                                  everything that happened to it, internal notes included
 incident_requests/{digest}       idempotency: one incident per submitted key
+
+Intake writes the incident first, then runs INTAKE_STEPS, marking each done. A crash in
+between leaves steps pending: a retry with the same Idempotency-Key, or the deadline
+sweep, claims the incident under a lease and finishes them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from orderpally.incidents import rules
 INCIDENTS = "incidents"
 HISTORY = "history"
 REQUESTS = "incident_requests"
+# After the incident is written: its history's first entry, the acknowledgement mail,
+# the customer's own trail, and the on-call page.
+INTAKE_STEPS = ("history", "acknowledgement", "customer_trail", "page")
+# Longer than an intake request may run, so a retry never races the request it retries.
+INTAKE_LEASE = timedelta(minutes=3)
 _LABEL = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -136,10 +145,6 @@ def history(reference: str, event: str, actor: audit.Actor, address: str | None 
     audit.append(chain(reference), audit.AuditEvent(event, actor, address, None, details))
 
 
-def _actor(reporter: Reporter) -> audit.Actor:
-    return audit.Actor("customer", reporter.account_id) if reporter.account_id else audit.Actor("anonymous", "reporter")
-
-
 def submit(
     db: Any, report: Report, reporter: Reporter, idempotency_key: str | None, table: dict, now: datetime
 ) -> Submitted:
@@ -167,7 +172,8 @@ def submit(
         "severity_provisional": True,
         "confirmed": reporter.account_id is not None,
         "status_token_hashes": [token_hash(status_token)],
-        "confirm_token_hash": token_hash(confirm_token) if confirm_token else None,
+        # Lists: a resumed intake mails fresh links without invalidating ones already sent.
+        "confirm_token_hashes": [token_hash(confirm_token)] if confirm_token else [],
         "created_at": now,
         "first_response_due": first_due,
         "resolution_due": resolve_due,
@@ -175,6 +181,8 @@ def submit(
         "assignee": None,
         "paged_at": None,
         "updated_at": now,
+        "intake_pending": list(INTAKE_STEPS),
+        "intake_lease_until": now + INTAKE_LEASE,
     }
     scope = reporter.account_id or reporter.address or "anonymous"
     request_ref = (
@@ -195,8 +203,63 @@ def submit(
     if earlier:
         existing = db.collection(INCIDENTS).document(earlier).get().to_dict() or {}
         return Submitted(earlier, None, None, True, existing)
-    history(reference, "incident.received", _actor(reporter), reporter.address, category=report.category)
     return Submitted(reference, status_token, confirm_token, False, incident)
+
+
+def reporter_actor(incident: dict[str, Any]) -> audit.Actor:
+    account_id = incident.get("reporter_account_id")
+    return audit.Actor("customer", account_id) if account_id else audit.Actor("anonymous", "reporter")
+
+
+def claim_unfinished_intake(db: Any, reference: str, now: datetime) -> dict[str, Any] | None:
+    """The incident, if its intake has steps pending and nobody holds its lease; takes the lease."""
+    from google.cloud import firestore
+
+    ref = db.collection(INCIDENTS).document(reference)
+
+    @firestore.transactional
+    def claim(transaction: Any) -> dict[str, Any] | None:
+        incident = ref.get(transaction=transaction).to_dict() or {}
+        lease = incident.get("intake_lease_until")
+        if not incident.get("intake_pending") or (lease is not None and lease > now):
+            return None
+        transaction.update(ref, {"intake_lease_until": now + INTAKE_LEASE})
+        return incident
+
+    return claim(db.transaction())
+
+
+def unfinished_intakes(db: Any, now: datetime, limit: int = 100) -> list[str]:
+    """References of incidents whose intake stopped part-way and whose lease has run out."""
+    from google.cloud import firestore
+
+    query = db.collection(INCIDENTS).where(
+        filter=firestore.FieldFilter("intake_pending", "array_contains_any", list(INTAKE_STEPS))
+    )
+    return [snap.id for snap in query.limit(limit).stream() if (snap.get("intake_lease_until") or now) <= now]
+
+
+def intake_step_done(db: Any, reference: str, step: str) -> None:
+    from google.cloud import firestore
+
+    db.collection(INCIDENTS).document(reference).update({"intake_pending": firestore.ArrayRemove([step])})
+
+
+def release_intake(db: Any, reference: str) -> None:
+    db.collection(INCIDENTS).document(reference).update({"intake_lease_until": None})
+
+
+def new_intake_tokens(db: Any, reference: str, incident: dict[str, Any]) -> tuple[str, str | None]:
+    """Fresh status and (for an anonymous report) confirm links for a resumed acknowledgement."""
+    from google.cloud import firestore
+
+    status_token = secrets.token_urlsafe(32)
+    confirm_token = None if incident.get("reporter_account_id") else secrets.token_urlsafe(32)
+    change: dict[str, Any] = {"status_token_hashes": firestore.ArrayUnion([token_hash(status_token)])}
+    if confirm_token:
+        change["confirm_token_hashes"] = firestore.ArrayUnion([token_hash(confirm_token)])
+    db.collection(INCIDENTS).document(reference).update(change)
+    return status_token, confirm_token
 
 
 def load(db: Any, reference: str) -> dict[str, Any]:
@@ -211,10 +274,14 @@ def load(db: Any, reference: str) -> dict[str, Any]:
 def reporter_may_read(incident: dict[str, Any], account_id: str | None, token: str | None) -> bool:
     if account_id and incident.get("reporter_account_id") == account_id:
         return True
+    return _token_matches(token, incident.get("status_token_hashes"))
+
+
+def _token_matches(token: str | None, hashes: list[str] | None) -> bool:
     if not token:
         return False
     digest = token_hash(token)
-    return any(hmac.compare_digest(known, digest) for known in incident.get("status_token_hashes") or [])
+    return any(hmac.compare_digest(known, digest) for known in hashes or [])
 
 
 def new_status_token(db: Any, reference: str) -> str:
@@ -231,7 +298,7 @@ def new_status_token(db: Any, reference: str) -> str:
 def confirm(db: Any, reference: str, token: str, now: datetime) -> tuple[dict[str, Any], bool]:
     """Confirms an anonymous report's email; returns the incident and whether this call confirmed it."""
     incident = load(db, reference)
-    if not hmac.compare_digest(incident.get("confirm_token_hash") or "", token_hash(token)):
+    if not _token_matches(token, incident.get("confirm_token_hashes")):
         raise IncidentError(404, "incident-not-found", "No such incident.")
     if incident["confirmed"]:
         return incident, False
