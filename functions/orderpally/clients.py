@@ -65,9 +65,21 @@ def _bound_firestore_deadlines(client: firestore.Client, seconds: float) -> None
         )
 
 
+# A transaction cut off mid-way (connection reset) is closed server-side; a later call on it
+# is refused with INVALID_ARGUMENT. That is the outage's doing, not the caller's: retry it all.
+_LOST_TRANSACTION = ("transaction is invalid or closed", "transaction has expired", "no longer valid")
+
+
 def transaction_contended(exc: BaseException) -> bool:
-    """The Firestore client gave up a transaction after its attempts: busy, not broken."""
-    return isinstance(exc, ValueError) and str(exc).startswith("Failed to commit transaction")
+    """The transaction gave up (too busy) or was lost to a broken connection: retry, not a bug."""
+    if isinstance(exc, ValueError) and str(exc).startswith("Failed to commit transaction"):
+        return True
+    from google.api_core.exceptions import InvalidArgument
+
+    message = str(exc).lower()
+    return (
+        isinstance(exc, InvalidArgument) and "transaction" in message and any(m in message for m in _LOST_TRANSACTION)
+    )
 
 
 @functools.cache

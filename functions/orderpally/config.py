@@ -86,6 +86,8 @@ class Settings:
     security_contact_email: str = "security@orderpally.example"
     incident_deadlines: str = ""  # critical=1/24,high=4/72,... hours; empty: the defaults
     incident_warn_minutes: int = 60
+    # Longer than an intake request may run, so a retry never races the request it retries.
+    incident_intake_lease_seconds: int = 180
     # Overrides of the built-in rate limits, by name: {"sign-in-address": (attempts, window seconds)}.
     rate_limits: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Browser sessions
@@ -173,6 +175,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         security_contact_email=env.get("SECURITY_CONTACT_EMAIL", "security@orderpally.example"),
         incident_deadlines=_incident_deadlines(env.get("INCIDENT_DEADLINES", "")),
         incident_warn_minutes=_int(env, "INCIDENT_WARN_MINUTES", 60),
+        incident_intake_lease_seconds=_int(env, "INCIDENT_INTAKE_LEASE_SECONDS", 180),
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),

@@ -84,6 +84,28 @@ def test_backend_outage_is_503_with_retry_after():
     assert "10.0.0.1" not in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    "lost",
+    [
+        gexc.InvalidArgument("Transaction is invalid or closed."),
+        gexc.InvalidArgument("The referenced transaction has expired or is no longer valid."),
+        ValueError("Failed to commit transaction in 5 attempts."),
+    ],
+)
+def test_a_transaction_lost_to_an_outage_or_contention_is_503(lost):
+    def failing(request):
+        raise lost
+
+    assert call(failing, method="GET").status_code == 503
+
+
+def test_other_invalid_arguments_are_bugs():
+    def failing(request):
+        raise gexc.InvalidArgument("Property name is reserved.")
+
+    assert call(failing, method="GET").status_code == 500
+
+
 def test_bug_is_500_problem_without_details():
     def buggy(request):
         raise ValueError("secret internals: password=hunter2")

@@ -23,6 +23,7 @@ import pydantic
 
 from orderpally import audit, clients
 from orderpally.accounts import Language
+from orderpally.config import settings
 from orderpally.incidents import rules
 
 INCIDENTS = "incidents"
@@ -31,8 +32,6 @@ REQUESTS = "incident_requests"
 # After the incident is written: its history's first entry, the acknowledgement mail,
 # the customer's own trail, and the on-call page.
 INTAKE_STEPS = ("history", "acknowledgement", "customer_trail", "page")
-# Longer than an intake request may run, so a retry never races the request it retries.
-INTAKE_LEASE = timedelta(minutes=3)
 _LABEL = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -182,7 +181,7 @@ def submit(
         "paged_at": None,
         "updated_at": now,
         "intake_pending": list(INTAKE_STEPS),
-        "intake_lease_until": now + INTAKE_LEASE,
+        "intake_lease_until": now + _intake_lease(),
     }
     scope = reporter.account_id or reporter.address or "anonymous"
     request_ref = (
@@ -211,6 +210,10 @@ def reporter_actor(incident: dict[str, Any]) -> audit.Actor:
     return audit.Actor("customer", account_id) if account_id else audit.Actor("anonymous", "reporter")
 
 
+def _intake_lease() -> timedelta:
+    return timedelta(seconds=settings().incident_intake_lease_seconds)
+
+
 def claim_unfinished_intake(db: Any, reference: str, now: datetime) -> dict[str, Any] | None:
     """The incident, if its intake has steps pending and nobody holds its lease; takes the lease."""
     from google.cloud import firestore
@@ -223,7 +226,7 @@ def claim_unfinished_intake(db: Any, reference: str, now: datetime) -> dict[str,
         lease = incident.get("intake_lease_until")
         if not incident.get("intake_pending") or (lease is not None and lease > now):
             return None
-        transaction.update(ref, {"intake_lease_until": now + INTAKE_LEASE})
+        transaction.update(ref, {"intake_lease_until": now + _intake_lease()})
         return incident
 
     return claim(db.transaction())
