@@ -177,7 +177,7 @@ def decode(cloud_event: Any, spec: EventSpec[Payload]) -> tuple[Envelope, Payloa
         raw = cloud_event.data["message"]["data"]
         body = json.loads(base64.b64decode(raw, validate=True))
         env = Envelope.model_validate(body)
-    except (KeyError, TypeError, ValueError, binascii.Error, pydantic.ValidationError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError, binascii.Error, pydantic.ValidationError) as exc:
         raise PermanentError(f"not a valid envelope ({type(exc).__name__})") from None
     if env.type != spec.message_type:
         raise PermanentError(f"unexpected message type {env.type!r}")

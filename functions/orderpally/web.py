@@ -98,7 +98,8 @@ def parse_json(request: flask.Request, model: type[Model], *, max_bytes: int = M
         raise Problem(413, "body-too-large", "Request body too large", f"The body may be at most {max_bytes} bytes.")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    # ValueError: an integer past Python's digit limit; RecursionError: nesting too deep to parse.
+    except (ValueError, RecursionError):
         raise Problem(400, "malformed-json", "Malformed JSON", "The body is not valid JSON.") from None
     return validate(data, model)
 

@@ -131,3 +131,34 @@ def test_an_existing_email_is_linked_only_after_its_owner_confirms(running_stack
     assert session_cookie(linked)
     assert clients.firestore_client().document(f"accounts/{owner.uid}").get().to_dict()["facebook_id"] == "30003"
     assert requests.get(link, allow_redirects=False, timeout=30).status_code == 410  # one use only
+
+
+@pytest.mark.parametrize("email", [None, "twins@example.com"])
+def test_concurrent_first_sign_ins_of_one_facebook_user_make_one_account(running_stack, email):
+    from concurrent.futures import ThreadPoolExecutor
+
+    facebook_id = "40001" if email is None else "40002"
+    set_profile(running_stack, id=facebook_id, name="Twin", **({"email": email} if email else {}))
+    flows = [start(running_stack) for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=len(flows)) as pool:
+        answers = list(pool.map(lambda flow: finish(*flow), flows))
+    assert [a.status_code for a in answers] == [303] * len(flows), [a.text for a in answers]
+    from google.cloud.firestore import FieldFilter
+
+    owners = (
+        clients.firestore_client().collection("accounts").where(filter=FieldFilter("facebook_id", "==", facebook_id))
+    )
+    assert len(owners.get()) == 1
+
+
+@pytest.mark.parametrize("email", ["a@b@c", "@", "x@y.com\r\nBcc: v@x.com", "ü@exämple.com"])
+def test_an_unusable_email_from_facebook_is_ignored_not_a_crash(running_stack, email):
+    set_profile(running_stack, id="40003", name="Odd", email=email)
+    done = finish(*start(running_stack))
+    assert done.status_code == 303, done.text
+    session = requests.get(
+        running_stack.url("auth") + "/auth/session",
+        headers={"Cookie": f"__Host-op_session={session_cookie(done)}"},
+        timeout=30,
+    ).json()
+    assert clients.firestore_client().document(f"accounts/{session['account_id']}").get().get("email") is None

@@ -58,3 +58,11 @@ def test_keyed_hash_depends_on_the_pepper():
 )
 def test_password_rules(password, ok):
     assert (passwords.problem_with(password) is None) is ok
+
+
+def test_a_key_with_non_ascii_characters_is_rejected_not_a_crash():
+    key_id, key = api_keys.new_key()
+    assert api_keys.parse(key) == key_id
+    for bad in (key[:-1] + "é", key[:-6] + "\u00e9" * 6, "opk_" + "é" * (len(key) - 4)):
+        with pytest.raises(api_keys.KeyRejected):
+            api_keys.parse(bad)

@@ -54,6 +54,16 @@ def test_malformed_json_is_400():
     assert problem(response)["type"].endswith("malformed-json")
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 30000 + "]" * 30000, '{"email": 1' + "0" * 5000 + ', "password": "x"}'],
+)
+def test_json_that_python_cannot_parse_is_400_not_500(body):
+    response = call(parse_signup, data=body)
+    assert response.status_code == 400
+    assert problem(response)["type"].endswith("malformed-json")
+
+
 def test_oversized_body_is_413():
     response = call(parse_signup, data=json.dumps({"email": "a" * (web.MAX_JSON_BYTES + 1), "password": "x"}))
     assert response.status_code == 413

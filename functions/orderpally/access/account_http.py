@@ -158,7 +158,7 @@ def _decode_token(token: str) -> int:
         seq = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["seq"]
     except (ValueError, KeyError, TypeError):
         seq = None
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63:  # Firestore integers are int64
         raise web.Problem(400, "invalid-page-token", "Invalid page token", "Use a page_token from a response.")
     return seq
 

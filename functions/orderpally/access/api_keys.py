@@ -58,7 +58,7 @@ def new_key() -> tuple[str, str]:
 
 def parse(key: str) -> str:
     """The key id of a well-formed key; KeyRejected for anything else."""
-    if len(key) != KEY_LENGTH or not key.startswith(PREFIX):
+    if len(key) != KEY_LENGTH or not key.isascii() or not key.startswith(PREFIX):
         raise KeyRejected("malformed")
     body, checksum = key[len(PREFIX) : -CHECKSUM_LENGTH], key[-CHECKSUM_LENGTH:]
     if any(ch not in _ALPHABET for ch in body) or not hmac.compare_digest(_checksum(body), checksum):

@@ -15,7 +15,7 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import audit, clients, web
+from orderpally import audit, clients, fields, web
 from orderpally.access import http as access
 from orderpally.access import identity_toolkit, limiter, passwords, sessions
 from orderpally.access.principal import Principal
@@ -41,7 +41,7 @@ def _email(value: str) -> str:
 class SignUpBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    email: pydantic.EmailStr
+    email: fields.MailAddress
     password: str = pydantic.Field(max_length=MAX_PASSWORD_INPUT)
     display_name: str = pydantic.Field(min_length=1, max_length=100)
     kind: AccountKind
@@ -58,14 +58,14 @@ class SignUpBody(pydantic.BaseModel):
 class SignInBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    email: pydantic.EmailStr
+    email: fields.MailAddress
     password: str = pydantic.Field(min_length=1, max_length=MAX_PASSWORD_INPUT)
 
 
 class ResetBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    email: pydantic.EmailStr
+    email: fields.MailAddress
 
 
 class PasswordChangeBody(pydantic.BaseModel):

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import pydantic
 import requests
 
+from orderpally import fields
 from orderpally.config import settings
 
 
@@ -124,9 +126,17 @@ def read_user(user_token: str, expected_id: str) -> FacebookUser:
     )
     if str(body.get("id")) != expected_id:
         raise FacebookRefused("profile does not match the token")
-    email = body.get("email")
-    return FacebookUser(
-        id=expected_id,
-        name=str(body.get("name") or "")[:100],
-        email=email.strip().lower() if isinstance(email, str) and "@" in email else None,
-    )
+    return FacebookUser(id=expected_id, name=str(body.get("name") or "")[:100], email=_usable_email(body.get("email")))
+
+
+_MAIL_ADDRESS = pydantic.TypeAdapter(fields.MailAddress)
+
+
+def _usable_email(raw: object) -> str | None:
+    """Facebook's email, if it is one we can mail; otherwise the user is treated as having none."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return _MAIL_ADDRESS.validate_python(raw.strip()).lower()
+    except pydantic.ValidationError:
+        return None

@@ -88,26 +88,52 @@ def _offer_link(request: flask.Request, uid: str, user: facebook.FacebookUser, n
     auth_http.mail_to(uid, user.email or "", "facebook_link", f"facebook_link:{uid}:{now.isoformat()}", link=link)
 
 
-def _new_account(user: facebook.FacebookUser, now: datetime) -> str:
-    from firebase_admin import auth
+def facebook_uid(facebook_id: str) -> str:
+    """The account id of a Facebook user's own account: fixed, so concurrent first sign-ins make one."""
+    return "fb-" + hashlib.sha256(f"facebook:{facebook_id}".encode()).hexdigest()[:40]
 
-    created = auth.create_user(
-        email=user.email, display_name=user.name or None, email_verified=False, app=clients.firebase_app()
+
+def _link_required() -> web.Problem:
+    return web.Problem(
+        409,
+        "facebook-link-required",
+        "Confirm by email",
+        "An account with this email address exists; open the link we mailed to it to use Facebook sign-in.",
     )
-    clients.firestore_client().collection(ACCOUNTS).document(created.uid).create(
-        {
-            "kind": "consumer",
-            "display_name": user.name or "Facebook user",
-            "email": user.email,
-            "language": "zh-TW",
-            "status": "active",
-            "plan": None,
-            "features": [],
-            "facebook_id": user.id,
-            "created_at": now,
-        }
-    )
-    return created.uid
+
+
+def _new_account(user: facebook.FacebookUser, now: datetime) -> tuple[str, bool]:
+    """The Facebook user's own account, created unless a concurrent first sign-in did; (uid, created)."""
+    from firebase_admin import auth
+    from google.api_core.exceptions import AlreadyExists
+
+    uid = facebook_uid(user.id)
+    try:
+        auth.create_user(
+            uid=uid, email=user.email, display_name=user.name or None, email_verified=False, app=clients.firebase_app()
+        )
+    except auth.UidAlreadyExistsError:
+        pass
+    except auth.EmailAlreadyExistsError:
+        if auth_http.uid_for(user.email or "") != uid:  # someone signed up with this address meanwhile
+            raise _link_required() from None
+    try:
+        clients.firestore_client().collection(ACCOUNTS).document(uid).create(
+            {
+                "kind": "consumer",
+                "display_name": user.name or "Facebook user",
+                "email": user.email,
+                "language": "zh-TW",
+                "status": "active",
+                "plan": None,
+                "features": [],
+                "facebook_id": user.id,
+                "created_at": now,
+            }
+        )
+    except AlreadyExists:
+        return uid, False
+    return uid, True
 
 
 def callback(request: flask.Request) -> flask.Response:
@@ -148,17 +174,12 @@ def callback(request: flask.Request) -> flask.Response:
     uid = _account_with_facebook_id(user.id)
     if uid is None:
         existing = auth_http.uid_for(user.email) if user.email else None
-        if existing:
+        if existing and existing != facebook_uid(user.id):
             _offer_link(request, existing, user, now)
-            problem = web.Problem(
-                409,
-                "facebook-link-required",
-                "Confirm by email",
-                "An account with this email address exists; open the link we mailed to it to use Facebook sign-in.",
-            )
-            return _clear_state(problem.to_response())
-        uid = _new_account(user, now)
-        auth_http.audit_event(request, uid, "account.created", method="facebook")
+            return _clear_state(_link_required().to_response())
+        uid, created = _new_account(user, now)
+        if created:
+            auth_http.audit_event(request, uid, "account.created", method="facebook")
     try:
         signed_in = identity_toolkit.sign_in_as(uid)
     except identity_toolkit.WrongCredentials:

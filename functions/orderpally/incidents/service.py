@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from orderpally import audit, clients
+from orderpally import audit, clients, fields
 from orderpally.accounts import Language
 from orderpally.config import settings
 from orderpally.incidents import rules
@@ -48,9 +48,9 @@ class Report(pydantic.BaseModel):
 
     category: Literal[rules.CATEGORIES]  # type: ignore[valid-type]
     description: str = pydantic.Field(min_length=10, max_length=5000)
-    occurred_at: pydantic.AwareDatetime | None = None
+    occurred_at: fields.Moment | None = None
     references: list[pydantic.constr(pattern=_LABEL)] = pydantic.Field(default_factory=list, max_length=20)  # type: ignore[valid-type]
-    contact_email: pydantic.EmailStr | None = None
+    contact_email: fields.MailAddress | None = None
     language: Language = "zh-TW"
 
     @pydantic.field_validator("description")

@@ -9,7 +9,7 @@ from typing import Literal
 import flask
 import pydantic
 
-from orderpally import audit, clients, events, web
+from orderpally import audit, clients, events, fields, web
 from orderpally.access import http as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
@@ -34,7 +34,7 @@ class CustomerTerminationBody(pydantic.BaseModel):
     def _immediately_or_a_date(cls, value: str) -> str:
         if value != "immediately":
             try:
-                date.fromisoformat(value)
+                date.fromisoformat(fields.iso_date(value))
             except ValueError:
                 raise ValueError('must be "immediately" or a date as YYYY-MM-DD') from None
         return value
@@ -48,7 +48,7 @@ class StaffTerminationBody(pydantic.BaseModel):
 
     basis: Literal[tuple(b.value for b in rules.STAFF_BASES)]  # type: ignore[valid-type]
     reason: str = pydantic.Field(min_length=5, max_length=2000)
-    termination_date: date | None = None
+    termination_date: fields.IsoDate | None = None
     cure_period_days: int | None = pydantic.Field(default=None, ge=1, le=365)
 
 

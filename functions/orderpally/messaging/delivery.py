@@ -203,6 +203,10 @@ def deliver(
             raise events.PermanentError(f"relay refused permanently ({exc.reply.code})") from None
         _settle(ref, Status.RETRYING, now(), smtp_response=str(exc.reply))
         raise events.RetryableError(f"relay deferred ({exc.reply.code})") from None
+    except (UnicodeEncodeError, smtplib.SMTPNotSupportedError) as exc:
+        # An address the relay cannot carry (not ASCII, no SMTPUTF8): no retry would help.
+        _settle(ref, Status.FAILED, now(), smtp_response=type(exc).__name__)
+        raise events.PermanentError(f"address not deliverable ({type(exc).__name__})") from None
     except (OSError, smtplib.SMTPException) as exc:
         _settle(ref, Status.RETRYING, now(), smtp_response=type(exc).__name__)
         raise events.RetryableError(f"relay unreachable ({type(exc).__name__})") from None

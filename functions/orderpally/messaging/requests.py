@@ -11,7 +11,7 @@ from typing import Any
 
 import pydantic
 
-from orderpally import events
+from orderpally import events, fields
 from orderpally.accounts import Language
 
 TOPIC = "notice-email"
@@ -25,7 +25,7 @@ class EmailRequest(pydantic.BaseModel):
     # duplicate publish with the same key sends nothing more.
     idempotency_key: str = pydantic.Field(min_length=1, max_length=300)
     template: str = pydantic.Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    to_email: pydantic.EmailStr
+    to_email: fields.MailAddress
     account_id: str | None = pydantic.Field(default=None, max_length=128)
     language: Language | None = None
     data: dict[str, Any] = pydantic.Field(default_factory=dict)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import flask
 import pydantic
 
-from orderpally import clients, events, web
+from orderpally import clients, events, fields, web
 from orderpally.access import http as access
 from orderpally.accounts import LANGUAGES
 from orderpally.config import settings
@@ -83,7 +83,7 @@ def _encode_token(notice_id: str, notice: dict[str, Any]) -> str:
 def _decode_token(token: str) -> tuple[datetime, str]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        moment, notice_id = datetime.fromisoformat(raw["t"]), str(raw["id"])
+        moment, notice_id = fields.in_utc_range(datetime.fromisoformat(raw["t"])), str(raw["id"])
     except (ValueError, KeyError, TypeError):
         raise web.Problem(
             400, "invalid-page-token", "Invalid page token", "Use a page_token from a response."

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from orderpally import fields
 from orderpally.notices import rules
 
 NOTICES = "notices"
@@ -85,8 +86,8 @@ class NoticeDraft(pydantic.BaseModel):
     kind: Literal["service_change", "sla"]
     text: Texts
     affects: Audience
-    publish_at: pydantic.AwareDatetime | None = None  # now when omitted
-    effective_date: date
+    publish_at: fields.Moment | None = None  # now when omitted
+    effective_date: fields.IsoDate
     exemption: ExemptionBody | None = None
     sla: SlaChange | None = None
 
@@ -101,7 +102,7 @@ class CorrectionDraft(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     text: Texts
-    effective_date: date
+    effective_date: fields.IsoDate
     correction_note: str = pydantic.Field(min_length=5, max_length=2000)
     exemption: ExemptionBody | None = None
 

@@ -13,12 +13,12 @@ import io
 import json
 import secrets
 import zipfile
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pydantic
 
-from orderpally import audit
+from orderpally import audit, fields
 from orderpally.lifecycle.export import store_ready
 
 RECORDS = "records_requests"
@@ -31,8 +31,8 @@ CSV_FIELDS = ("kind", "at", "what", "actor", "client_address", "reason", "detail
 class RecordsRange(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    date_from: date = pydantic.Field(alias="from")
-    date_to: date = pydantic.Field(alias="to")
+    date_from: fields.IsoDate = pydantic.Field(alias="from")
+    date_to: fields.IsoDate = pydantic.Field(alias="to")
 
     @pydantic.model_validator(mode="after")
     def _ordered(self) -> RecordsRange:
