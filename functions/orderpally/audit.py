@@ -2,9 +2,15 @@
 
 Entries are created, never updated or deleted by the service. Each account's
 entries form a chain: entry n carries the hash of entry n-1 and its own hash
-over its content, and `audit_chains/{account}` holds the head. An entry added
-in a transaction with the head, so concurrent writers cannot fork the chain.
-Editing or deleting any past entry breaks a link that `verify` finds.
+over its content, and `audit_chains/{account}` holds the head. Editing or
+deleting any past entry breaks a link that `verify` finds.
+
+Writers do not queue on the head one by one (a burst of requests for one account
+would hold every worker thread). Each writes its entry to the chain's `pending`
+list first, durably and without contention; then whoever links next moves every
+pending entry into the chain, in order, in one transaction with the head, so
+concurrent writers cannot fork it. What a crash or a long queue leaves pending is
+linked by the next write or read of the chain, or by the daily verification.
 
 Entries hold identifiers and a short vocabulary of actions, never secrets;
 the client address is kept because the customer is shown where their account
@@ -13,8 +19,11 @@ was used from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +33,13 @@ from orderpally import clients
 ACCOUNTS = "accounts"
 AUDIT_TRAIL = "audit_trail"
 CHAINS = "audit_chains"
+PENDING = "audit_pending"  # audit_chains/{chain}/audit_pending/{id}: entries not yet in the chain
 GENESIS = "0" * 64
+ENTRIES_FIELD = "entries"  # on heads and pending entries: where the chain's entries live
+LINK_BATCH = 100  # entries per linking transaction (two writes each, under Firestore's 500)
+LINK_LOCKS = "audit_link_locks"  # {chain head id}: who links that chain now; an expiry only
+LINK_LOCK_LEASE = timedelta(seconds=30)
+LINK_PATIENCE = timedelta(seconds=10)  # how long a writer waits for its entry to be linked
 
 
 @dataclass(frozen=True)
@@ -81,56 +96,148 @@ def account_chain(account_id: str) -> Chain:
     return Chain(trail(account_id), clients.firestore_client().collection(CHAINS).document(account_id))
 
 
-def record(account_id: str, event: AuditEvent, now: datetime | None = None) -> str:
-    """Appends `event` to the account's chain; returns the entry id."""
-    return append(account_chain(account_id), event, now)
+def record(account_id: str, event: AuditEvent, now: datetime | None = None) -> None:
+    """Appends `event` to the account's chain."""
+    append(account_chain(account_id), event, now)
 
 
-def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> str:
-    """Appends `event` to `chain` in a transaction with its head; returns the entry id."""
-    from google.cloud import firestore
+def pending(chain: Chain) -> Any:
+    return chain.head.collection(PENDING)
 
-    db = clients.firestore_client()
-    head_ref = chain.head
+
+def _path(collection: Any) -> str:
+    return f"{collection.parent.path}/{collection.id}" if collection.parent else collection.id
+
+
+def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> None:
+    """Records `event` durably, then links it (and whatever else is pending) into `chain`."""
     at = (now or datetime.now(UTC)).astimezone(UTC)
-
-    @firestore.transactional
-    def append(transaction: Any) -> str:
-        head = head_ref.get(transaction=transaction)
-        seq = int(head.get("seq")) + 1 if head.exists else 1
-        body = {
-            "seq": seq,
+    ref = pending(chain).document(f"{at:%Y%m%d%H%M%S%f}-{secrets.token_hex(6)}")  # ids sort by time
+    ref.set(
+        {
             "action": event.action,
             "actor": {"kind": event.actor.kind, "id": event.actor.id, "role": event.actor.role},
             "client_address": event.client_address,
             "reason": event.reason,
             "details": event.details,
             "at": at,
-            "prev_hash": head.get("hash") if head.exists else GENESIS,
+            ENTRIES_FIELD: _path(chain.entries),
         }
-        body["hash"] = entry_hash(body)
-        transaction.create(chain.entries.document(entry_id(seq)), {**body, "recorded_at": firestore.SERVER_TIMESTAMP})
-        transaction.set(head_ref, {"seq": seq, "hash": body["hash"], "updated_at": at})
-        return entry_id(seq)
+    )
+    link(chain, until=ref)
 
-    # Writers to one account queue on its head; retry long rather than lose an entry.
-    return append(db.transaction(max_attempts=30))
+
+def link(chain: Chain, until: Any = None) -> int:
+    """Moves pending entries into the chain, oldest first; returns how many this call linked.
+
+    One linker at a time per chain, under a short lock: linkers that all read and then
+    write the head deadlock one another under Firestore's pessimistic locking. The
+    others wait for their entry (`until`) to be linked, or for the lock. After
+    LINK_PATIENCE, an entry stays pending for a later link: it is never lost.
+    """
+    db = clients.firestore_client()
+    linked, delay = 0, 0.005
+    deadline = time.monotonic() + LINK_PATIENCE.total_seconds()
+    while True:
+        if until is not None and not until.get().exists:
+            return linked
+        lock = _take_lock(db, chain)
+        if lock is not None:
+            try:
+                while True:
+                    found, done = _link_batch(chain)
+                    linked += done
+                    if found < LINK_BATCH:
+                        break
+            except Exception as exc:
+                if not clients.transaction_contended(exc):
+                    raise
+            finally:
+                lock.delete()
+            if until is None:
+                return linked
+            continue
+        if time.monotonic() > deadline:
+            return linked
+        time.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
+        delay = min(delay * 2, 0.2)
+
+
+def _take_lock(db: Any, chain: Chain) -> Any | None:
+    """The chain's link lock, or None while another linker holds it; a crashed holder's lock expires."""
+    from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFound
+
+    ref = db.collection(LINK_LOCKS).document(chain.head.id)
+    now = datetime.now(UTC)
+    try:
+        ref.create({"until": now + LINK_LOCK_LEASE})
+        return ref
+    except AlreadyExists:
+        held = ref.get()
+        if held.exists and held.get("until") < now:
+            # Only the lock as read, not one a faster linker took meanwhile.
+            with contextlib.suppress(FailedPrecondition, NotFound):
+                ref.delete(option=db.write_option(last_update_time=held.update_time))
+        return None
+
+
+def _link_batch(chain: Chain) -> tuple[int, int]:
+    """(pending entries found, entries this call linked)."""
+    from google.cloud import firestore
+
+    db = clients.firestore_client()
+    # Listed outside the transaction: a query inside would lock the list against new writers.
+    waiting = [snap.reference for snap in pending(chain).limit(LINK_BATCH).stream()]
+    if not waiting:
+        return 0, 0
+
+    @firestore.transactional
+    def link_batch(transaction: Any) -> int:
+        head = chain.head.get(transaction=transaction)
+        still = sorted((s for s in db.get_all(waiting, transaction=transaction) if s.exists), key=lambda s: s.id)
+        seq = int(head.get("seq")) if head.exists else 0
+        previous = head.get("hash") if head.exists else GENESIS
+        for snap in still:
+            seq += 1
+            content = snap.to_dict() or {}
+            content.pop(ENTRIES_FIELD, None)
+            body = {**content, "seq": seq, "prev_hash": previous}
+            body["hash"] = previous = entry_hash(body)
+            entry = {**body, "recorded_at": firestore.SERVER_TIMESTAMP}
+            transaction.create(chain.entries.document(entry_id(seq)), entry)
+            transaction.delete(snap.reference)
+        if still:
+            # The head names its entries, so the daily verification finds every kind of chain.
+            path = _path(chain.entries)
+            transaction.set(
+                chain.head, {"seq": seq, "hash": previous, "updated_at": datetime.now(UTC), ENTRIES_FIELD: path}
+            )
+        return len(still)
+
+    return len(waiting), link_batch(db.transaction(max_attempts=3))
 
 
 def append_once(chain: Chain, event: AuditEvent, now: datetime | None = None) -> bool:
-    """Appends `event` unless an entry with its action and details is already there.
+    """Appends `event` unless an entry with its action and details is already there (or pending).
 
     For work resumed after a crash, under a lease, so no two callers check at once.
     """
     from google.cloud.firestore import FieldFilter
 
-    query = chain.entries.where(filter=FieldFilter("action", "==", event.action))
-    for key, value in sorted((event.details or {}).items()):
-        query = query.where(filter=FieldFilter(f"details.{key}", "==", value))
-    if any(True for _ in query.limit(1).stream()):
-        return False
+    for collection in (chain.entries, pending(chain)):
+        query = collection.where(filter=FieldFilter("action", "==", event.action))
+        for key, value in sorted((event.details or {}).items()):
+            query = query.where(filter=FieldFilter(f"details.{key}", "==", value))
+        if any(True for _ in query.limit(1).stream()):
+            return False
     append(chain, event, now)
     return True
+
+
+def settle(chain: Chain) -> None:
+    """Links anything pending, so a reader sees every entry written before it asked."""
+    if any(True for _ in pending(chain).limit(1).stream()):
+        link(chain)
 
 
 def page(account_id: str, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
@@ -142,6 +249,7 @@ def chain_page(chain: Chain, limit: int, before_seq: int | None = None) -> list[
     """Any chain's entries, newest first, starting below `before_seq`."""
     from google.cloud import firestore
 
+    settle(chain)
     query = chain.entries.order_by("seq", direction=firestore.Query.DESCENDING)
     if before_seq is not None:
         query = query.start_after({"seq": before_seq})
@@ -197,8 +305,27 @@ ALERT_CHAIN_BROKEN = "audit-chain-broken"
 RECENT = timedelta(hours=48)
 
 
+def chain_of(head: Any, entries_path: str | None) -> Chain:
+    """The chain a head (or a pending entry) belongs to; account chains before heads named their entries."""
+    if entries_path:
+        return Chain(clients.firestore_client().collection(entries_path), head)
+    return account_chain(head.id)
+
+
+def link_stragglers(limit: int = 2000) -> int:
+    """Links entries left pending by a crash or a long queue; returns how many chains had some."""
+    db = clients.firestore_client()
+    chains: dict[str, Chain] = {}
+    for snap in db.collection_group(PENDING).limit(limit).stream():
+        head = snap.reference.parent.parent
+        chains.setdefault(head.path, chain_of(head, snap.get(ENTRIES_FIELD)))
+    for chain in chains.values():
+        link(chain)
+    return len(chains)
+
+
 def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
-    """Verifies every chain written to lately; logs an alert for each broken one."""
+    """Links stragglers, then verifies every chain written to lately; logs an alert for each broken one."""
     import logging
 
     from google.cloud import firestore
@@ -206,6 +333,7 @@ def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
     from orderpally import structured_logging
 
     log = structured_logging.get_logger("orderpally.audit")
+    link_stragglers(limit)
     heads = (
         clients.firestore_client()
         .collection(CHAINS)
@@ -215,7 +343,7 @@ def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
     )
     checked, broken = 0, []
     for head in heads:
-        verdict = verify(head.id)
+        verdict = verify(head.id, chain_of(head.reference, (head.to_dict() or {}).get(ENTRIES_FIELD)))
         checked += 1
         if not verdict.intact:
             broken.append(head.id)

@@ -74,7 +74,10 @@ def transaction_contended(exc: BaseException) -> bool:
     """The transaction gave up (too busy) or was lost to a broken connection: retry, not a bug."""
     if isinstance(exc, ValueError) and str(exc).startswith("Failed to commit transaction"):
         return True
-    from google.api_core.exceptions import InvalidArgument
+    from google.api_core.exceptions import Aborted, InvalidArgument
+
+    if isinstance(exc, Aborted):  # a read inside the transaction waited too long for a lock
+        return True
 
     message = str(exc).lower()
     return (

@@ -271,3 +271,50 @@ def test_security_staff_find_a_tampered_trail(running_stack):
     support = Browser(running_stack)
     support.cookies = {"__Host-op_session": create_identity(roles=["support"]).session_cookie}
     assert support.call("GET", "staff", path).status_code == 403
+
+
+def test_a_burst_of_key_creations_never_exceeds_the_cap_and_audits_every_key(running_stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orderpally import audit, clients
+    from orderpally.access import api_keys
+    from support.identities import browser_headers
+
+    customer = create_customer()
+    url = running_stack.url("account") + "/account/api-keys"
+
+    def create(i: int) -> requests.Response:
+        body = {"name": f"burst {i}", "scopes": ["audit:read"]}
+        return requests.post(url, json=body, headers=browser_headers(customer), timeout=60)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(create, range(api_keys.MAX_ACTIVE_KEYS + 6)))
+    assert {a.status_code for a in answers} <= {201, 409}
+    created = sorted(a.json()["id"] for a in answers if a.status_code == 201)
+    stored = sorted(k["id"] for k in api_keys.owned(clients.firestore_client(), customer.uid))
+    assert stored == created  # no key nobody was shown
+    assert len(stored) <= api_keys.MAX_ACTIVE_KEYS
+    audited = sorted(
+        e["details"]["key_id"] for e in audit.entries(customer.uid, 100) if e["action"] == "api_key.created"
+    )
+    assert audited == created
+
+
+def test_concurrent_guesses_at_one_password_are_all_counted(running_stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orderpally import audit
+
+    customer = create_customer()
+
+    def guess(i: int) -> int:
+        return Browser(running_stack).sign_in(customer.email, f"wrong guess number {i}").status_code
+
+    with ThreadPoolExecutor(max_workers=15) as pool:
+        answers = list(pool.map(guess, range(15)))
+    assert set(answers) <= {401, 429}
+    assert answers.count(401) <= 5  # the per-account-and-address limit, however the guesses interleave
+    failed = [e for e in audit.entries(customer.uid, 100) if e["action"] == "sign_in.failed"]
+    assert len(failed) == answers.count(401)
+    # The right password from this address is refused too while the limit holds; elsewhere it is not.
+    assert Browser(running_stack).sign_in(customer.email).status_code == 429

@@ -284,3 +284,32 @@ def test_reporters_attach_files_that_staff_get_back_only_as_downloads(running_st
     assert got.headers["X-Content-Type-Options"] == "nosniff"
     assert "sandbox" in got.headers["Content-Security-Policy"]
     assert requests.get(staff, headers=browser_headers(customer), timeout=30).status_code == 403
+
+
+def test_concurrent_uploads_keep_the_limit_and_every_file(running_stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orderpally import audit
+    from orderpally.incidents import service
+
+    customer = create_customer()
+    reference = submit(running_stack, report(contact_email=None), browser_headers(customer)).json()["reference"]
+    url = running_stack.url("incidents") + f"/incidents/{reference}/attachments"
+
+    def upload(i: int) -> requests.Response:
+        headers = {**browser_headers(customer), "Content-Type": "text/plain"}
+        return requests.post(url, data=f"screenshot note {i}".encode(), headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(upload, range(8)))
+    assert {a.status_code for a in answers} <= {201, 409, 503}
+    numbers = sorted(a.json()["number"] for a in answers if a.status_code == 201)
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert len(numbers) <= rules.MAX_ATTACHMENTS
+    stored = clients.firestore_client().document(f"incidents/{reference}").get().get("attachments")
+    assert len(stored) == len(numbers)
+    assert len({entry["object"] for entry in stored}) == len(numbers)
+    objects = list(clients.storage_client().list_blobs(settings().attachments_bucket, prefix=f"{customer.uid}/"))
+    assert sorted(o.name for o in objects) == sorted(entry["object"] for entry in stored)  # no orphans
+    history = [e for e in audit.chain_page(service.chain(reference), 100) if e["action"] == "incident.attachment"]
+    assert len(history) == len(numbers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
@@ -65,6 +66,53 @@ def test_concurrent_writers_extend_one_chain():
     verdict = audit.verify("acct")
     assert verdict.intact
     assert verdict.entries == 12
+
+
+def test_a_burst_of_writers_on_one_account_links_every_entry_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(lambda i: fill(1, "busy"), range(40)))
+    verdict = audit.verify("busy")
+    assert verdict.intact
+    assert verdict.entries == 40
+    assert list(audit.pending(audit.account_chain("busy")).stream()) == []
+
+
+def leave_pending(account: str, action: str) -> None:
+    """An entry written to the pending list by a writer that crashed before linking it."""
+    chain = audit.account_chain(account)
+    audit.pending(chain).document(f"20260101000000000000-{action}").set(
+        {
+            "action": action,
+            "actor": {"kind": "customer", "id": account, "role": None},
+            "client_address": None,
+            "reason": None,
+            "details": {},
+            "at": datetime(2026, 1, 1, tzinfo=UTC),
+            audit.ENTRIES_FIELD: f"accounts/{account}/audit_trail",
+        }
+    )
+
+
+def test_an_entry_left_pending_is_linked_by_the_next_reader():
+    fill(2, "crashy")
+    leave_pending("crashy", "api_key.created")
+    assert audit.page("crashy", 10)[0]["action"] == "api_key.created"
+    assert audit.verify("crashy").entries == 3
+
+
+def test_the_scheduled_check_links_stragglers_and_verifies_incident_chains_too():
+    from datetime import UTC, datetime
+
+    from orderpally.incidents import service
+
+    leave_pending("straggler", "sign_in.succeeded")
+    service.history("OPI-AAAA-BBBB-CCCC", "incident.received", ACTOR)
+    service.history("OPI-AAAA-BBBB-CCCC", "incident.note", ACTOR)
+    result = audit.verify_recent(datetime.now(UTC))
+    assert result == {"checked": 2, "broken": []}
+    assert audit.verify("straggler").entries == 1
 
 
 def test_the_scheduled_check_names_broken_chains():

@@ -116,14 +116,19 @@ def create_key(request: flask.Request) -> flask.Response:
         )
     except ValueError as exc:
         raise web.Problem(409, "too-many-keys", "Too many keys", str(exc)) from None
-    _audit(
-        request,
-        principal.account_id,
-        "api_key.created",
-        _actor(principal),
-        key_id=record["id"],
-        scopes=record["scopes"],
-    )
+    try:
+        _audit(
+            request,
+            principal.account_id,
+            "api_key.created",
+            _actor(principal),
+            key_id=record["id"],
+            scopes=record["scopes"],
+        )
+    except Exception:
+        # Nobody will see this key: it must neither work nor count, and no key goes unaudited.
+        db.collection(api_keys.API_KEYS).document(record["id"]).delete()
+        raise
     return web.json_response({**_iso(record), "key": key}, 201)
 
 

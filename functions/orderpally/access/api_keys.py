@@ -85,14 +85,17 @@ def create(
     """Stores a new key; returns its public record and the key itself (never stored, never shown again)."""
     from google.cloud import firestore
 
-    active = (
-        db.collection(API_KEYS)
-        .where(filter=firestore.FieldFilter("account_id", "==", account_id))
-        .where(filter=firestore.FieldFilter("revoked_at", "==", None))
-        .get()
-    )
-    if sum(1 for snap in active if snap.get("expires_at") > now) >= MAX_ACTIVE_KEYS:
-        raise ValueError(f"at most {MAX_ACTIVE_KEYS} active keys; revoke one first")
+    def active() -> int:
+        query = (
+            db.collection(API_KEYS)
+            .where(filter=firestore.FieldFilter("account_id", "==", account_id))
+            .where(filter=firestore.FieldFilter("revoked_at", "==", None))
+        )
+        return sum(1 for snap in query.stream() if snap.get("expires_at") > now)
+
+    too_many = ValueError(f"at most {MAX_ACTIVE_KEYS} active keys; revoke one first")
+    if active() >= MAX_ACTIVE_KEYS:
+        raise too_many
     key_id, key = new_key()
     record = {
         "account_id": account_id,
@@ -106,7 +109,12 @@ def create(
         "last_use_audited_at": None,
         "hash": keyed_hash(key, pepper),
     }
-    db.collection(API_KEYS).document(key_id).create(record)
+    ref = db.collection(API_KEYS).document(key_id)
+    ref.create(record)
+    # Counted again with this key in: concurrent creations may all be refused, never all admitted.
+    if active() > MAX_ACTIVE_KEYS:
+        ref.delete()
+        raise too_many
     return public(key_id, record), key
 
 

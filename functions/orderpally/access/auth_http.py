@@ -7,7 +7,6 @@ an unknown address, a wrong password and a disabled account alike.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -201,23 +200,24 @@ def resend_verification(request: flask.Request) -> flask.Response:
     return _accepted()
 
 
+def _failure_counters(address: str, email: str) -> tuple[tuple[limiter.Limit, str], ...]:
+    return ((SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS, f"{email}|{address}"), (SIGN_IN_FAILURES_PER_ACCOUNT, email))
+
+
 def _check_sign_in_limits(db: Any, address: str, email: str, now: datetime) -> None:
+    """Counts the attempt, as a failure until it succeeds: concurrent guesses cannot all slip in under the limit."""
     try:
         limiter.hit(db, SIGN_IN_PER_ADDRESS, address, now)
-        limiter.check(db, SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS, f"{email}|{address}", now)
-        limiter.check(db, SIGN_IN_FAILURES_PER_ACCOUNT, email, now)
+        for limit, key in _failure_counters(address, email):
+            limiter.hit(db, limit, key, now)
     except limiter.Limited as exc:
         raise too_many(exc) from None
 
 
-def _count_failure(db: Any, address: str, email: str, now: datetime) -> None:
-    for limit, key in (
-        (SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS, f"{email}|{address}"),
-        (SIGN_IN_FAILURES_PER_ACCOUNT, email),
-    ):
-        # This attempt already failed; the next one is refused by the check.
-        with contextlib.suppress(limiter.Limited):
-            limiter.hit(db, limit, key, now)
+def _forgive_attempt(db: Any, address: str, email: str, now: datetime) -> None:
+    """A successful sign-in was no failure."""
+    for limit, key in _failure_counters(address, email):
+        limiter.refund(db, limit, key, now)
 
 
 def uid_for(email: str) -> str | None:
@@ -239,17 +239,19 @@ def _verify_password(request: flask.Request, email: str, password: str, now: dat
     address = address_key(request)
     _check_sign_in_limits(db, address, email, now)
     try:
-        return identity_toolkit.sign_in_with_password(email, password)
+        signed_in = identity_toolkit.sign_in_with_password(email, password)
     except identity_toolkit.WrongCredentials:
-        _count_failure(db, address, email, now)
         uid = uid_for(email)
         if uid:
             audit_event(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
         raise wrong_credentials() from None
     except identity_toolkit.IdentityUnavailable:
+        _forgive_attempt(db, address, email, now)  # nobody checked the password
         raise web.Problem(
             503, "identity-unavailable", "Sign-in unavailable", "Try again shortly.", headers={"Retry-After": "5"}
         ) from None
+    _forgive_attempt(db, address, email, now)
+    return signed_in
 
 
 def _session_body(principal_uid: str, email_verified: bool, roles: list[str], csrf: str) -> dict[str, Any]:

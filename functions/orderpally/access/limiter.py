@@ -74,3 +74,13 @@ def hit(db: Any, limit: Limit, key: str, now: datetime) -> None:
     ref.set({"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window}, merge=True)
     if int(ref.get().get("count")) > limit.max_attempts:
         raise Limited(limit, max(1, math.ceil((ends - now).total_seconds())))
+
+
+def refund(db: Any, limit: Limit, key: str, now: datetime) -> None:
+    """Takes back one attempt counted by `hit` at the same `now` (it turned out not to count)."""
+    from google.cloud import firestore
+
+    limit = configured(limit)
+    index, _ = _window(limit, now)
+    ref = _ref(db, limit, key, index)
+    ref.set({"count": firestore.Increment(-1)}, merge=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -241,29 +242,36 @@ def add_attachment(request: flask.Request, reference: str) -> flask.Response:
         raise web.Problem(413, "attachment-too-large", "File too large", "Files may be at most 5 MB.")
     if not payload or not rules.attachment_matches(content_type, payload):
         raise web.Problem(422, "attachment-content", "File does not match its type", f"The file is not {content_type}.")
-    attachments = list(incident.get("attachments") or [])
-    if len(attachments) >= rules.MAX_ATTACHMENTS:
-        raise web.Problem(
-            409, "too-many-attachments", "Too many files", f"At most {rules.MAX_ATTACHMENTS} files per report."
-        )
+    too_many = web.Problem(
+        409, "too-many-attachments", "Too many files", f"At most {rules.MAX_ATTACHMENTS} files per report."
+    )
+    if len(incident.get("attachments") or []) >= rules.MAX_ATTACHMENTS:
+        raise too_many
     digest = hashlib.sha256(payload).hexdigest()
     owner_prefix = incident.get("reporter_account_id") or "anonymous"
     extension = rules.ATTACHMENT_TYPES[content_type]
-    name = f"{owner_prefix}/incidents/{reference}/{len(attachments) + 1}-{digest[:16]}.{extension}"
-    bucket = clients.storage_client().bucket(settings().attachments_bucket)
-    bucket.blob(name).upload_from_string(payload, content_type="application/octet-stream")
-    from google.cloud import firestore
-
+    # Named by content and chance, not by number: concurrent uploads must not overwrite each other.
+    name = f"{owner_prefix}/incidents/{reference}/{digest[:16]}-{secrets.token_hex(4)}.{extension}"
+    blob = clients.storage_client().bucket(settings().attachments_bucket).blob(name)
+    blob.upload_from_string(payload, content_type="application/octet-stream")
     entry = {"object": name, "declared_type": content_type, "size": len(payload), "sha256": digest}
-    db.collection(service.INCIDENTS).document(reference).update({"attachments": firestore.ArrayUnion([entry])})
+    try:
+        number = service.add_attachment(db, reference, entry, rules.MAX_ATTACHMENTS)
+    except Exception:
+        blob.delete()
+        raise
+    if number is None:
+        blob.delete()
+        raise too_many
     service.history(
         reference,
         "incident.attachment",
         audit.Actor("customer", owner) if owner else audit.Actor("anonymous", "reporter"),
+        number=number,
         sha256=digest,
         size=len(payload),
     )
-    return web.json_response({"number": len(attachments) + 1, "size": len(payload), "sha256": digest}, 201)
+    return web.json_response({"number": number, "size": len(payload), "sha256": digest}, 201)
 
 
 def staff_attachment(request: flask.Request, reference: str, number: str) -> flask.Response:

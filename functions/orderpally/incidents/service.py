@@ -326,6 +326,23 @@ def mark_paged(db: Any, reference: str, now: datetime) -> bool:
     return claim(db.transaction())
 
 
+def add_attachment(db: Any, reference: str, entry: dict[str, Any], limit: int) -> int | None:
+    """Numbers and records an uploaded file; None when the report already has `limit` files."""
+    from google.cloud import firestore
+
+    ref = db.collection(INCIDENTS).document(reference)
+
+    @firestore.transactional
+    def add(transaction: Any) -> int | None:
+        attachments = list((ref.get(transaction=transaction).to_dict() or {}).get("attachments") or [])
+        if len(attachments) >= limit:
+            return None
+        transaction.update(ref, {"attachments": [*attachments, entry]})
+        return len(attachments) + 1
+
+    return add(db.transaction())
+
+
 def public_replies(reference: str) -> list[dict[str, Any]]:
     entries = audit.chain_page(chain(reference), 500)
     return [

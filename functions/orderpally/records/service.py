@@ -75,6 +75,7 @@ def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[di
     from google.cloud.firestore import FieldFilter
 
     rows: list[dict[str, Any]] = []
+    audit.settle(audit.account_chain(account_id))
     trail = (
         audit.trail(account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
     )
