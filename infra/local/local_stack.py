@@ -759,7 +759,9 @@ def main() -> int:
         pass
     finally:
         print("\nStopping ...", flush=True)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        # A second Ctrl-C or SIGTERM (make forwards one) must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         print("Stopped.", flush=True)
     return code

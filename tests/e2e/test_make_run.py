@@ -80,7 +80,9 @@ def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-def test_run_prints_urls_that_answer_and_ctrl_c_stops_everything(tmp_path):
+# Ctrl-C; or SIGTERM, which make (and a supervisor) may send twice.
+@pytest.mark.parametrize("stop_signals", [[signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]], ids=["ctrl-c", "sigterm"])
+def test_run_prints_urls_that_answer_and_ctrl_c_stops_everything(tmp_path, stop_signals):
     proc, lines = start(tmp_path, run_env())
     try:
         assert wait_for(lambda: any("Press Ctrl-C" in line for line in lines) or proc.poll() is not None, 180), lines
@@ -95,7 +97,9 @@ def test_run_prints_urls_that_answer_and_ctrl_c_stops_everything(tmp_path):
         for url in posts:
             assert requests.post(url, json={}, timeout=60).ok, url
     finally:
-        proc.send_signal(signal.SIGINT)
+        for stop in stop_signals:
+            proc.send_signal(stop)
+            wait_for(lambda: any("Stopping" in line for line in lines), 5)
         code = proc.wait(timeout=60)
     assert code == 0, "\n".join(lines)
     assert "Stopped." in "\n".join(lines)
