@@ -76,6 +76,11 @@ def test_customer_report_is_theirs_alone_and_idempotent(running_stack):
     assert again.json()["reference"] == first.json()["reference"]
     assert len(clients.firestore_client().collection("incidents").get()) == 1
     assert first.json()["confirmation_required"] is False
+    # The same key with another report is a mistake, not a retry: refused, not silently dropped.
+    other = submit(running_stack, report(category="suspected_data_leak", contact_email=None), headers)
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("idempotency-key-reused")
+    assert len(clients.firestore_client().collection("incidents").get()) == 1
 
     url = running_stack.url("incidents") + f"/incidents/{first.json()['reference']}"
     assert requests.get(url, headers=browser_headers(alice), timeout=30).status_code == 200

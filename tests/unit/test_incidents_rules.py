@@ -72,6 +72,9 @@ def test_due_alerts():
 
 def test_markup_is_recognised():
     assert rules.has_markup("<script>alert(1)</script>")
-    assert rules.has_markup("see < img src=x>")
+    assert rules.has_markup("see <img src=x>")
+    assert rules.has_markup("<!-- hidden -->")
+    assert not rules.has_markup("see < img src=x>")  # HTML reads a tag only right after "<"
+    assert not rules.has_markup("a < b and c > d, ok")
     assert not rules.has_markup("price < 100 and 3 > 2")
     assert not rules.has_markup("訂單編號 <12345>")

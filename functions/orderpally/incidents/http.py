@@ -186,17 +186,18 @@ def submit(request: flask.Request) -> flask.Response:
     db = clients.firestore_client()
     now = datetime.now(UTC)
     address = access.client_address(request)
-    try:
-        if principal:
-            limiter.hit(db, CUSTOMER_PER_ACCOUNT, principal.account_id, now)
-        else:
-            limiter.hit(db, ANONYMOUS_PER_ADDRESS, address or "unknown", now)
-    except limiter.Limited as exc:
-        raise auth_http.too_many(exc) from None
     email = None
     if principal:
         email = (db.collection(ACCOUNTS).document(principal.account_id).get().to_dict() or {}).get("email")
     reporter = service.Reporter(principal.account_id if principal else None, email, address)
+    if not service.is_retry(db, reporter, key):
+        try:
+            if principal:
+                limiter.hit(db, CUSTOMER_PER_ACCOUNT, principal.account_id, now)
+            else:
+                limiter.hit(db, ANONYMOUS_PER_ADDRESS, address or "unknown", now)
+        except limiter.Limited as exc:
+            raise auth_http.too_many(exc) from None
     try:
         done = service.submit(db, report, reporter, key, _table(), now)
     except service.IncidentError as exc:

@@ -37,7 +37,8 @@ DEFAULT_DEADLINES = {
 # Crockford's base32: no I, L, O, U to misread over the phone.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 REFERENCE = re.compile(r"^OPI-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
-_MARKUP = re.compile(r"<\s*/?\s*[A-Za-z!?]")
+# Only what a browser would parse as a tag: "a < b" is prose, "<b" and "</b" and "<!--" are not.
+_MARKUP = re.compile(r"</?[A-Za-z!?]")
 
 
 class TransitionError(ValueError):

@@ -183,18 +183,19 @@ def submit(
         "intake_pending": list(INTAKE_STEPS),
         "intake_lease_until": now + _intake_lease(),
     }
-    scope = reporter.account_id or reporter.address or "anonymous"
-    request_ref = (
-        db.collection(REQUESTS).document(token_hash(f"{scope}\x00{idempotency_key}")) if idempotency_key else None
-    )
+    request_ref = _request_ref(db, reporter, idempotency_key) if idempotency_key else None
+    fingerprint = hashlib.sha256(report.model_dump_json().encode()).hexdigest()
 
     @firestore.transactional
     def create(transaction: Any) -> str | None:
         if request_ref is not None:
             seen = request_ref.get(transaction=transaction)
             if seen.exists:
+                if seen.get("fingerprint") != fingerprint:
+                    raise IncidentError(422, "idempotency-key-reused", "This Idempotency-Key came with another report.")
                 return seen.get("reference")
-            transaction.create(request_ref, {"reference": reference, "expire_at": now + timedelta(days=2)})
+            body = {"reference": reference, "fingerprint": fingerprint, "expire_at": now + timedelta(days=2)}
+            transaction.create(request_ref, body)
         transaction.create(db.collection(INCIDENTS).document(reference), incident)
         return None
 
@@ -203,6 +204,16 @@ def submit(
         existing = db.collection(INCIDENTS).document(earlier).get().to_dict() or {}
         return Submitted(earlier, None, None, True, existing)
     return Submitted(reference, status_token, confirm_token, False, incident)
+
+
+def _request_ref(db: Any, reporter: Reporter, idempotency_key: str) -> Any:
+    scope = reporter.account_id or reporter.address or "anonymous"
+    return db.collection(REQUESTS).document(token_hash(f"{scope}\x00{idempotency_key}"))
+
+
+def is_retry(db: Any, reporter: Reporter, idempotency_key: str | None) -> bool:
+    """Whether this reporter already submitted under this key (a retry must not use up their rate)."""
+    return bool(idempotency_key) and _request_ref(db, reporter, idempotency_key or "").get().exists
 
 
 def reporter_actor(incident: dict[str, Any]) -> audit.Actor:
