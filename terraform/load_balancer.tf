@@ -38,6 +38,16 @@ resource "google_compute_backend_service" "function" {
   }
 }
 
+# Emailed links carry secrets in their query string (incident status and
+# confirmation, Facebook linking), and the OAuth callback a one-time code. Cloud
+# Logging cannot redact a query, so request logs of such URLs are not kept; the
+# functions' own logs record those requests without their secrets.
+resource "google_logging_project_exclusion" "secret_urls" {
+  name        = "orderpally-lb-secret-urls"
+  description = "Load balancer request logs whose URL carries a secret token or code."
+  filter      = "resource.type=\"http_load_balancer\" AND httpRequest.requestUrl=~\"[?&](token|code)=\""
+}
+
 resource "google_compute_url_map" "api" {
   name = "orderpally-api"
   # Anything outside the catalogue's prefixes reaches the health function's

@@ -177,3 +177,26 @@ def test_clients_cannot_touch_firestore_directly(terraform):
     assert "allow read, write: if true" not in rules
     release = terraform.resource("google_firebaserules_release", "firestore")
     assert "google_firebaserules_ruleset.firestore.name" in str(release["ruleset_name"])
+
+
+def test_request_logs_of_urls_carrying_secrets_are_not_kept(terraform):
+    """Every query parameter of the contract that carries a secret is caught by the exclusion; paging is not."""
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "functions" / "openapi.yaml").read_text())
+    secret_names = {"token", "code"}
+    log_filter = terraform.resource("google_logging_project_exclusion", "secret_urls")["filter"].replace('\\"', '"')
+    assert 'resource.type="http_load_balancer"' in log_filter
+    pattern = re.compile(re.search(r'requestUrl=~"(.+)"$', log_filter).group(1))
+    queries = {
+        (path, param["name"])
+        for path, operations in spec["paths"].items()
+        for operation in operations.values()
+        if isinstance(operation, dict)
+        for param in operation.get("parameters", [])
+        if param.get("in") == "query"
+    }
+    assert {name for _, name in queries} & secret_names, "the contract has no secret query parameters any more?"
+    for path, name in queries:
+        for url in (f"https://api.example{path}?{name}=s3cr3t", f"https://api.example{path}?lang=en&{name}=s3cr3t"):
+            assert bool(pattern.search(url)) == (name in secret_names), url
