@@ -39,20 +39,21 @@ def test_publish_sends_a_versioned_json_envelope():
 
 
 def test_audit_trail_is_append_only_and_newest_first():
-    first = audit.record(
-        "acct-1", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-1"), "192.0.2.1")
-    )
-    second = audit.record("acct-1", audit.AuditEvent("session.revoked", audit.SYSTEM))
+    audit.record("acct-1", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-1"), "192.0.2.1"))
+    audit.record("acct-1", audit.AuditEvent("session.revoked", audit.SYSTEM))
     audit.record("acct-2", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-2")))
     entries = audit.entries("acct-1")
-    assert [e["id"] for e in entries] == [second, first]
+    assert [(e["id"], e["action"]) for e in entries] == [
+        (audit.entry_id(2), "session.revoked"),
+        (audit.entry_id(1), "sign_in.succeeded"),
+    ]
     assert entries[1]["client_address"] == "192.0.2.1"
     assert entries[0]["at"] >= entries[1]["at"]
     # create() refuses to overwrite: the writer can only append.
     from google.api_core.exceptions import Conflict
 
     with pytest.raises(Conflict):
-        audit.trail("acct-1").document(first).create({"action": "forged"})
+        audit.trail("acct-1").document(audit.entry_id(1)).create({"action": "forged"})
 
 
 def test_storage_client_reaches_the_emulator_buckets():
