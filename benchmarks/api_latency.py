@@ -38,7 +38,60 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def cold_start(stack: local_stack.LocalStack, source: Path, target: str, path: str, port: int) -> float:
+def session_cookie(stack: local_stack.LocalStack, roles: list[str] | None = None) -> str:
+    """A signed-in browser's session cookie, for a customer or (with roles) a staff member."""
+    import uuid
+
+    from firebase_admin import auth
+
+    from orderpally import clients
+
+    app = clients.firebase_app()
+    email = f"cold-{uuid.uuid4().hex[:10]}@example.com"
+    user = auth.create_user(email=email, password=PASSWORD, email_verified=True, app=app)
+    if roles:
+        auth.set_custom_user_claims(user.uid, {"roles": roles}, app=app)
+    clients.firestore_client().document(f"accounts/{user.uid}").set(
+        {"email": email, "status": "active", "kind": "store"}
+    )
+    signed_in = requests.post(
+        f"http://127.0.0.1:{stack.ports.auth}/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key=bench",
+        json={"email": email, "password": PASSWORD, "returnSecureToken": True},
+        timeout=30,
+    )
+    return auth.create_session_cookie(signed_in.json()["idToken"], timedelta(hours=1), app=app)
+
+
+def first_requests(stack: local_stack.LocalStack) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per HTTP function, a request that does its real work, Firestore reads included (not a 404)."""
+    customer = {"Cookie": f"__Host-op_session={session_cookie(stack)}"}
+    security = {"Cookie": f"__Host-op_session={session_cookie(stack, ['security'])}"}
+    browser = {
+        "Cookie": customer["Cookie"] + "; __Host-op_csrf=cold",
+        "X-CSRF-Token": "cold",
+        "Origin": "http://localhost:3000",
+    }
+    report = {"category": "other", "description": "cold start probe report"}
+    created = requests.post(stack.url("incidents") + "/incidents", json=report, headers=browser, timeout=60).json()
+    return {
+        "health": ("/health", {}),
+        "auth": ("/auth/session", customer),
+        "account": ("/account/api-keys", customer),
+        "staff": ("/staff/incidents", security),
+        "incidents": (f"/incidents/{created['reference']}", customer),
+        "well_known": ("/.well-known/security.txt", {}),  # static by design: no read to make
+        "notices": ("/notices/page", {}),
+    }
+
+
+def cold_start(
+    stack: local_stack.LocalStack,
+    source: Path,
+    target: str,
+    path: str,
+    port: int,
+    headers: dict[str, str] | None = None,
+) -> float:
     env = {**os.environ, **stack.function_env}
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -61,7 +114,9 @@ def cold_start(stack: local_stack.LocalStack, source: Path, target: str, path: s
     try:
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code < 500:
+                answer = requests.get(f"http://127.0.0.1:{port}{path}", headers=headers or {}, timeout=10)
+                if answer.status_code < 500:
+                    assert answer.status_code < 400, (target, path, answer.status_code, answer.text[:200])
                     return time.perf_counter() - started
             except requests.RequestException:
                 pass
@@ -80,12 +135,14 @@ def cold_starts(stack: local_stack.LocalStack, rounds: int) -> list[tuple[str, f
         for _ in range(rounds)
     )
     rows = [("cold start: bare function + one read (reference)", reference, 1.0)]
+    requests_for = first_requests(stack)
     for info in stack.functions:
         if info.entry.kind != "http":
             continue
-        path = info.entry.trigger.get("try_path") or info.entry.trigger["path_prefix"]
+        path, headers = requests_for[info.entry.entry_point]
         seconds = statistics.median(
-            cold_start(stack, ROOT / "functions" / "main.py", info.entry.entry_point, path, port) for _ in range(rounds)
+            cold_start(stack, ROOT / "functions" / "main.py", info.entry.entry_point, path, port, headers)
+            for _ in range(rounds)
         )
         rows.append((f"cold start: {info.entry.name} ({path})", seconds, seconds / reference))
     return rows

@@ -8,18 +8,16 @@ import yaml
 
 import local_stack
 import main
-from orderpally import web
 
 OPENAPI = local_stack.FUNCTIONS_DIR / "openapi.yaml"
 
 
 def served_routes() -> set[tuple[str, str]]:
     routes = set()
-    for value in vars(main).values():
-        if isinstance(value, web.Router):
-            for path, methods in value.rules():
-                openapi_path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", path)
-                routes |= {(openapi_path, method.lower()) for method in methods}
+    for router in main.ROUTERS.values():
+        for path, methods in router().rules():
+            openapi_path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", path)
+            routes |= {(openapi_path, method.lower()) for method in methods}
     return routes
 
 

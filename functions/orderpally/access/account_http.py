@@ -250,7 +250,6 @@ def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
 
 
 def register(account_routes: web.Router, staff_routes: web.Router) -> None:
-    access.register_bearer_verifier(bearer_principal)
     account_routes.route("/account/api-keys", methods=["POST"])(create_key)
     account_routes.route("/account/api-keys", methods=["GET"])(list_keys)
     account_routes.route("/account/api-keys/<key_id>", methods=["DELETE"])(revoke_key)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import flask
@@ -25,15 +24,6 @@ CSRF_COOKIE = "__Host-op_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REVOKED_SESSIONS = "revoked_sessions"
-
-# Set by the API-key capability: turns a bearer token into a Principal or raises a Problem.
-BearerVerifier = Callable[[str, flask.Request], Principal]
-_bearer_verifier: BearerVerifier | None = None
-
-
-def register_bearer_verifier(verifier: BearerVerifier) -> None:
-    global _bearer_verifier
-    _bearer_verifier = verifier
 
 
 def unauthenticated(detail: str = "Sign in first.") -> web.Problem:
@@ -79,9 +69,12 @@ def authenticate(request: flask.Request) -> Principal | None:
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip() or _bearer_verifier is None:
+        if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("Send an API key as 'Authorization: Bearer <key>'.")
-        return _bearer_verifier(token.strip(), request)
+        # Imported here: the API-key capability builds on this module.
+        from orderpally.access.account_http import bearer_principal
+
+        return bearer_principal(token.strip(), request)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         principal = principal_from_session_cookie(cookie)
