@@ -17,10 +17,30 @@ resource "google_firestore_backup_schedule" "daily" {
   daily_recurrence {}
 }
 
-# The event ledger expires by itself after Pub/Sub's redelivery window.
-resource "google_firestore_field" "event_ledger_ttl" {
+# Bookkeeping that expires by itself: Firestore deletes a document once its
+# `expire_at` has passed. The code sets `expire_at` on every one of these.
+locals {
+  expiring_collections = toset([
+    "event_ledger",      # Pub/Sub deliveries seen, past the redelivery window
+    "email_deliveries",  # the delivery ledger, 400 days
+    "rate_limits",       # limiter windows
+    "revoked_sessions",  # until the cookie would have expired anyway
+    "facebook_links",    # mailed link offers, 30 minutes
+    "incident_requests", # Idempotency-Keys of incident reports, 2 days
+    "audit_link_locks",  # a crashed audit linker's lock
+  ])
+}
+
+moved {
+  from = google_firestore_field.event_ledger_ttl
+  to   = google_firestore_field.ttl["event_ledger"]
+}
+
+resource "google_firestore_field" "ttl" {
+  for_each = local.expiring_collections
+
   database   = google_firestore_database.main.name
-  collection = "event_ledger"
+  collection = each.value
   field      = "expire_at"
 
   ttl_config {}

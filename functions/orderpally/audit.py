@@ -6,11 +6,12 @@ over its content, and `audit_chains/{account}` holds the head. Editing or
 deleting any past entry breaks a link that `verify` finds.
 
 Writers do not queue on the head one by one (a burst of requests for one account
-would hold every worker thread). Each writes its entry to the chain's `pending`
-list first, durably and without contention; then whoever links next moves every
-pending entry into the chain, in order, in one transaction with the head, so
-concurrent writers cannot fork it. What a crash or a long queue leaves pending is
-linked by the next write or read of the chain, or by the daily verification.
+would hold every worker thread). Each writes its entry to the chain's pending list
+(`audit_chains/{chain}/audit_pending`) first, durably and without contention; then
+one linker at a time, under a short lock, moves every pending entry into the chain,
+in order, in one transaction with the head, so concurrent writers cannot fork it.
+What a crash or a long queue leaves pending is linked by the next write or read of
+the chain, or by the daily verification.
 
 Entries hold identifiers and a short vocabulary of actions, never secrets;
 the client address is kept because the customer is shown where their account
@@ -152,11 +153,15 @@ def link(chain: Chain, until: Any = None) -> int:
             except Exception as exc:
                 if not clients.transaction_contended(exc):
                     raise
+                contended = True
+            else:
+                contended = False
             finally:
                 lock.delete()
             if until is None:
                 return linked
-            continue
+            if not contended:
+                continue
         if time.monotonic() > deadline:
             return linked
         time.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
@@ -170,11 +175,11 @@ def _take_lock(db: Any, chain: Chain) -> Any | None:
     ref = db.collection(LINK_LOCKS).document(chain.head.id)
     now = datetime.now(UTC)
     try:
-        ref.create({"until": now + LINK_LOCK_LEASE})
+        ref.create({"expire_at": now + LINK_LOCK_LEASE})  # also Firestore's TTL field
         return ref
     except AlreadyExists:
         held = ref.get()
-        if held.exists and held.get("until") < now:
+        if held.exists and held.get("expire_at") < now:
             # Only the lock as read, not one a faster linker took meanwhile.
             with contextlib.suppress(FailedPrecondition, NotFound):
                 ref.delete(option=db.write_option(last_update_time=held.update_time))

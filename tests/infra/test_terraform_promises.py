@@ -200,3 +200,33 @@ def test_request_logs_of_urls_carrying_secrets_are_not_kept(terraform):
     for path, name in queries:
         for url in (f"https://api.example{path}?{name}=s3cr3t", f"https://api.example{path}?lang=en&{name}=s3cr3t"):
             assert bool(pattern.search(url)) == (name in secret_names), url
+
+
+def test_every_collection_the_code_gives_an_expire_at_expires(terraform):
+    """The code sets `expire_at` on these (grep for it); without a TTL policy they would pile up forever."""
+    import ast
+
+    functions_dir = Path(__file__).resolve().parents[2] / "functions" / "orderpally"
+    writers = sorted(
+        str(path.relative_to(functions_dir))
+        for path in functions_dir.rglob("*.py")
+        if any(isinstance(n, ast.Constant) and n.value == "expire_at" for n in ast.walk(ast.parse(path.read_text())))
+    )
+    # Where each collection's expire_at is written; a new writer must be added here and in firestore.tf.
+    expected = {
+        "event_ledger": "events.py",
+        "email_deliveries": "messaging/delivery.py",
+        "rate_limits": "access/limiter.py",
+        "revoked_sessions": "access/sessions.py",
+        "facebook_links": "access/facebook_http.py",
+        "incident_requests": "incidents/service.py",
+        "audit_link_locks": "audit.py",
+    }
+    assert writers == sorted(set(expected.values()))
+    fields = terraform.of_type("google_firestore_field")
+    ttl = fields["ttl"]
+    assert "ttl_config" in ttl
+    assert ttl["field"] == "expire_at"
+    locals_ = [block for content in terraform.files.values() for block in content.get("locals", [])]
+    collections = next(b["expiring_collections"] for b in locals_ if "expiring_collections" in b)
+    assert set(re.findall(r'"([a-z_]+)"', str(collections))) == set(expected)
