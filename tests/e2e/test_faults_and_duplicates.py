@@ -361,3 +361,140 @@ def test_an_intake_nobody_retries_is_finished_by_the_deadline_sweep(running_stac
     wait_for(lambda: mails_to(running_stack.mailbox, "crashed-intake@example.com"))
     time.sleep(2.0)
     assert len(mails_to(running_stack.mailbox, "crashed-intake@example.com")) == 1
+
+
+def _billing_case(stack):
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    data = {
+        "account_id": account,
+        "sequence": 1,
+        "kind": "invoice_issued",
+        "amount": 700,
+        "reference": "INV-1",
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+
+    def effect() -> bool:
+        return billing.outstanding(clients.firestore_client(), account) == (700, "TWD")
+
+    return billing.MESSAGE_TYPE, data, effect, 0
+
+
+def _export_case(stack):
+    from orderpally.lifecycle import export
+
+    customer = create_customer()
+    record = export.create_request(clients.firestore_client(), customer.uid, (0, "TWD"), datetime.now(UTC), 7)
+
+    def effect() -> bool:
+        blobs = list(clients.storage_client().list_blobs(settings().exports_bucket, prefix=f"{customer.uid}/"))
+        return len(blobs) == 1
+
+    return export.MESSAGE_TYPE, {"export_id": record["export_id"], "account_id": customer.uid}, effect, 1
+
+
+def _records_case(stack):
+    from support.identities import browser_headers
+
+    customer = create_customer()
+    asked = requests.post(
+        stack.url("account") + "/account/records-requests",
+        json={"from": "2026-01-01", "to": "2027-12-31"},
+        headers=browser_headers(customer),
+        timeout=30,
+    )
+    request_id = asked.json()["request_id"]
+
+    def effect() -> bool:
+        blobs = list(clients.storage_client().list_blobs(settings().exports_bucket, prefix=f"{customer.uid}/"))
+        return len(blobs) == 1
+
+    from orderpally.records import service as records
+
+    # The request's own publish delivers it once more: still one effect.
+    return records.MESSAGE_TYPE, {"request_id": request_id, "account_id": customer.uid}, effect, 1
+
+
+def _deletion_case(stack):
+    from orderpally.lifecycle import deletion
+
+    db = clients.firestore_client()
+    account = f"twice-{uuid.uuid4().hex[:8]}"
+    db.document(f"accounts/{account}").set({"kind": "consumer", "email": f"{account}@example.test"})
+    for i in range(5):
+        db.collection(f"accounts/{account}/audit_trail").add({"action": f"a{i}"})
+    deletion.request_deletion(db, account, account, "customer request")
+
+    def effect() -> bool:
+        certificate = db.document(f"{deletion.CERTIFICATES}/{account}").get().to_dict() or {}
+        return certificate.get("status") == "completed" and certificate["locations"]["audit_trail"]["counts"] == {
+            "deleted": 5
+        }
+
+    return deletion.MESSAGE_TYPE, {"account_id": account}, effect, 0
+
+
+def _fanout_case(stack):
+    from orderpally.notices import fanout, rules, service
+
+    customers = [create_customer() for _ in range(3)]
+    today = rules.taipei_date(datetime.now(UTC))
+    draft = service.NoticeDraft.model_validate(
+        {
+            "kind": "service_change",
+            "text": {"zh-TW": {"title": "重複測試", "body": "內容"}, "en": {"title": "Twice", "body": "Body"}},
+            "affects": {"all": True},
+            "effective_date": rules.add_one_month(today).isoformat(),
+        }
+    )
+    notice = service.create_notice(clients.firestore_client(), draft, "staff", datetime.now(UTC))
+
+    def effect() -> bool:
+        recipients = sorted(str(m["To"]) for m in read_mailbox(stack.mailbox))
+        return recipients == sorted(c.email for c in customers)
+
+    return fanout.MESSAGE_TYPE, {"job_id": service.fanout_id(notice["id"], 1)}, effect, len(customers)
+
+
+def _heartbeat_case(stack):
+    from orderpally.heartbeat import service as heartbeat
+
+    beat = heartbeat.new_heartbeat(datetime.now(UTC), source=f"twice-{uuid.uuid4().hex[:6]}")
+
+    def effect() -> bool:
+        stored = clients.firestore_client().document("/".join(heartbeat.DOCUMENT)).get().to_dict() or {}
+        return stored.get("source") == beat.source
+
+    return heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"), effect, 0
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "case"),
+    [
+        ("record_billing_event", _billing_case),
+        ("build_content_export", _export_case),
+        ("build_records", _records_case),
+        ("run_account_deletion", _deletion_case),
+        ("fan_out_notice", _fanout_case),
+        ("record_heartbeat", _heartbeat_case),
+    ],
+)
+def test_every_topic_function_has_one_effect_under_duplicate_and_concurrent_deliveries(
+    running_stack, entry_point, case
+):
+    info = next(i for i in topic_functions(running_stack) if i.entry.entry_point == entry_point)
+    message_type, data, effect, mails = case(running_stack)
+    envelope = events.envelope(message_type, data)
+    now = datetime.now(UTC)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: post_event(info.url, envelope, "same-event", now).status_code, range(6)))
+    # Deliveries that found another one in flight ask Pub/Sub to come back later (non-2xx): none fail otherwise.
+    assert all(code < 300 or code in (500, 503) for code in answers), answers
+    post_event(info.url, envelope, "same-event", now)  # a redelivery after it settled
+    post_event(info.url, envelope, f"another-{uuid.uuid4().hex}", now)  # a duplicate publish
+    assert wait_for(effect)
+    if mails:
+        wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= mails)
+    time.sleep(2.0)
+    assert effect()
+    assert len(read_mailbox(running_stack.mailbox)) == mails
