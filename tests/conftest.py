@@ -45,6 +45,7 @@ def _test_ports() -> local_stack.Ports:
 PORTS = _test_ports()
 STATE_DIR = Path(os.environ.get("TEST_STATE_DIR", local_stack.REPO / ".local" / f"test-{TEST_PORT_OFFSET}"))
 _stack = local_stack.LocalStack(PORTS, STATE_DIR)
+_stack.extra_env["FAULT_POINTS"] = "on"  # the fault suite arms crash points in the stack's functions
 
 # In-process code under test reads its configuration from the environment once,
 # so point it at the test stack before anything imports it.

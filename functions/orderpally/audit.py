@@ -137,28 +137,30 @@ def link(chain: Chain, until: Any = None) -> int:
     LINK_PATIENCE, an entry stays pending for a later link: it is never lost.
     """
     db = clients.firestore_client()
-    linked, delay = 0, 0.005
+    linked, delay, first = 0, 0.005, True
     deadline = time.monotonic() + LINK_PATIENCE.total_seconds()
     while True:
-        if until is not None and not until.get().exists:
+        # (`until` was just written: no need to look for it on the first round.)
+        if until is not None and not first and not until.get().exists:
             return linked
+        first = False
         lock = _take_lock(db, chain)
         if lock is not None:
+            contended, mine = False, False
             try:
                 while True:
                     found, done = _link_batch(chain)
-                    linked += done
+                    linked += len(done)
+                    mine = mine or (until is not None and until.id in done)
                     if found < LINK_BATCH:
                         break
             except Exception as exc:
                 if not clients.transaction_contended(exc):
                     raise
                 contended = True
-            else:
-                contended = False
             finally:
                 lock.delete()
-            if until is None:
+            if until is None or mine:
                 return linked
             if not contended:
                 continue
@@ -186,18 +188,18 @@ def _take_lock(db: Any, chain: Chain) -> Any | None:
         return None
 
 
-def _link_batch(chain: Chain) -> tuple[int, int]:
-    """(pending entries found, entries this call linked)."""
+def _link_batch(chain: Chain) -> tuple[int, set[str]]:
+    """(pending entries found, ids of the pending entries this call linked)."""
     from google.cloud import firestore
 
     db = clients.firestore_client()
     # Listed outside the transaction: a query inside would lock the list against new writers.
     waiting = [snap.reference for snap in pending(chain).limit(LINK_BATCH).stream()]
     if not waiting:
-        return 0, 0
+        return 0, set()
 
     @firestore.transactional
-    def link_batch(transaction: Any) -> int:
+    def link_batch(transaction: Any) -> set[str]:
         head = chain.head.get(transaction=transaction)
         still = sorted((s for s in db.get_all(waiting, transaction=transaction) if s.exists), key=lambda s: s.id)
         seq = int(head.get("seq")) if head.exists else 0
@@ -217,7 +219,7 @@ def _link_batch(chain: Chain) -> tuple[int, int]:
             transaction.set(
                 chain.head, {"seq": seq, "hash": previous, "updated_at": datetime.now(UTC), ENTRIES_FIELD: path}
             )
-        return len(still)
+        return {snap.id for snap in still}
 
     return len(waiting), link_batch(db.transaction(max_attempts=3))
 

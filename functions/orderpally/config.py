@@ -38,6 +38,8 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
 @dataclass(frozen=True)
 class Settings:
     environment: str = "local"
+    # The fault suite's crash points (orderpally.events.inject_fault): local and test stacks only.
+    fault_points: bool = False
     project_id: str = "demo-orderpally"
     region: str = "asia-east1"
     version: str = "dev"
@@ -136,8 +138,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigurationError("SMTP_SECURITY must be none, starttls or tls")
     if smtp_security == "none" and environment not in ("local", "test"):
         raise ConfigurationError("mail is only sent in clear on the local stack")
+    fault_points = env.get("FAULT_POINTS", "") == "on"
+    if fault_points and environment not in ("local", "test"):
+        raise ConfigurationError("FAULT_POINTS is for the local stack's fault tests only")
     project_id = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or "demo-orderpally"
     return Settings(
+        fault_points=fault_points,
         environment=environment,
         project_id=project_id,
         region=env.get("REGION", "asia-east1"),

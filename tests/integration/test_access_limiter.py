@@ -40,16 +40,24 @@ def test_concurrent_attempts_never_exceed_the_limit_and_never_error():
     assert all(0 < seconds <= 30 for seconds in refused)
 
 
-def test_windows_and_keys_are_separate_and_check_does_not_count():
+def test_windows_and_keys_are_separate():
     db = clients.firestore_client()
     limit = limiter.Limit("test-window", 2, timedelta(minutes=1))
-    for _ in range(5):
-        limiter.check(db, limit, "a", NOW)
     limiter.hit(db, limit, "a", NOW)
     limiter.hit(db, limit, "a", NOW)
     with pytest.raises(limiter.Limited):
         limiter.hit(db, limit, "a", NOW)
-    with pytest.raises(limiter.Limited):
-        limiter.check(db, limit, "a", NOW)
     limiter.hit(db, limit, "b", NOW)
     limiter.hit(db, limit, "a", NOW + timedelta(minutes=1))
+
+
+def test_several_counters_count_together_and_refunds_give_attempts_back():
+    db = clients.firestore_client()
+    tight = limiter.Limit("test-tight", 1, timedelta(minutes=1))
+    loose = limiter.Limit("test-loose", 10, timedelta(minutes=1))
+    limiter.hit_all(db, [(tight, "k"), (loose, "k")], NOW)
+    with pytest.raises(limiter.Limited) as refused:
+        limiter.hit_all(db, [(loose, "k"), (tight, "k")], NOW)
+    assert refused.value.limit.name == "test-tight"
+    limiter.refund_all(db, [(tight, "k"), (tight, "k")], NOW)  # both attempts on tight given back
+    limiter.hit_all(db, [(tight, "k")], NOW)

@@ -67,3 +67,10 @@ def test_production_refuses_a_missing_or_short_secret():
         load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "short"})
     assert load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "p" * 32}).pseudonym_key == b"p" * 32
     assert load_settings({"ENVIRONMENT": "test"}).pseudonym_key.startswith(b"local-only")
+
+
+def test_fault_points_are_off_by_default_and_refused_in_production():
+    assert not load_settings({}).fault_points
+    assert load_settings({"FAULT_POINTS": "on"}).fault_points
+    with pytest.raises(ConfigurationError, match="FAULT_POINTS"):
+        load_settings({"ENVIRONMENT": "production", "FAULT_POINTS": "on", **PRODUCTION_SECRETS})

@@ -207,17 +207,14 @@ def _failure_counters(address: str, email: str) -> tuple[tuple[limiter.Limit, st
 def _check_sign_in_limits(db: Any, address: str, email: str, now: datetime) -> None:
     """Counts the attempt, as a failure until it succeeds: concurrent guesses cannot all slip in under the limit."""
     try:
-        limiter.hit(db, SIGN_IN_PER_ADDRESS, address, now)
-        for limit, key in _failure_counters(address, email):
-            limiter.hit(db, limit, key, now)
+        limiter.hit_all(db, [(SIGN_IN_PER_ADDRESS, address), *_failure_counters(address, email)], now)
     except limiter.Limited as exc:
         raise too_many(exc) from None
 
 
 def _forgive_attempt(db: Any, address: str, email: str, now: datetime) -> None:
     """A successful sign-in was no failure."""
-    for limit, key in _failure_counters(address, email):
-        limiter.refund(db, limit, key, now)
+    limiter.refund_all(db, _failure_counters(address, email), now)
 
 
 def uid_for(email: str) -> str | None:
@@ -327,8 +324,7 @@ def request_password_reset(request: flask.Request) -> flask.Response:
     db = clients.firestore_client()
     now = datetime.now(UTC)
     try:
-        limiter.hit(db, RESET_PER_ADDRESS, address_key(request), now)
-        limiter.hit(db, RESET_PER_ACCOUNT, email, now)
+        limiter.hit_all(db, [(RESET_PER_ADDRESS, address_key(request)), (RESET_PER_ACCOUNT, email)], now)
     except limiter.Limited as exc:
         if exc.limit is RESET_PER_ADDRESS:
             raise too_many(exc) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,17 +50,13 @@ def _ref(db: Any, limit: Limit, key: str, index: int) -> Any:
     return db.collection(RATE_LIMITS).document(f"{limit.name}-{digest}-{index}")
 
 
-def check(db: Any, limit: Limit, key: str, now: datetime) -> None:
-    """Raises Limited when the key has used up its window, without counting."""
-    limit = configured(limit)
-    index, ends = _window(limit, now)
-    snapshot = _ref(db, limit, key, index).get()
-    if snapshot.exists and int(snapshot.get("count")) >= limit.max_attempts:
-        raise Limited(limit, max(1, math.ceil((ends - now).total_seconds())))
-
-
 def hit(db: Any, limit: Limit, key: str, now: datetime) -> None:
-    """Counts one attempt; raises Limited when this one is over the limit.
+    """Counts one attempt; raises Limited when this one is over the limit."""
+    hit_all(db, [(limit, key)], now)
+
+
+def hit_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
+    """Counts one attempt on every counter, in one write; raises Limited for the first one over its limit.
 
     An atomic increment rather than a transaction: many requests from one address
     hit one counter at once, and a transaction would make them fail on contention.
@@ -68,19 +65,30 @@ def hit(db: Any, limit: Limit, key: str, now: datetime) -> None:
     """
     from google.cloud import firestore
 
-    limit = configured(limit)
-    index, ends = _window(limit, now)
-    ref = _ref(db, limit, key, index)
-    ref.set({"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window}, merge=True)
-    if int(ref.get().get("count")) > limit.max_attempts:
-        raise Limited(limit, max(1, math.ceil((ends - now).total_seconds())))
+    batch = db.batch()
+    counted = []
+    for limit, key in counters:
+        limit = configured(limit)
+        index, ends = _window(limit, now)
+        ref = _ref(db, limit, key, index)
+        batch.set(
+            ref, {"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window}, merge=True
+        )
+        counted.append((limit, ends, ref))
+    batch.commit()
+    counts = {snap.reference.path: int(snap.get("count")) for snap in db.get_all([ref for _, _, ref in counted])}
+    for limit, ends, ref in counted:
+        if counts[ref.path] > limit.max_attempts:
+            raise Limited(limit, max(1, math.ceil((ends - now).total_seconds())))
 
 
-def refund(db: Any, limit: Limit, key: str, now: datetime) -> None:
-    """Takes back one attempt counted by `hit` at the same `now` (it turned out not to count)."""
+def refund_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
+    """Takes back the attempts `hit_all` counted at the same `now` (they turned out not to count)."""
     from google.cloud import firestore
 
-    limit = configured(limit)
-    index, _ = _window(limit, now)
-    ref = _ref(db, limit, key, index)
-    ref.set({"count": firestore.Increment(-1)}, merge=True)
+    batch = db.batch()
+    for limit, key in counters:
+        limit = configured(limit)
+        index, _ = _window(limit, now)
+        batch.set(_ref(db, limit, key, index), {"count": firestore.Increment(-1)}, merge=True)
+    batch.commit()
