@@ -100,7 +100,7 @@ def fan_out(stack: local_stack.LocalStack, n: int, timeout: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipients", type=int, default=10_000)
-    parser.add_argument("--port-offset", type=int, default=30000)
+    parser.add_argument("--port-offset", type=int, default=14000)  # below the ephemeral range (32768+)
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
 
