@@ -91,22 +91,23 @@ def test_a_crashed_email_delivery_is_redelivered_and_sent_once(running_stack, po
     assert len(read_mailbox(running_stack.mailbox)) == 1
 
 
+def invoice_of_700(account: str) -> dict:
+    """A billing event: the account's first invoice, TWD 700."""
+    return {
+        "account_id": account,
+        "sequence": 1,
+        "kind": "invoice_issued",
+        "amount": 700,
+        "reference": "INV-1",
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+
+
 @pytest.mark.parametrize("point", ["before-handler", "after-handler"])
 def test_a_crashed_billing_event_is_applied_once(running_stack, point):
     account = f"acct-{uuid.uuid4().hex[:8]}"
     arm("record_billing_event", point)
-    events.publish(
-        billing.TOPIC,
-        billing.MESSAGE_TYPE,
-        {
-            "account_id": account,
-            "sequence": 1,
-            "kind": "invoice_issued",
-            "amount": 700,
-            "reference": "INV-1",
-            "occurred_at": datetime.now(UTC).isoformat(),
-        },
-    )
+    events.publish(billing.TOPIC, billing.MESSAGE_TYPE, invoice_of_700(account))
     db = clients.firestore_client()
     wait_for(lambda: billing.outstanding(db, account)[0] == 700)
     assert fired("record_billing_event")
@@ -134,24 +135,29 @@ def test_duplicate_and_concurrent_deliveries_have_one_effect(running_stack):
     assert len(read_mailbox(running_stack.mailbox)) == 1
 
 
-def test_a_fan_out_crashing_midway_mails_everyone_once(running_stack):
+def notice_to_everyone(title: str) -> dict:
+    """A service-change notice, published now, to every customer; its mailing not yet released."""
     from orderpally.notices import rules, service
 
-    db = clients.firestore_client()
-    customers = [create_customer() for _ in range(4)]
-    arm("fan_out_notice", "after-handler")
     today = rules.taipei_date(datetime.now(UTC))
     draft = service.NoticeDraft.model_validate(
         {
             "kind": "service_change",
-            "text": {"zh-TW": {"title": "故障測試", "body": "內容"}, "en": {"title": "Fault test", "body": "Body"}},
+            "text": {"zh-TW": {"title": title, "body": "內容"}, "en": {"title": title, "body": "Body"}},
             "affects": {"all": True},
             "effective_date": rules.add_one_month(today).isoformat(),
         }
     )
-    notice = service.create_notice(db, draft, "staff", datetime.now(UTC))
-    from orderpally.notices import http as notices_http
+    return service.create_notice(clients.firestore_client(), draft, "staff", datetime.now(UTC))
 
+
+def test_a_fan_out_crashing_midway_mails_everyone_once(running_stack):
+    from orderpally.notices import http as notices_http
+    from orderpally.notices import service
+
+    customers = [create_customer() for _ in range(4)]
+    arm("fan_out_notice", "after-handler")
+    notice = notice_to_everyone("Fault test")
     notices_http.release_now(service.fanout_id(notice["id"], 1))
     wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= len(customers))
     assert fired("fan_out_notice")
@@ -365,14 +371,7 @@ def test_an_intake_nobody_retries_is_finished_by_the_deadline_sweep(running_stac
 
 def _billing_case(stack):
     account = f"acct-{uuid.uuid4().hex[:8]}"
-    data = {
-        "account_id": account,
-        "sequence": 1,
-        "kind": "invoice_issued",
-        "amount": 700,
-        "reference": "INV-1",
-        "occurred_at": datetime.now(UTC).isoformat(),
-    }
+    data = invoice_of_700(account)
 
     def effect() -> bool:
         return billing.outstanding(clients.firestore_client(), account) == (700, "TWD")
@@ -435,19 +434,10 @@ def _deletion_case(stack):
 
 
 def _fanout_case(stack):
-    from orderpally.notices import fanout, rules, service
+    from orderpally.notices import fanout, service
 
     customers = [create_customer() for _ in range(3)]
-    today = rules.taipei_date(datetime.now(UTC))
-    draft = service.NoticeDraft.model_validate(
-        {
-            "kind": "service_change",
-            "text": {"zh-TW": {"title": "重複測試", "body": "內容"}, "en": {"title": "Twice", "body": "Body"}},
-            "affects": {"all": True},
-            "effective_date": rules.add_one_month(today).isoformat(),
-        }
-    )
-    notice = service.create_notice(clients.firestore_client(), draft, "staff", datetime.now(UTC))
+    notice = notice_to_everyone("Twice")
 
     def effect() -> bool:
         recipients = sorted(str(m["To"]) for m in read_mailbox(stack.mailbox))
