@@ -245,11 +245,8 @@ def main() -> None:
     # The benchmark signs in and reports from one address: lift the per-address limits.
     stack.extra_env = {"RATE_LIMITS": "sign-in-address=100000/60,incident-address=100000/60"}
     os.environ.update(stack.function_env)
-    stack.start_emulators()
+    stack.start(with_scheduler=False)
     try:
-        stack.prepare_storage()
-        stack.start_functions()
-        stack.wire_pubsub()
         stack.reset()
         rows = cold_starts(stack, args.rounds) + sign_ins(stack, args.users) + intake(stack, args.reports)
     finally:

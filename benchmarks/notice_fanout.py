@@ -108,10 +108,8 @@ def main() -> None:
         local_stack.Ports.from_env(offset=args.port_offset), ROOT / ".local" / "bench-fanout"
     )
     os.environ.update(stack.function_env)
-    stack.start_emulators()
+    stack.start(with_scheduler=False)
     try:
-        stack.start_functions()
-        stack.wire_pubsub()
         stack.reset()
         plain = plain_loop(stack, args.recipients)
         clear_mailbox(stack.mailbox)

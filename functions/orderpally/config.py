@@ -181,7 +181,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         security_contact_email=env.get("SECURITY_CONTACT_EMAIL", "security@orderpally.example"),
         incident_deadlines=_incident_deadlines(env.get("INCIDENT_DEADLINES", "")),
         incident_warn_minutes=_int(env, "INCIDENT_WARN_MINUTES", 60),
-        incident_intake_lease_seconds=_int(env, "INCIDENT_INTAKE_LEASE_SECONDS", 180),
+        incident_intake_lease_seconds=_positive(env, "INCIDENT_INTAKE_LEASE_SECONDS", 180),
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
@@ -209,6 +209,13 @@ def _identity_toolkit_url(env: dict[str, str]) -> str:
     if emulator:
         return f"http://{emulator}/identitytoolkit.googleapis.com"
     return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigurationError(f"{name} must be at least 1")
+    return value
 
 
 def _rate_limits(raw: str) -> dict[str, tuple[int, int]]:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -81,6 +82,18 @@ def inject_fault(function: str, point: str) -> None:
 
 class RetryableError(Exception):
     """A transient failure: the event is redelivered."""
+
+
+@contextlib.contextmanager
+def contention_is_retryable(what: str) -> Iterator[None]:
+    """A Firestore transaction that gave up on contention (or was lost to a reset) inside the
+    block becomes a RetryableError: Pub/Sub comes back later, nothing is marked failed."""
+    try:
+        yield
+    except Exception as exc:
+        if clients.transaction_contended(exc):
+            raise RetryableError(f"{what} is busy") from None
+        raise
 
 
 class PermanentError(Exception):
@@ -289,12 +302,8 @@ def handle_event(
         return Outcome.MALFORMED
 
     ref = _ledger_ref(spec.function, event_id)
-    try:
+    with contention_is_retryable("the event ledger"):
         refused = _claim(ref, spec, event_id, current)
-    except ValueError as exc:
-        if clients.transaction_contended(exc):
-            raise RetryableError("the event ledger is busy") from None
-        raise
     if refused == Outcome.DUPLICATE:
         structured_logging.log(_log, logging.INFO, "event already handled", **fields)
         return Outcome.DUPLICATE

@@ -61,3 +61,20 @@ def test_several_counters_count_together_and_refunds_give_attempts_back():
     assert refused.value.limit.name == "test-tight"
     limiter.refund_all(db, [(tight, "k"), (tight, "k")], NOW)  # both attempts on tight given back
     limiter.hit_all(db, [(tight, "k")], NOW)
+
+
+def test_a_configured_limit_applies_and_refusals_name_the_limit_the_caller_gave(monkeypatch):
+    from orderpally.config import settings
+
+    db = clients.firestore_client()
+    built_in = limiter.Limit("test-configured", 100, timedelta(minutes=1))
+    monkeypatch.setenv("RATE_LIMITS", "test-configured=1/60")
+    settings.cache_clear()
+    try:
+        limiter.hit(db, built_in, "k", NOW)
+        with pytest.raises(limiter.Limited) as refused:  # the operator's 1, not the built-in 100
+            limiter.hit(db, built_in, "k", NOW)
+        assert refused.value.limit is built_in  # callers tell their limits apart by identity
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()

@@ -74,3 +74,9 @@ def test_fault_points_are_off_by_default_and_refused_in_production():
     assert load_settings({"FAULT_POINTS": "on"}).fault_points
     with pytest.raises(ConfigurationError, match="FAULT_POINTS"):
         load_settings({"ENVIRONMENT": "production", "FAULT_POINTS": "on", **PRODUCTION_SECRETS})
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_the_intake_lease_must_be_positive(value):
+    with pytest.raises(ConfigurationError, match="INCIDENT_INTAKE_LEASE_SECONDS"):
+        load_settings({"INCIDENT_INTAKE_LEASE_SECONDS": value})

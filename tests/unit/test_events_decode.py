@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from google.api_core import exceptions as gexc
 
 from orderpally import events
 from orderpally.heartbeat import service as heartbeat
@@ -38,3 +39,20 @@ def test_envelope_round_trips_through_the_publish_encoding():
 def test_malformed_events_are_permanent_errors(event, reason):
     with pytest.raises(events.PermanentError, match=reason):
         events.decode(event, SPEC)
+
+
+@pytest.mark.parametrize(
+    "busy",
+    [
+        ValueError("Failed to commit transaction in 5 attempts."),
+        gexc.Aborted("Transaction lock timeout."),
+    ],
+)
+def test_contention_inside_the_block_is_retryable(busy):
+    with pytest.raises(events.RetryableError), events.contention_is_retryable("the ledger"):
+        raise busy
+
+
+def test_other_errors_pass_through_the_contention_guard():
+    with pytest.raises(ValueError, match="a bug"), events.contention_is_retryable("the ledger"):
+        raise ValueError("a bug")

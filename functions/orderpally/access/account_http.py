@@ -114,7 +114,7 @@ def create_key(request: flask.Request) -> flask.Response:
             settings().secret("API_KEY_PEPPER"),
             now,
         )
-    except ValueError as exc:
+    except api_keys.TooManyKeys as exc:
         raise web.Problem(409, "too-many-keys", "Too many keys", str(exc)) from None
     try:
         _audit(

@@ -79,6 +79,11 @@ class KeyRecord:
     needs_use_audit: bool
 
 
+class TooManyKeys(Exception):
+    def __init__(self) -> None:
+        super().__init__(f"at most {MAX_ACTIVE_KEYS} active keys; revoke one first")
+
+
 def create(
     db: Any, account_id: str, name: str, scopes: list[str], expires_at: datetime, pepper: bytes, now: datetime
 ) -> tuple[dict[str, Any], str]:
@@ -93,9 +98,8 @@ def create(
         )
         return sum(1 for snap in query.stream() if snap.get("expires_at") > now)
 
-    too_many = ValueError(f"at most {MAX_ACTIVE_KEYS} active keys; revoke one first")
     if active() >= MAX_ACTIVE_KEYS:
-        raise too_many
+        raise TooManyKeys()
     key_id, key = new_key()
     record = {
         "account_id": account_id,
@@ -114,7 +118,7 @@ def create(
     # Counted again with this key in: concurrent creations may all be refused, never all admitted.
     if active() > MAX_ACTIVE_KEYS:
         ref.delete()
-        raise too_many
+        raise TooManyKeys()
     return public(key_id, record), key
 
 

@@ -67,19 +67,20 @@ def hit_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) -> No
 
     batch = db.batch()
     counted = []
-    for limit, key in counters:
-        limit = configured(limit)
+    for asked, key in counters:
+        limit = configured(asked)
         index, ends = _window(limit, now)
         ref = _ref(db, limit, key, index)
         batch.set(
             ref, {"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window}, merge=True
         )
-        counted.append((limit, ends, ref))
+        counted.append((asked, limit, ends, ref))
     batch.commit()
-    counts = {snap.reference.path: int(snap.get("count")) for snap in db.get_all([ref for _, _, ref in counted])}
-    for limit, ends, ref in counted:
+    counts = {snap.reference.path: int(snap.get("count")) for snap in db.get_all([c[-1] for c in counted])}
+    for asked, limit, ends, ref in counted:
         if counts[ref.path] > limit.max_attempts:
-            raise Limited(limit, max(1, math.ceil((ends - now).total_seconds())))
+            # The limit the caller named, so it can tell which one refused, however configured.
+            raise Limited(asked, max(1, math.ceil((ends - now).total_seconds())))
 
 
 def refund_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:

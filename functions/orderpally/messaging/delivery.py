@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
-from orderpally import clients, events, structured_logging
+from orderpally import events, structured_logging
 from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
 from orderpally.messaging import rendering
 from orderpally.messaging.requests import EmailRequest
@@ -180,12 +180,8 @@ def deliver(
     """
     ref = db.collection(DELIVERIES).document(delivery_id(request.idempotency_key))
     log_fields = {"template": request.template, "delivery_id": ref.id}
-    try:
+    with events.contention_is_retryable("the delivery ledger"):
         settled = _claim(db, ref, request, now())
-    except ValueError as exc:
-        if clients.transaction_contended(exc):
-            raise events.RetryableError("the delivery ledger is busy") from None
-        raise
     if settled is not None:
         structured_logging.log(_log, logging.INFO, "email already settled", status=settled, **log_fields)
         return settled

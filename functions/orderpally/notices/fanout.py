@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from orderpally import clients, events, structured_logging
+from orderpally import events, structured_logging
 from orderpally.accounts import ACCOUNTS
 from orderpally.messaging.requests import EmailRequest
 from orderpally.notices import service
@@ -98,12 +98,8 @@ def run(ports: Ports, job_id: str, now: Callable[[], datetime]) -> str:
 
     db = ports.db
     ref = db.collection(service.FANOUTS).document(job_id)
-    try:
+    with events.contention_is_retryable("the mailing"):
         job = _take_lease(db, ref, now())
-    except ValueError as exc:
-        if clients.transaction_contended(exc):
-            raise events.RetryableError("the mailing is busy") from None
-        raise
     if job is None:
         return "already-done"
     notice_id, number = job["notice_id"], int(job["version"])
