@@ -112,20 +112,32 @@ def _path(collection: Any) -> str:
 
 def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> None:
     """Records `event` durably, then links it (and whatever else is pending) into `chain`."""
+    link(chain, until=stage(None, chain, event, now))
+
+
+def stage(writer: Any, chain: Chain, event: AuditEvent, now: datetime | None = None) -> Any:
+    """Writes `event` to the chain's pending list and returns its reference.
+
+    With a transaction or batch as `writer`, the entry commits with the change it
+    records or not at all; link it after the commit (`link(chain, until=ref)`). A
+    crash before that leaves it pending, for the next reader, writer or daily check.
+    """
     at = (now or datetime.now(UTC)).astimezone(UTC)
     ref = pending(chain).document(f"{at:%Y%m%d%H%M%S%f}-{secrets.token_hex(6)}")  # ids sort by time
-    ref.set(
-        {
-            "action": event.action,
-            "actor": {"kind": event.actor.kind, "id": event.actor.id, "role": event.actor.role},
-            "client_address": event.client_address,
-            "reason": event.reason,
-            "details": event.details,
-            "at": at,
-            ENTRIES_FIELD: _path(chain.entries),
-        }
-    )
-    link(chain, until=ref)
+    content = {
+        "action": event.action,
+        "actor": {"kind": event.actor.kind, "id": event.actor.id, "role": event.actor.role},
+        "client_address": event.client_address,
+        "reason": event.reason,
+        "details": event.details,
+        "at": at,
+        ENTRIES_FIELD: _path(chain.entries),
+    }
+    if writer is None:
+        ref.set(content)
+    else:
+        writer.set(ref, content)
+    return ref
 
 
 def link(chain: Chain, until: Any = None) -> int:

@@ -1,10 +1,12 @@
-"""Redrives archive requests whose build message was lost.
+"""Redrives messages a crash kept from being published after their state was written.
 
 Export and records requests are written to Firestore, then their build message
 is published. A crash between the two leaves a request queued with no message
 on its way; this sweep (the `archive-redrive` schedule) publishes it again.
 The builders do nothing for a request that is already ready, so a redrive of
-one merely slow is harmless.
+one merely slow is harmless. Mails staged in the outbox with a state change
+(`messaging.requests.stage_email`) are redriven the same way; their idempotency
+key keeps a redriven mail to one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orderpally.lifecycle import export
+from orderpally.messaging import requests as mail
 from orderpally.records import service as records
 
 STALE_AFTER = timedelta(minutes=15)
@@ -52,4 +55,9 @@ def redrive(db: Any, publish: Callable[[str, str, dict], Any], now: datetime, li
             snap.reference.update({"redriven_at": now})
             sent += 1
         counts[queue.collection] = sent
+
+    def publish_mail(request: mail.EmailRequest) -> object:
+        return publish(mail.TOPIC, mail.MESSAGE_TYPE, request.model_dump(mode="json"))
+
+    counts[mail.OUTBOX] = mail.redrive_staged(db, now, STALE_AFTER, publish_mail, limit)
     return counts

@@ -488,3 +488,66 @@ def test_every_topic_function_has_one_effect_under_duplicate_and_concurrent_deli
     time.sleep(2.0)
     assert effect()
     assert len(read_mailbox(running_stack.mailbox)) == mails
+
+
+def announcement_cases(running_stack, customer) -> dict[str, tuple[str, str, dict, dict]]:
+    """Per lifecycle action: (method, url, body, headers) of a call that commits a change, then announces it."""
+    from support.identities import browser_headers, create_identity
+
+    tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    admin = create_identity(roles=["admin"])
+    return {
+        "termination": (
+            "POST",
+            running_stack.url("account") + "/account/termination",
+            {"termination_date": tomorrow},
+            browser_headers(customer),
+        ),
+        "suspension": (
+            "POST",
+            running_stack.url("staff") + f"/staff/accounts/{customer.uid}/suspension",
+            {"code": "A", "reason": "Repeated policy violations in live streams"},
+            browser_headers(admin),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "action", "template_subject"),
+    [("termination", "termination.scheduled", "終止"), ("suspension", "account.suspended", "暫停")],
+)
+def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entry_and_mail(
+    running_stack, case, action, template_subject
+):
+    from orderpally import audit
+    from orderpally.lifecycle import accounts_service
+    from orderpally.messaging import requests as mail
+
+    customer = create_customer()
+    method, url, body, headers = announcement_cases(running_stack, customer)[case]
+    db = clients.firestore_client()
+    arm(accounts_service.ANNOUNCE_FAULTS, "after-commit")
+    crashed = requests.request(method, url, json=body, headers=headers, timeout=30)
+    assert crashed.status_code == 500
+    assert fired(accounts_service.ANNOUNCE_FAULTS)
+
+    # The change and both of its announcements committed together; neither went out yet.
+    staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["account_id"] == customer.uid]
+    assert len(staged) == 1
+    chain = audit.account_chain(customer.uid)
+    assert [s.get("action") for s in audit.pending(chain).stream()] == [action]
+    time.sleep(1.0)
+    assert mails_to(running_stack.mailbox, customer.email) == []
+
+    # A reader of the trail links the entry; the redrive publishes the mail once it is stale.
+    assert [entry["action"] for entry in audit.entries(customer.uid)].count(action) == 1
+    fire = running_stack.url("archive-redrive")
+    assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 0  # not stale yet: its own call may still send it
+    staged[0].reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+    assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 1
+    assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 0
+    mails = wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
+    time.sleep(2.0)
+    assert len(mails_to(running_stack.mailbox, customer.email)) == 1
+    assert template_subject in str(mails[0]["Subject"])
+    assert [entry["action"] for entry in audit.entries(customer.uid)].count(action) == 1

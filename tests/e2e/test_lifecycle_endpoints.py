@@ -188,3 +188,26 @@ def test_security_places_and_releases_a_hold(running_stack):
     assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code == 200
     assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code == 409
     assert {"legal_hold.placed", "legal_hold.released"} <= set(audit_actions(alice.uid))
+
+
+def test_a_hold_released_by_several_at_once_is_released_and_audited_once(running_stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice = create_customer()
+    security = create_identity(roles=["security"])
+    body = {"location_ids": ["invoices"], "reason": "Tax authority inquiry", "authority": "MOF 115-0043"}
+    placed = requests.post(
+        staff_url(running_stack, f"/accounts/{alice.uid}/legal-holds"),
+        json=body,
+        headers=browser_headers(security),
+        timeout=10,
+    )
+    release = staff_url(running_stack, f"/legal-holds/{placed.json()['id']}")
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(
+                lambda _: requests.delete(release, headers=browser_headers(security), timeout=30).status_code, range(6)
+            )
+        )
+    assert sorted(answers) == [200] + [409] * 5
+    assert audit_actions(alice.uid).count("legal_hold.released") == 1

@@ -3,6 +3,11 @@
 `terminations/{account_id}` holds the account's current termination: who asked,
 on what basis, when it takes effect, and what has been done. Every step is
 written to the account's audit trail and announced to the customer by email.
+
+The audit entry and the email are staged in the same commit as the change they
+record (`audit.stage`, `requests.stage_email`), then linked and published. A crash
+in between loses neither: a pending entry is linked by the trail's next reader or
+the daily check, a staged mail is published by the redrive schedule.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from typing import Any
 
 import pydantic
 
-from orderpally import audit, structured_logging
+from orderpally import audit, events, structured_logging
 from orderpally.access import api_keys
 from orderpally.accounts import ACCOUNTS, preferred_language
 from orderpally.lifecycle import deletion
 from orderpally.lifecycle.termination import Basis, can_cancel
-from orderpally.messaging.requests import EmailRequest
+from orderpally.messaging.requests import EmailRequest, request_email, send_staged, stage_email
 
 TERMINATIONS = "terminations"
+ANNOUNCE_FAULTS = "lifecycle_announce"  # the fault suite's crash point between a change and its announcement
 
 _log = structured_logging.get_logger("orderpally.lifecycle")
 
@@ -54,10 +60,10 @@ def _account(db: Any, account_id: str) -> dict:
     return snap.to_dict() or {}
 
 
-def _notify(effects: Effects, account_id: str, account: dict, template: str, key: str, data: dict) -> None:
-    """Asks for the customer's notice; an unusable stored address is logged, never a failure of the action."""
+def _notice(account_id: str, account: dict, template: str, key: str, data: dict) -> EmailRequest | None:
+    """The customer's notice; None (logged, never a failure of the action) for an unusable stored address."""
     try:
-        message = EmailRequest(
+        return EmailRequest(
             idempotency_key=f"{template}:{account_id}:{key}",
             template=template,
             to_email=account.get("email") or "",
@@ -67,8 +73,36 @@ def _notify(effects: Effects, account_id: str, account: dict, template: str, key
         )
     except pydantic.ValidationError:
         structured_logging.log(_log, logging.WARNING, "notice not sent: no usable email", account_id=account_id)
-        return
-    effects.send_email(message)
+        return None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A change's audit entry and notice, staged in the change's own commit."""
+
+    chain: audit.Chain
+    entry: Any
+    notice: EmailRequest | None
+
+
+def _stage(
+    writer: Any, db: Any, account_id: str, event: audit.AuditEvent, notice: EmailRequest | None, now: datetime
+) -> Announcement:
+    chain = audit.account_chain(account_id)
+    entry = audit.stage(writer, chain, event, now)
+    if notice is not None:
+        stage_email(writer, db, notice, now)
+    return Announcement(chain, entry, notice)
+
+
+def _announce(
+    db: Any, announcement: Announcement, send_email: Callable[[EmailRequest], object] = request_email
+) -> None:
+    """After the commit: links the audit entry and publishes the notice."""
+    events.inject_fault(ANNOUNCE_FAULTS, "after-commit")
+    audit.link(announcement.chain, until=announcement.entry)
+    if announcement.notice is not None:
+        send_staged(db, announcement.notice, send_email)
 
 
 def schedule_termination(
@@ -88,9 +122,20 @@ def schedule_termination(
     db = effects.db
     account = _account(db, account_id)
     ref = db.collection(TERMINATIONS).document(account_id)
+    when = terminate_at.isoformat()
+    event = audit.AuditEvent(
+        "termination.scheduled", actor, client_address, reason, {"basis": basis.value, "terminate_at": when}
+    )
+    notice = _notice(
+        account_id,
+        account,
+        "termination_scheduled",
+        when,
+        {"basis": basis.value, "terminate_at": when, "reason": reason or ""},
+    )
 
     @firestore.transactional
-    def write(transaction: Any) -> dict:
+    def write(transaction: Any) -> tuple[dict, Announcement]:
         current = ref.get(transaction=transaction)
         if current.exists and (current.to_dict() or {}).get("status") in ("executing", "executed"):
             raise LifecycleConflict("already-terminated", "This account has already been terminated.")
@@ -106,27 +151,10 @@ def schedule_termination(
         }
         transaction.set(ref, record)
         transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "terminating"})
-        return record
+        return record, _stage(transaction, db, account_id, event, notice, now)
 
-    record = write(db.transaction())
-    audit.record(
-        account_id,
-        audit.AuditEvent(
-            "termination.scheduled",
-            actor,
-            client_address,
-            reason,
-            {"basis": basis.value, "terminate_at": terminate_at.isoformat()},
-        ),
-    )
-    _notify(
-        effects,
-        account_id,
-        account,
-        "termination_scheduled",
-        terminate_at.isoformat(),
-        {"basis": basis.value, "terminate_at": terminate_at.isoformat(), "reason": reason or ""},
-    )
+    record, announcement = write(db.transaction())
+    _announce(db, announcement, effects.send_email)
     return record
 
 
@@ -139,8 +167,11 @@ def cancel_termination(
     account = _account(db, account_id)
     ref = db.collection(TERMINATIONS).document(account_id)
 
+    event = audit.AuditEvent("termination.cancelled", actor, client_address)
+    notice = _notice(account_id, account, "termination_cancelled", now.isoformat(), {})
+
     @firestore.transactional
-    def write(transaction: Any) -> None:
+    def write(transaction: Any) -> Announcement:
         current = ref.get(transaction=transaction)
         record = current.to_dict() or {} if current.exists else {}
         if not record:
@@ -149,10 +180,9 @@ def cancel_termination(
             raise LifecycleConflict("termination-final", "The termination date has passed; it cannot be undone.")
         transaction.update(ref, {"status": "cancelled", "cancelled_at": now})
         transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "active"})
+        return _stage(transaction, db, account_id, event, notice, now)
 
-    write(db.transaction())
-    audit.record(account_id, audit.AuditEvent("termination.cancelled", actor, client_address))
-    _notify(effects, account_id, account, "termination_cancelled", now.isoformat(), {})
+    _announce(db, write(db.transaction()), effects.send_email)
 
 
 def current_termination(db: Any, account_id: str) -> dict | None:
@@ -194,17 +224,28 @@ def set_suspension(
         raise LifecycleConflict("not-suspended", "This account is not suspended.")
     termination = current_termination(db, account_id)
     restored = "terminating" if termination and termination.get("status") == "scheduled" else "active"
-    db.collection(ACCOUNTS).document(account_id).update(
+    # Sign-in first: a crash before the commit leaves the status as it was, so the same call can be made again.
+    _revoke_access(effects, account_id, disable=suspended)
+    action = "account.suspended" if suspended else "account.suspension_lifted"
+    template = "account_suspended" if suspended else "account_suspension_lifted"
+    batch = db.batch()
+    batch.update(
+        db.collection(ACCOUNTS).document(account_id),
         {
             "status": "suspended" if suspended else restored,
             "suspension": {"code": code, "reason": reason, "by": actor.id, "at": now} if suspended else None,
-        }
+        },
     )
-    _revoke_access(effects, account_id, disable=suspended)
-    action = "account.suspended" if suspended else "account.suspension_lifted"
-    audit.record(account_id, audit.AuditEvent(action, actor, client_address, reason, {"code": code}))
-    template = "account_suspended" if suspended else "account_suspension_lifted"
-    _notify(effects, account_id, account, template, now.isoformat(), {"code": code or "", "reason": reason or ""})
+    announcement = _stage(
+        batch,
+        db,
+        account_id,
+        audit.AuditEvent(action, actor, client_address, reason, {"code": code}),
+        _notice(account_id, account, template, now.isoformat(), {"code": code or "", "reason": reason or ""}),
+        now,
+    )
+    batch.commit()
+    _announce(db, announcement, effects.send_email)
 
 
 def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, int]:
@@ -228,10 +269,19 @@ def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, 
         api_keys.revoke_all(db, account_id, now)
         account_ref = db.collection(ACCOUNTS).document(account_id)
         account = account_ref.get().to_dict() or {}
-        if account:
-            account_ref.update({"status": "terminated", "terminated_at": now})
-            audit.record(account_id, audit.AuditEvent("account.terminated", audit.SYSTEM))
-            _notify(effects, account_id, account, "account_terminated", "final", {})
+        if account and account.get("status") != "terminated":  # not again after a crash past this commit
+            batch = db.batch()
+            batch.update(account_ref, {"status": "terminated", "terminated_at": now})
+            announcement = _stage(
+                batch,
+                db,
+                account_id,
+                audit.AuditEvent("account.terminated", audit.SYSTEM),
+                _notice(account_id, account, "account_terminated", "final", {}),
+                now,
+            )
+            batch.commit()
+            _announce(db, announcement, effects.send_email)
         deletion.request_deletion(db, account_id, "system", f"termination: {snap.get('basis')}")
         effects.publish_deletion(account_id)
         snap.reference.update({"status": "executed", "executed_at": now})
@@ -267,7 +317,9 @@ def place_hold(
     now: datetime,
 ) -> str:
     ref = db.collection(deletion.HOLDS).document()
-    ref.create(
+    batch = db.batch()
+    batch.create(
+        ref,
         {
             "account_id": account_id,
             "location_ids": location_ids,
@@ -276,20 +328,22 @@ def place_hold(
             "placed_by": actor.id,
             "placed_at": now,
             "released_at": None,
-        }
+        },
     )
-    audit.record(
-        account_id,
-        audit.AuditEvent(
-            "legal_hold.placed", actor, client_address, reason, {"hold_id": ref.id, "authority": authority}
-        ),
+    event = audit.AuditEvent(
+        "legal_hold.placed", actor, client_address, reason, {"hold_id": ref.id, "authority": authority}
     )
+    announcement = _stage(batch, db, account_id, event, None, now)
+    batch.commit()
+    _announce(db, announcement)
     return ref.id
 
 
 def release_hold(
     effects: Effects, hold_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime
 ) -> dict:
+    from google.api_core.exceptions import FailedPrecondition
+
     db = effects.db
     ref = db.collection(deletion.HOLDS).document(hold_id)
     snap = ref.get()
@@ -298,9 +352,18 @@ def release_hold(
     hold = snap.to_dict() or {}
     if hold.get("released_at"):
         raise LifecycleConflict("hold-released", "This hold has already been released.")
-    ref.update({"released_at": now, "released_by": actor.id})
     account_id = hold["account_id"]
-    audit.record(account_id, audit.AuditEvent("legal_hold.released", actor, client_address, None, {"hold_id": hold_id}))
+    batch = db.batch()
+    # Only the hold as read: of two releases at once, one is recorded and the other refused.
+    as_read = db.write_option(last_update_time=snap.update_time)
+    batch.update(ref, {"released_at": now, "released_by": actor.id}, option=as_read)
+    event = audit.AuditEvent("legal_hold.released", actor, client_address, None, {"hold_id": hold_id})
+    announcement = _stage(batch, db, account_id, event, None, now)
+    try:
+        batch.commit()
+    except FailedPrecondition:
+        raise LifecycleConflict("hold-released", "This hold has already been released.") from None
+    _announce(db, announcement)
     job = db.collection(deletion.JOBS).document(account_id).get()
     if job.exists and (job.to_dict() or {}).get("status") == "held":
         # A deletion waiting on this hold may finish now.

@@ -15,7 +15,6 @@ retried), dropped (unknown template, data the template cannot render).
 from __future__ import annotations
 
 import email.policy
-import hashlib
 import logging
 import smtplib
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from typing import Any
 from orderpally import events, structured_logging
 from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
 from orderpally.messaging import rendering
-from orderpally.messaging.requests import EmailRequest
+from orderpally.messaging.requests import EmailRequest, key_digest
 
 DELIVERIES = "email_deliveries"
 LEASE = timedelta(minutes=2)
@@ -75,7 +74,7 @@ Sender = Callable[[EmailMessage], RelayReply]
 
 
 def delivery_id(idempotency_key: str) -> str:
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return key_digest(idempotency_key)
 
 
 def message_id(idempotency_key: str, domain: str) -> str:

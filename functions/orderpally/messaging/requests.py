@@ -3,10 +3,18 @@
 The notice-email function renders `template` in the recipient's language (a
 stored account preference wins over `language`) and sends it exactly once per
 `idempotency_key`, however often the request is delivered or published.
+
+A mail that announces a state change is staged in the mail outbox
+(`mail_outbox/{sha256(idempotency_key)}`) in the same transaction or batch as the
+change, then published and unstaged. A crash in between leaves it staged; the
+redrive schedule publishes it again, and the key keeps it to one mail.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
@@ -16,6 +24,7 @@ from orderpally.accounts import Language
 
 TOPIC = "notice-email"
 MESSAGE_TYPE = "notice_email.requested"
+OUTBOX = "mail_outbox"
 
 
 class EmailRequest(pydantic.BaseModel):
@@ -34,3 +43,41 @@ class EmailRequest(pydantic.BaseModel):
 def request_email(request: EmailRequest) -> str:
     """Publishes the request; returns the Pub/Sub message id."""
     return events.publish(TOPIC, MESSAGE_TYPE, request.model_dump(mode="json"))
+
+
+def key_digest(idempotency_key: str) -> str:
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+def _staged(db: Any, request: EmailRequest) -> Any:
+    return db.collection(OUTBOX).document(key_digest(request.idempotency_key))
+
+
+def stage_email(writer: Any, db: Any, request: EmailRequest, now: datetime) -> None:
+    """Writes `request` to the outbox through `writer` (a transaction or batch): it commits with the change."""
+    # No expire_at: a staged mail leaves the outbox only once it has been published.
+    writer.set(_staged(db, request), {"request": request.model_dump(mode="json"), "staged_at": now})
+
+
+def send_staged(db: Any, request: EmailRequest, publish: Callable[[EmailRequest], object] = request_email) -> None:
+    """Publishes a committed staged request, then takes it out of the outbox."""
+    publish(request)
+    _staged(db, request).delete()
+
+
+def redrive_staged(
+    db: Any,
+    now: datetime,
+    stale_after: timedelta,
+    publish: Callable[[EmailRequest], object] = request_email,
+    limit: int = 200,
+) -> int:
+    """Publishes every request staged for longer than `stale_after`; returns how many."""
+    from google.cloud.firestore import FieldFilter
+
+    stale = db.collection(OUTBOX).where(filter=FieldFilter("staged_at", "<=", now - stale_after))
+    sent = 0
+    for snap in stale.limit(limit).stream():
+        send_staged(db, EmailRequest.model_validate(snap.get("request")), publish)
+        sent += 1
+    return sent
