@@ -150,7 +150,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         version=env.get("SERVICE_VERSION", env.get("K_REVISION", "dev")),
         emulator_hosts=emulators,
         smtp_host=env.get("SMTP_HOST", "127.0.0.1"),
-        smtp_port=_int(env, "SMTP_PORT", 1025),
+        smtp_port=_port(env, "SMTP_PORT", 1025),
         smtp_security=smtp_security,
         smtp_username=env.get("SMTP_USERNAME", ""),
         smtp_password=env.get("SMTP_PASSWORD", ""),
@@ -159,9 +159,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         backups_bucket=env.get("BACKUPS_BUCKET", f"{project_id}-backups"),
         exports_bucket=env.get("EXPORTS_BUCKET", f"{project_id}-exports"),
         attachments_bucket=env.get("ATTACHMENTS_BUCKET", f"{project_id}-attachments"),
-        default_max_event_age_seconds=_int(env, "MAX_EVENT_AGE_SECONDS", 3600),
+        default_max_event_age_seconds=_positive(env, "MAX_EVENT_AGE_SECONDS", 3600),
         heartbeat_topic=env.get("HEARTBEAT_TOPIC", "heartbeat"),
-        snapshot_max_age_hours=_int(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
+        snapshot_max_age_hours=_positive(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
         secrets=_secrets(env),
@@ -170,22 +170,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         facebook_app_id=env.get("FACEBOOK_APP_ID", ""),
         facebook_dialog_url=env.get("FACEBOOK_DIALOG_URL", "https://www.facebook.com/v19.0/dialog/oauth"),
         facebook_graph_url=env.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0").rstrip("/"),
-        facebook_timeout_seconds=float(env.get("FACEBOOK_TIMEOUT_SECONDS", "5")),
+        facebook_timeout_seconds=_seconds(env, "FACEBOOK_TIMEOUT_SECONDS", 5.0),
         facebook_redirect_uri=env.get("FACEBOOK_REDIRECT_URI")
         or env.get("PUBLIC_BASE_URL", "http://localhost:8080").rstrip("/") + "/auth/facebook/callback",
-        termination_max_days_ahead=_int(env, "TERMINATION_MAX_DAYS_AHEAD", 90),
-        termination_reauth_seconds=_int(env, "TERMINATION_REAUTH_SECONDS", 300),
-        company_termination_notice_days=_int(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),
-        export_valid_days=_int(env, "EXPORT_VALID_DAYS", 7),
+        termination_max_days_ahead=_positive(env, "TERMINATION_MAX_DAYS_AHEAD", 90),
+        termination_reauth_seconds=_positive(env, "TERMINATION_REAUTH_SECONDS", 300),
+        company_termination_notice_days=_positive(env, "COMPANY_TERMINATION_NOTICE_DAYS", 30),
+        export_valid_days=_positive(env, "EXPORT_VALID_DAYS", 7),
         security_oncall_email=env.get("SECURITY_ONCALL_EMAIL", "security-oncall@orderpally.example"),
         security_contact_email=env.get("SECURITY_CONTACT_EMAIL", "security@orderpally.example"),
         incident_deadlines=_incident_deadlines(env.get("INCIDENT_DEADLINES", "")),
-        incident_warn_minutes=_int(env, "INCIDENT_WARN_MINUTES", 60),
+        incident_warn_minutes=_positive(env, "INCIDENT_WARN_MINUTES", 60),
         incident_intake_lease_seconds=_positive(env, "INCIDENT_INTAKE_LEASE_SECONDS", 180),
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
-        trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2),
+        trusted_proxy_hops=_at_least(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2, 0),
     )
 
 
@@ -211,10 +211,32 @@ def _identity_toolkit_url(env: dict[str, str]) -> str:
     return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
 
 
-def _positive(env: dict[str, str], name: str, default: int) -> int:
+def _at_least(env: dict[str, str], name: str, default: int, lowest: int) -> int:
     value = _int(env, name, default)
-    if value < 1:
-        raise ConfigurationError(f"{name} must be at least 1")
+    if value < lowest:
+        raise ConfigurationError(f"{name} must be at least {lowest}")
+    return value
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    return _at_least(env, name, default, 1)
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    value = _positive(env, name, default)
+    if value > 65535:
+        raise ConfigurationError(f"{name} must be a TCP port (1-65535)")
+    return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number of seconds") from exc
+    if not 0 < value <= 300:  # also refuses nan and inf
+        raise ConfigurationError(f"{name} must be more than 0 and at most 300 seconds")
     return value
 
 
