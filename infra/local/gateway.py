@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 import requests
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -48,9 +49,12 @@ class Gateway:
         request = Request(environ)
         base = self.target(request.path)
         if base is None:
-            body = {"type": "urn:orderpally:problem:not-found", "title": "Not found", "status": 404}
-            response = Response(json.dumps(body), status=404, mimetype="application/problem+json")
-            return response(environ, start_response)
+            return problem(404, "not-found", "Not found")(environ, start_response)
+        try:
+            # A body shorter than its Content-Length ends in the handler's read timeout, not a hang.
+            data = request.get_data()
+        except (OSError, ClientDisconnected):
+            return problem(408, "request-timeout", "The request body did not arrive")(environ, start_response)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         forwarded = request.headers.get("X-Forwarded-For")
         client = request.remote_addr or ""
@@ -58,14 +62,13 @@ class Gateway:
         # The path exactly as the client sent it, still percent-encoded: decoding it here
         # would turn an encoded "#" or "?" inside a path parameter into URL syntax.
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
-        upstream = self.session.request(
-            request.method,
-            base + raw,
-            headers=headers,
-            data=request.get_data(),
-            allow_redirects=False,
-            timeout=60,
-        )
+        try:
+            upstream = self.session.request(
+                request.method, base + raw, headers=headers, data=data, allow_redirects=False, timeout=60
+            )
+        except requests.RequestException:
+            # As a load balancer answers for a backend that is down or too slow.
+            return problem(502, "bad-gateway", "The function did not answer")(environ, start_response)
         passed = [
             (name, value)
             for name, value in upstream.raw.headers.items()
@@ -75,8 +78,15 @@ class Gateway:
         return out(environ, start_response)
 
 
+def problem(status: int, slug: str, title: str) -> Response:
+    body = {"type": f"urn:orderpally:problem:{slug}", "title": title, "status": status}
+    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+
+
 class PathOnlyLog(WSGIRequestHandler):
     """Logs requests without their query strings: those may carry secret tokens, as a load balancer's would."""
+
+    timeout = 30.0  # seconds a client may stall mid-request before its connection is closed (--read-timeout)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         path = self.path.split("?", 1)[0]
@@ -88,7 +98,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--routes", required=True, help='JSON object: {"/prefix": "http://127.0.0.1:port", ...}')
+    parser.add_argument("--read-timeout", type=float, default=PathOnlyLog.timeout, help="seconds; default %(default)s")
     args = parser.parse_args()
+    PathOnlyLog.timeout = args.read_timeout
     server = make_server(
         args.host, args.port, Gateway(json.loads(args.routes)), threaded=True, request_handler=PathOnlyLog
     )
