@@ -85,6 +85,17 @@ def transaction_contended(exc: BaseException) -> bool:
     )
 
 
+def backend_unavailable(exc: BaseException) -> bool:
+    """A failure of a backing service (down, slow, contended, cut off), worth a retry; not a bug."""
+    import requests
+    from google.api_core import exceptions as gexc
+
+    retryable = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.RetryError)
+    if isinstance(exc, (*retryable, ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
+        return True
+    return transaction_contended(exc)
+
+
 @functools.cache
 def publisher() -> pubsub_v1.PublisherClient:
     from google.cloud import pubsub_v1

@@ -135,15 +135,30 @@ def publish(
     *,
     schema_version: int = 1,
     ordering_key: str = "",
-    timeout: float = 30.0,
+    timeout: float = 10.0,
 ) -> str:
     """Publishes a JSON envelope and waits for the server's message id.
 
     The publisher client retries transient errors itself; waiting makes a
-    failed publish an error of the caller instead of a silent loss.
+    failed publish an error of the caller instead of a silent loss. The wait is
+    bounded so an HTTP caller answers while Pub/Sub is down; a message the client
+    still delivers after that is a duplicate, which every consumer absorbs.
     """
     future = publish_async(topic, message_type, data, schema_version=schema_version, ordering_key=ordering_key)
     return future.result(timeout=timeout)
+
+
+@contextlib.contextmanager
+def left_for_later(what: str) -> Iterator[None]:
+    """For work whose state is already stored where a sweep finds it (a redrive, the next
+    reader): a backing service being unavailable is logged, not raised, so the caller
+    answers for the change it committed."""
+    try:
+        yield
+    except Exception as exc:
+        if not clients.backend_unavailable(exc):
+            raise
+        structured_logging.log(_log, logging.WARNING, "left for its sweep", what=what, error_type=type(exc).__name__)
 
 
 @dataclass(frozen=True)

@@ -130,29 +130,6 @@ def require_method(request: flask.Request, *methods: str) -> None:
         raise Problem(405, "method-not-allowed", "Method not allowed", f"Use {allowed}.", headers={"Allow": allowed})
 
 
-def _is_backend_unavailable(exc: BaseException) -> bool:
-    """Failures of a backing service, worth a retry by the client."""
-    from google.api_core import exceptions as gexc
-
-    retryable = (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.InternalServerError,
-        gexc.RetryError,
-        gexc.Aborted,
-    )
-    if isinstance(exc, (*retryable, ConnectionError, TimeoutError)):
-        return True
-    if clients.transaction_contended(exc):
-        return True
-    try:
-        import requests
-
-        return isinstance(exc, requests.ConnectionError | requests.Timeout)
-    except ImportError:  # pragma: no cover
-        return False
-
-
 class Router:
     """Routes one HTTP function's requests by path and method."""
 
@@ -198,7 +175,7 @@ def serve(request: flask.Request, handler: Callable[[flask.Request], flask.Respo
     except Problem as problem:
         return problem.to_response(request.path)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no stack trace leaves
-        if _is_backend_unavailable(exc):
+        if clients.backend_unavailable(exc):
             structured_logging.log(
                 _log, logging.WARNING, "backing service unavailable", path=request.path, error_type=type(exc).__name__
             )

@@ -38,16 +38,18 @@ def report() -> dict:
     return {"category": "other", "description": "a page that imitates our sign-in", "contact_email": "o@example.com"}
 
 
-def start_incidents(stack, port: int, firestore_host: str, log: Path, **extra_env: str) -> local_stack.ManagedProcess:
-    env = {**stack.function_env, "FIRESTORE_EMULATOR_HOST": firestore_host, **extra_env}
+def start_function(
+    stack, target: str, port: int, ready_path: str, log: Path, **env_overrides: str
+) -> local_stack.ManagedProcess:
+    """One more process of an HTTP function, with its own view of the backing services."""
     function = local_stack.ManagedProcess(
-        "incidents-outage",
+        f"{target}-outage",
         [
             str(Path(sys.executable).with_name("functions-framework")),
             "--source",
             str(local_stack.FUNCTIONS_DIR / "main.py"),
             "--target",
-            "incidents",
+            target,
             "--host",
             "127.0.0.1",
             "--port",
@@ -55,11 +57,17 @@ def start_incidents(stack, port: int, firestore_host: str, log: Path, **extra_en
         ],
         log,
         cwd=local_stack.FUNCTIONS_DIR,
-        env=env,
+        env={**stack.function_env, **env_overrides},
     )
     function.start()
-    local_stack.wait_until(local_stack.http_ready(f"http://127.0.0.1:{port}/incidents/policy"), function)
+    local_stack.wait_until(local_stack.http_ready(f"http://127.0.0.1:{port}{ready_path}", any_status=True), function)
     return function
+
+
+def start_incidents(stack, port: int, firestore_host: str, log: Path, **extra_env: str) -> local_stack.ManagedProcess:
+    return start_function(
+        stack, "incidents", port, "/incidents/policy", log, FIRESTORE_EMULATOR_HOST=firestore_host, **extra_env
+    )
 
 
 def test_a_firestore_outage_is_a_quick_503_and_service_comes_back(running_stack, tmp_path):
@@ -173,3 +181,63 @@ def test_cuts_in_the_middle_of_intakes_leave_nothing_half_done_once_retried(runn
             function.stop()
         link.cut()
         firestore.stop()
+
+
+def test_with_pubsub_down_accepted_requests_are_kept_and_redriven_once_it_is_back(running_stack, tmp_path):
+    """Pub/Sub unreachable from one account function: what it commits is answered as accepted,
+    its audit entries are linked, and the archive-redrive schedule (which reaches Pub/Sub)
+    publishes the build messages and the notice mail that could not go out."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from orderpally import clients
+    from orderpally.lifecycle import export
+    from orderpally.messaging import requests as mail
+    from orderpally.records import service as records
+    from support.identities import browser_headers, create_customer
+
+    function_port = running_stack.ports.functions + 305
+    nowhere = f"127.0.0.1:{running_stack.ports.functions + 306}"  # nothing listens here
+    log = tmp_path / "function.log"
+    function = start_function(
+        running_stack, "account", function_port, "/account/termination", log, PUBSUB_EMULATOR_HOST=nowhere
+    )
+    base = f"http://127.0.0.1:{function_port}"
+    customer = create_customer()
+    headers = browser_headers(customer)
+    try:
+        started = time.monotonic()
+        exported = requests.post(base + "/account/exports", headers=headers, timeout=60)
+        wanted = {"from": "2026-01-01", "to": "2027-12-31"}
+        asked = requests.post(base + "/account/records-requests", json=wanted, headers=headers, timeout=60)
+        terminating = requests.post(
+            base + "/account/termination",
+            json={"termination_date": (date.today() + timedelta(days=3)).isoformat()},
+            headers=headers,
+            timeout=60,
+        )
+        assert [exported.status_code, asked.status_code, terminating.status_code] == [202, 202, 202], terminating.text
+        assert time.monotonic() - started < 60  # each publish gives up in bounded time
+    finally:
+        function.stop()
+
+    actions = [entry["action"] for entry in audit.entries(customer.uid)]
+    assert {"export.requested", "records.requested", "termination.scheduled"} <= set(actions)
+    assert mails_to(running_stack.mailbox, customer.email) == []
+
+    db = clients.firestore_client()
+    long_ago = datetime.now(UTC) - timedelta(minutes=20)
+    export_ref = db.document(f"{export.EXPORTS}/{exported.json()['export_id']}")
+    records_ref = db.document(f"{records.RECORDS}/{asked.json()['request_id']}")
+    export_ref.update({"requested_at": long_ago})
+    records_ref.update({"requested_at": long_ago})
+    for staged in db.collection(mail.OUTBOX).stream():
+        if staged.get("request")["account_id"] == customer.uid:
+            staged.reference.update({"staged_at": long_ago})
+    redriven = requests.post(running_stack.url("archive-redrive"), timeout=60).json()
+    assert min(redriven[export.EXPORTS], redriven[records.RECORDS], redriven[mail.OUTBOX]) >= 1
+
+    wait_for(lambda: export_ref.get().get("status") == "ready" and records_ref.get().get("status") == "ready")
+    wait_for(lambda: len(mails_to(running_stack.mailbox, customer.email)) >= 3)
+    time.sleep(2.0)
+    subjects = sorted(str(m["Subject"]) for m in mails_to(running_stack.mailbox, customer.email))
+    assert len(subjects) == 3, subjects  # export ready, records ready, termination scheduled: once each

@@ -519,17 +519,16 @@ def announcement_cases(running_stack, customer) -> dict[str, tuple[str, str, dic
 def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entry_and_mail(
     running_stack, case, action, template_subject
 ):
-    from orderpally import audit
-    from orderpally.lifecycle import accounts_service
+    from orderpally import audit, outbox
     from orderpally.messaging import requests as mail
 
     customer = create_customer()
     method, url, body, headers = announcement_cases(running_stack, customer)[case]
     db = clients.firestore_client()
-    arm(accounts_service.ANNOUNCE_FAULTS, "after-commit")
+    arm(outbox.FAULTS, "after-commit")
     crashed = requests.request(method, url, json=body, headers=headers, timeout=30)
     assert crashed.status_code == 500
-    assert fired(accounts_service.ANNOUNCE_FAULTS)
+    assert fired(outbox.FAULTS)
 
     # The change and both of its announcements committed together; neither went out yet.
     staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["account_id"] == customer.uid]

@@ -56,3 +56,24 @@ def test_contention_inside_the_block_is_retryable(busy):
 def test_other_errors_pass_through_the_contention_guard():
     with pytest.raises(ValueError, match="a bug"), events.contention_is_retryable("the ledger"):
         raise ValueError("a bug")
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        gexc.ServiceUnavailable("pubsub down"),
+        gexc.RetryError("gave up", cause=None),
+        TimeoutError("no message id in time"),
+        ConnectionRefusedError("refused"),
+        gexc.Aborted("Transaction lock timeout."),
+    ],
+)
+def test_an_outage_after_the_commit_is_left_for_its_sweep(outage):
+    with events.left_for_later("a build message"):
+        raise outage
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug"), KeyError("request_id"), gexc.PermissionDenied("no grant")])
+def test_anything_else_after_the_commit_is_raised(bug):
+    with pytest.raises(type(bug)), events.left_for_later("a build message"):
+        raise bug

@@ -4,10 +4,7 @@
 on what basis, when it takes effect, and what has been done. Every step is
 written to the account's audit trail and announced to the customer by email.
 
-The audit entry and the email are staged in the same commit as the change they
-record (`audit.stage`, `requests.stage_email`), then linked and published. A crash
-in between loses neither: a pending entry is linked by the trail's next reader or
-the daily check, a staged mail is published by the redrive schedule.
+The audit entry and the email commit with the change they record (`outbox`).
 """
 
 from __future__ import annotations
@@ -21,15 +18,14 @@ from typing import Any
 
 import pydantic
 
-from orderpally import audit, events, structured_logging
+from orderpally import audit, outbox, structured_logging
 from orderpally.access import api_keys
 from orderpally.accounts import ACCOUNTS, preferred_language
 from orderpally.lifecycle import deletion
 from orderpally.lifecycle.termination import Basis, can_cancel
-from orderpally.messaging.requests import EmailRequest, request_email, send_staged, stage_email
+from orderpally.messaging.requests import EmailRequest
 
 TERMINATIONS = "terminations"
-ANNOUNCE_FAULTS = "lifecycle_announce"  # the fault suite's crash point between a change and its announcement
 
 _log = structured_logging.get_logger("orderpally.lifecycle")
 
@@ -76,35 +72,6 @@ def _notice(account_id: str, account: dict, template: str, key: str, data: dict)
         return None
 
 
-@dataclass(frozen=True)
-class Announcement:
-    """A change's audit entry and notice, staged in the change's own commit."""
-
-    chain: audit.Chain
-    entry: Any
-    notice: EmailRequest | None
-
-
-def _stage(
-    writer: Any, db: Any, account_id: str, event: audit.AuditEvent, notice: EmailRequest | None, now: datetime
-) -> Announcement:
-    chain = audit.account_chain(account_id)
-    entry = audit.stage(writer, chain, event, now)
-    if notice is not None:
-        stage_email(writer, db, notice, now)
-    return Announcement(chain, entry, notice)
-
-
-def _announce(
-    db: Any, announcement: Announcement, send_email: Callable[[EmailRequest], object] = request_email
-) -> None:
-    """After the commit: links the audit entry and publishes the notice."""
-    events.inject_fault(ANNOUNCE_FAULTS, "after-commit")
-    audit.link(announcement.chain, until=announcement.entry)
-    if announcement.notice is not None:
-        send_staged(db, announcement.notice, send_email)
-
-
 def schedule_termination(
     effects: Effects,
     account_id: str,
@@ -135,7 +102,7 @@ def schedule_termination(
     )
 
     @firestore.transactional
-    def write(transaction: Any) -> tuple[dict, Announcement]:
+    def write(transaction: Any) -> tuple[dict, outbox.Staged]:
         current = ref.get(transaction=transaction)
         if current.exists and (current.to_dict() or {}).get("status") in ("executing", "executed"):
             raise LifecycleConflict("already-terminated", "This account has already been terminated.")
@@ -151,10 +118,10 @@ def schedule_termination(
         }
         transaction.set(ref, record)
         transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "terminating"})
-        return record, _stage(transaction, db, account_id, event, notice, now)
+        return record, outbox.stage(transaction, db, account_id, event, notice, now)
 
     record, announcement = write(db.transaction())
-    _announce(db, announcement, effects.send_email)
+    outbox.announce(db, announcement, effects.send_email)
     return record
 
 
@@ -171,7 +138,7 @@ def cancel_termination(
     notice = _notice(account_id, account, "termination_cancelled", now.isoformat(), {})
 
     @firestore.transactional
-    def write(transaction: Any) -> Announcement:
+    def write(transaction: Any) -> outbox.Staged:
         current = ref.get(transaction=transaction)
         record = current.to_dict() or {} if current.exists else {}
         if not record:
@@ -180,9 +147,9 @@ def cancel_termination(
             raise LifecycleConflict("termination-final", "The termination date has passed; it cannot be undone.")
         transaction.update(ref, {"status": "cancelled", "cancelled_at": now})
         transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "active"})
-        return _stage(transaction, db, account_id, event, notice, now)
+        return outbox.stage(transaction, db, account_id, event, notice, now)
 
-    _announce(db, write(db.transaction()), effects.send_email)
+    outbox.announce(db, write(db.transaction()), effects.send_email)
 
 
 def current_termination(db: Any, account_id: str) -> dict | None:
@@ -236,7 +203,7 @@ def set_suspension(
             "suspension": {"code": code, "reason": reason, "by": actor.id, "at": now} if suspended else None,
         },
     )
-    announcement = _stage(
+    announcement = outbox.stage(
         batch,
         db,
         account_id,
@@ -245,7 +212,7 @@ def set_suspension(
         now,
     )
     batch.commit()
-    _announce(db, announcement, effects.send_email)
+    outbox.announce(db, announcement, effects.send_email)
 
 
 def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, int]:
@@ -272,7 +239,7 @@ def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, 
         if account and account.get("status") != "terminated":  # not again after a crash past this commit
             batch = db.batch()
             batch.update(account_ref, {"status": "terminated", "terminated_at": now})
-            announcement = _stage(
+            announcement = outbox.stage(
                 batch,
                 db,
                 account_id,
@@ -281,7 +248,7 @@ def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, 
                 now,
             )
             batch.commit()
-            _announce(db, announcement, effects.send_email)
+            outbox.announce(db, announcement, effects.send_email)
         deletion.request_deletion(db, account_id, "system", f"termination: {snap.get('basis')}")
         effects.publish_deletion(account_id)
         snap.reference.update({"status": "executed", "executed_at": now})
@@ -333,9 +300,9 @@ def place_hold(
     event = audit.AuditEvent(
         "legal_hold.placed", actor, client_address, reason, {"hold_id": ref.id, "authority": authority}
     )
-    announcement = _stage(batch, db, account_id, event, None, now)
+    announcement = outbox.stage(batch, db, account_id, event, None, now)
     batch.commit()
-    _announce(db, announcement)
+    outbox.announce(db, announcement)
     return ref.id
 
 
@@ -358,12 +325,12 @@ def release_hold(
     as_read = db.write_option(last_update_time=snap.update_time)
     batch.update(ref, {"released_at": now, "released_by": actor.id}, option=as_read)
     event = audit.AuditEvent("legal_hold.released", actor, client_address, None, {"hold_id": hold_id})
-    announcement = _stage(batch, db, account_id, event, None, now)
+    announcement = outbox.stage(batch, db, account_id, event, None, now)
     try:
         batch.commit()
     except FailedPrecondition:
         raise LifecycleConflict("hold-released", "This hold has already been released.") from None
-    _announce(db, announcement)
+    outbox.announce(db, announcement)
     job = db.collection(deletion.JOBS).document(account_id).get()
     if job.exists and (job.to_dict() or {}).get("status") == "held":
         # A deletion waiting on this hold may finish now.

@@ -45,7 +45,10 @@ def new_export_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-def create_request(db: Any, account_id: str, outstanding: tuple[int, str], now: datetime, valid_days: int) -> dict:
+def create_request(
+    db: Any, account_id: str, outstanding: tuple[int, str], now: datetime, valid_days: int, writer: Any = None
+) -> dict:
+    """Queues an export; through `writer` (a batch or transaction), it commits with what else that writes."""
     amount, currency = outstanding
     if amount > 0:
         raise PaymentRequired(amount, currency)
@@ -57,7 +60,11 @@ def create_request(db: Any, account_id: str, outstanding: tuple[int, str], now: 
         "requested_at": now,
         "expires_at": now + timedelta(days=valid_days),
     }
-    db.collection(EXPORTS).document(export_id).create(record)
+    ref = db.collection(EXPORTS).document(export_id)
+    if writer is None:
+        ref.create(record)
+    else:
+        writer.create(ref, record)
     return record
 
 

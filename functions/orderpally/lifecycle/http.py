@@ -9,7 +9,7 @@ from typing import Literal
 import flask
 import pydantic
 
-from orderpally import audit, clients, events, fields, web
+from orderpally import audit, clients, events, fields, outbox, web
 from orderpally.access import http as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
@@ -275,9 +275,15 @@ def request_export(request: flask.Request) -> flask.Response:
     if account.get("status") in ("terminated", "suspended", None):
         raise web.Problem(409, "account-not-active", "Not possible now", "This account cannot export its content.")
     now = datetime.now(UTC)
+    batch = db.batch()
     try:
         record = content_export.create_request(
-            db, principal.account_id, billing.outstanding(db, principal.account_id), now, settings().export_valid_days
+            db,
+            principal.account_id,
+            billing.outstanding(db, principal.account_id),
+            now,
+            settings().export_valid_days,
+            writer=batch,
         )
     except content_export.PaymentRequired as exc:
         raise web.Problem(
@@ -287,21 +293,18 @@ def request_export(request: flask.Request) -> flask.Response:
             f"Content can be retrieved once every amount due is paid; {exc.amount} {exc.currency} is outstanding.",
             extra={"outstanding_amount": exc.amount, "currency": exc.currency},
         ) from None
-    events.publish(
-        content_export.TOPIC,
-        content_export.MESSAGE_TYPE,
-        {"export_id": record["export_id"], "account_id": principal.account_id},
+    event = audit.AuditEvent(
+        "export.requested", _actor(principal), access.client_address(request), None, {"export_id": record["export_id"]}
     )
-    audit.record(
-        principal.account_id,
-        audit.AuditEvent(
-            "export.requested",
-            _actor(principal),
-            access.client_address(request),
-            None,
-            {"export_id": record["export_id"]},
-        ),
-    )
+    staged = outbox.stage(batch, db, principal.account_id, event, None, now)
+    batch.commit()
+    outbox.announce(db, staged)
+    with events.left_for_later("content export build"):  # archive-redrive publishes a request left queued
+        events.publish(
+            content_export.TOPIC,
+            content_export.MESSAGE_TYPE,
+            {"export_id": record["export_id"], "account_id": principal.account_id},
+        )
     return web.json_response(_serialise(record), 202)
 
 

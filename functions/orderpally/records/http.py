@@ -8,7 +8,7 @@ from typing import Any
 
 import flask
 
-from orderpally import audit, clients, events, web
+from orderpally import audit, clients, events, outbox, web
 from orderpally.access import http as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
@@ -27,20 +27,22 @@ def create(request: flask.Request) -> flask.Response:
     principal = access.require_customer(request)
     wanted = web.parse_json(request, service.RecordsRange)
     now = datetime.now(UTC)
-    record = service.create(clients.firestore_client(), principal.account_id, wanted, now, settings().export_valid_days)
-    events.publish(
-        service.TOPIC, service.MESSAGE_TYPE, {"request_id": record["request_id"], "account_id": principal.account_id}
+    db = clients.firestore_client()
+    batch = db.batch()
+    record = service.create(db, principal.account_id, wanted, now, settings().export_valid_days, writer=batch)
+    event = audit.AuditEvent(
+        "records.requested",
+        audit.Actor("customer", principal.account_id),
+        access.client_address(request),
+        None,
+        {"request_id": record["request_id"], "from": record["from"], "to": record["to"]},
     )
-    audit.record(
-        principal.account_id,
-        audit.AuditEvent(
-            "records.requested",
-            audit.Actor("customer", principal.account_id),
-            access.client_address(request),
-            None,
-            {"request_id": record["request_id"], "from": record["from"], "to": record["to"]},
-        ),
-    )
+    staged = outbox.stage(batch, db, principal.account_id, event, None, now)
+    batch.commit()
+    outbox.announce(db, staged)
+    with events.left_for_later("records build"):  # archive-redrive publishes a request left queued
+        message = {"request_id": record["request_id"], "account_id": principal.account_id}
+        events.publish(service.TOPIC, service.MESSAGE_TYPE, message)
     return web.json_response(_public(record), 202)
 
 

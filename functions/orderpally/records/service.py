@@ -55,7 +55,10 @@ class RecordsMessage(pydantic.BaseModel):
     account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
 
 
-def create(db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_days: int) -> dict[str, Any]:
+def create(
+    db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_days: int, writer: Any = None
+) -> dict[str, Any]:
+    """Queues a records request; through `writer` (a batch or transaction), it commits with what else that writes."""
     request_id = secrets.token_urlsafe(18)
     record = {
         "request_id": request_id,
@@ -66,7 +69,11 @@ def create(db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_
         "requested_at": now,
         "expires_at": now + timedelta(days=valid_days),
     }
-    db.collection(RECORDS).document(request_id).create(record)
+    ref = db.collection(RECORDS).document(request_id)
+    if writer is None:
+        ref.create(record)
+    else:
+        writer.create(ref, record)
     return record
 
 
