@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -122,11 +123,17 @@ def test_sign_up_verify_sign_in_and_use_an_api_key(running_stack):
     )
 
     key_id = created.json()["id"]
-    assert browser.call("DELETE", "account", f"/account/api-keys/{key_id}").status_code == 204
+    with ThreadPoolExecutor(4) as pool:  # a double click, or several tabs: one revocation, audited once
+        answers = list(
+            pool.map(lambda _: browser.call("DELETE", "account", f"/account/api-keys/{key_id}").status_code, range(4))
+        )
+    assert answers == [204] * 4
     assert (
         requests.get(running_stack.url("account") + "/account/audit-trail", headers=bearer, timeout=30).status_code
         == 401
     )
+    trail = browser.call("GET", "account", "/account/audit-trail").json()["entries"]
+    assert [e["action"] for e in trail].count("api_key.revoked") == 1
 
 
 def test_wrong_password_and_unknown_email_look_the_same_and_are_throttled(running_stack):

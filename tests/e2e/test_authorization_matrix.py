@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import main
-from orderpally import clients
+from orderpally import audit, clients
 from orderpally.access import api_keys
 from orderpally.config import settings
 from orderpally.notices import service as notices
@@ -117,7 +117,8 @@ def _key(account_id: str, scopes: list[str], revoked: bool = False) -> str:
         db, account_id, "matrix", scopes, now + timedelta(days=1), settings().secret("API_KEY_PEPPER"), now
     )
     if revoked:
-        api_keys.revoke(db, account_id, record["id"], now)
+        revoked_by_owner = audit.AuditEvent("api_key.revoked", audit.Actor("customer", account_id), None)
+        api_keys.revoke(db, account_id, record["id"], now, revoked_by_owner)
     return key
 
 

@@ -146,11 +146,13 @@ def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
     # A key may revoke itself (a leaked key can be killed with nothing else at hand).
     if principal.kind == "api_key" and principal.credential_id != key_id:
         raise access.forbidden("An API key can revoke only itself.")
+    event = audit.AuditEvent(
+        "api_key.revoked", _actor(principal), access.client_address(request), None, {"key_id": key_id}
+    )
     if not KEY_ID.fullmatch(key_id) or not api_keys.revoke(
-        clients.firestore_client(), principal.account_id, key_id, datetime.now(UTC)
+        clients.firestore_client(), principal.account_id, key_id, datetime.now(UTC), event
     ):
         raise web.Problem(404, "api-key-not-found", "Not found", "No such API key.")
-    _audit(request, principal.account_id, "api_key.revoked", _actor(principal), key_id=key_id)
     return flask.Response(status=204)
 
 

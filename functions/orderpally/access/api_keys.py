@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
+from orderpally import audit, outbox
+
 API_KEYS = "api_keys"
 PREFIX = "opk_"
 ID_LENGTH = 12
@@ -163,15 +165,27 @@ def owned(db: Any, account_id: str) -> list[dict[str, Any]]:
     return sorted((public(s.id, s.to_dict()) for s in snaps), key=lambda k: k["created_at"], reverse=True)
 
 
-def revoke(db: Any, account_id: str, key_id: str, now: datetime) -> bool:
-    """Revokes the account's own key; False when it has no such key (another's is 'no such key' too)."""
+def revoke(db: Any, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
+    """Revokes the account's own key, audited as `event` once however often it is asked;
+    False when it has no such key (another's is 'no such key' too)."""
+    from google.cloud import firestore
+
     ref = db.collection(API_KEYS).document(key_id)
-    snapshot = ref.get()
-    if not snapshot.exists or snapshot.get("account_id") != account_id:
-        return False
-    if snapshot.get("revoked_at") is None:
-        ref.update({"revoked_at": now})
-    return True
+
+    @firestore.transactional
+    def write(transaction: Any) -> tuple[bool, outbox.Staged | None]:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists or snapshot.get("account_id") != account_id:
+            return False, None
+        if snapshot.get("revoked_at") is not None:
+            return True, None
+        transaction.update(ref, {"revoked_at": now})
+        return True, outbox.stage(transaction, db, account_id, event, None, now)
+
+    found, staged = write(db.transaction())
+    if staged is not None:
+        outbox.announce(db, staged)
+    return found
 
 
 def revoke_all(db: Any, account_id: str, now: datetime) -> int:
