@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import smtplib
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orderpally.config import settings
 
@@ -101,6 +101,19 @@ def publisher() -> pubsub_v1.PublisherClient:
     from google.cloud import pubsub_v1
 
     return pubsub_v1.PublisherClient()
+
+
+@functools.cache
+def while_a_client_waits() -> dict[str, Any]:
+    """Keyword arguments for a Cloud Storage call made while an HTTP caller waits.
+
+    The library retries for two minutes by default, past the function's own timeout,
+    so the platform would answer first, without a problem document; these give up in
+    about 20 s and the caller gets a 503 to retry.
+    """
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return {"timeout": (3.05, 10.0), "retry": DEFAULT_RETRY.with_timeout(20.0)}
 
 
 @functools.cache

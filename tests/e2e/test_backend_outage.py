@@ -241,3 +241,37 @@ def test_with_pubsub_down_accepted_requests_are_kept_and_redriven_once_it_is_bac
     time.sleep(2.0)
     subjects = sorted(str(m["Subject"]) for m in mails_to(running_stack.mailbox, customer.email))
     assert len(subjects) == 3, subjects  # export ready, records ready, termination scheduled: once each
+
+
+def test_with_storage_down_an_upload_is_a_503_in_bounded_time_and_records_nothing(running_stack, tmp_path):
+    from orderpally import clients
+    from support.identities import browser_headers, create_customer
+
+    function_port = running_stack.ports.functions + 307
+    nowhere = f"http://127.0.0.1:{running_stack.ports.functions + 308}"  # nothing listens here
+    log = tmp_path / "function.log"
+    function = start_function(
+        running_stack, "incidents", function_port, "/incidents/policy", log, STORAGE_EMULATOR_HOST=nowhere
+    )
+    customer = create_customer()
+    base = f"http://127.0.0.1:{function_port}/incidents"
+    try:
+        signed_in_report = {**report(), "contact_email": None}
+        reported = requests.post(base, json=signed_in_report, headers=browser_headers(customer), timeout=60)
+        assert reported.status_code == 201
+        reference = reported.json()["reference"]
+        started = time.monotonic()
+        upload = requests.post(
+            f"{base}/{reference}/attachments",
+            data=b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+            headers={**browser_headers(customer), "Content-Type": "image/png"},
+            timeout=120,
+        )
+        waited = time.monotonic() - started
+    finally:
+        function.stop()
+    assert upload.status_code == 503
+    assert upload.headers["Content-Type"].startswith("application/problem+json")
+    assert waited < 45  # inside the function's timeout: the caller gets our problem, not the platform's 504
+    incident = clients.firestore_client().document(f"incidents/{reference}").get().to_dict()
+    assert not incident.get("attachments")

@@ -254,15 +254,15 @@ def add_attachment(request: flask.Request, reference: str) -> flask.Response:
     # Named by content and chance, not by number: concurrent uploads must not overwrite each other.
     name = f"{owner_prefix}/incidents/{reference}/{digest[:16]}-{secrets.token_hex(4)}.{extension}"
     blob = clients.storage_client().bucket(settings().attachments_bucket).blob(name)
-    blob.upload_from_string(payload, content_type="application/octet-stream")
+    blob.upload_from_string(payload, content_type="application/octet-stream", **clients.while_a_client_waits())
     entry = {"object": name, "declared_type": content_type, "size": len(payload), "sha256": digest}
     try:
         number = service.add_attachment(db, reference, entry, rules.MAX_ATTACHMENTS)
     except Exception:
-        blob.delete()
+        blob.delete(**clients.while_a_client_waits())
         raise
     if number is None:
-        blob.delete()
+        blob.delete(**clients.while_a_client_waits())
         raise too_many
     service.history(
         reference,
@@ -284,7 +284,12 @@ def staff_attachment(request: flask.Request, reference: str, number: str) -> fla
     if not number.isdigit() or not 1 <= int(number) <= len(attachments):
         raise web.Problem(404, "attachment-not-found", "Not found", "No such attachment.")
     entry = attachments[int(number) - 1]
-    payload = clients.storage_client().bucket(settings().attachments_bucket).blob(entry["object"]).download_as_bytes()
+    payload = (
+        clients.storage_client()
+        .bucket(settings().attachments_bucket)
+        .blob(entry["object"])
+        .download_as_bytes(**clients.while_a_client_waits())
+    )
     service.history(
         reference,
         "staff.attachment_opened",

@@ -334,7 +334,7 @@ def download_export(request: flask.Request, export_id: str) -> flask.Response:
     if record["expires_at"] <= datetime.now(UTC):
         raise web.Problem(410, "export-expired", "Expired", "This export has expired; request a new one.")
     blob = clients.storage_client().bucket(settings().exports_bucket).blob(record["object"])
-    payload = blob.download_as_bytes()
+    payload = blob.download_as_bytes(**clients.while_a_client_waits())
     audit.record(
         principal.account_id,
         audit.AuditEvent(

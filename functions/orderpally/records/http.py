@@ -68,7 +68,12 @@ def download(request: flask.Request, request_id: str) -> flask.Response:
         raise web.Problem(409, "records-not-ready", "Not ready", "The records are still being collected.")
     if record["expires_at"] <= datetime.now(UTC):
         raise web.Problem(410, "records-expired", "Expired", "This file has expired; request the records again.")
-    payload = clients.storage_client().bucket(settings().exports_bucket).blob(record["object"]).download_as_bytes()
+    payload = (
+        clients.storage_client()
+        .bucket(settings().exports_bucket)
+        .blob(record["object"])
+        .download_as_bytes(**clients.while_a_client_waits())
+    )
     audit.record(
         principal.account_id,
         audit.AuditEvent(
