@@ -550,3 +550,33 @@ def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entr
     assert len(mails_to(running_stack.mailbox, customer.email)) == 1
     assert template_subject in str(mails[0]["Subject"])
     assert [entry["action"] for entry in audit.entries(customer.uid)].count(action) == 1
+
+
+def test_a_password_change_crashed_after_the_change_still_warns_the_owner_once(running_stack):
+    from orderpally import outbox
+    from orderpally.messaging import requests as mail
+    from support.identities import PASSWORD, browser_headers, id_token
+
+    customer = create_customer()
+    arm(outbox.FAULTS, "after-password-change")
+    new_password = "a different and long passphrase"
+    crashed = requests.post(
+        running_stack.url("auth") + "/auth/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers=browser_headers(customer),
+        timeout=30,
+    )
+    assert crashed.status_code == 500
+    assert fired(outbox.FAULTS)
+    assert id_token(customer.email, new_password)  # the change itself happened
+    time.sleep(1.0)
+    assert mails_to(running_stack.mailbox, customer.email) == []
+
+    db = clients.firestore_client()
+    staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["account_id"] == customer.uid]
+    assert [s.get("request")["template"] for s in staged] == ["password_changed"]
+    staged[0].reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+    assert requests.post(running_stack.url("archive-redrive"), timeout=30).json()[mail.OUTBOX] == 1
+    wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
+    time.sleep(2.0)
+    assert len(mails_to(running_stack.mailbox, customer.email)) == 1

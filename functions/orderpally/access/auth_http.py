@@ -14,12 +14,12 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import audit, clients, fields, web
+from orderpally import audit, clients, events, fields, outbox, web
 from orderpally.access import http as access
 from orderpally.access import identity_toolkit, limiter, passwords, sessions
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS, AccountKind, Language
-from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.messaging.requests import EmailRequest, request_email, send_staged, stage_email, unstage_email
 
 # Per client address, every attempt; per address and account, failures only (so a
 # victim is never locked out from their own address by someone else's guesses);
@@ -348,10 +348,26 @@ def change_password(request: flask.Request) -> flask.Response:
     now = datetime.now(UTC)
     user = auth.get_user(principal.account_id, app=clients.firebase_app())
     _verify_password(request, user.email, body.current_password, now)
-    auth.update_user(user.uid, password=body.new_password, app=clients.firebase_app())
+    db = clients.firestore_client()
+    notice = EmailRequest(
+        idempotency_key=f"password_changed:{user.uid}:{now.isoformat()}",
+        template="password_changed",
+        to_email=user.email,
+        account_id=user.uid,
+    )
+    # The owner's warning is staged before the change: a crash after the change still sends it
+    # (the redrive), and one before it sends a needless warning, never none.
+    stage_email(None, db, notice, now)
+    try:
+        auth.update_user(user.uid, password=body.new_password, app=clients.firebase_app())
+    except Exception:
+        unstage_email(db, notice)
+        raise
+    events.inject_fault(outbox.FAULTS, "after-password-change")
     sessions.revoke_all(user.uid, then_sign_in=True)
     audit_event(request, user.uid, "password.changed", _actor(principal))
-    _mail("password_changed", user.email, f"password_changed:{user.uid}:{now.isoformat()}", user.uid, None)
+    with events.left_for_later("password-changed email"):
+        send_staged(db, notice)
     # Every session ended with the old password; this browser continues with a new one.
     signed_in = _verify_password(request, user.email, body.new_password, datetime.now(UTC))
     return start_session(request, signed_in, "password_change")

@@ -54,15 +54,27 @@ def _staged(db: Any, request: EmailRequest) -> Any:
 
 
 def stage_email(writer: Any, db: Any, request: EmailRequest, now: datetime) -> None:
-    """Writes `request` to the outbox through `writer` (a transaction or batch): it commits with the change."""
+    """Writes `request` to the outbox through `writer` (a transaction or batch): it commits with the change.
+
+    With `writer` None it is written at once, for a change outside Firestore: staged before
+    the change, and unstaged if the change fails.
+    """
     # No expire_at: a staged mail leaves the outbox only once it has been published.
-    writer.set(_staged(db, request), {"request": request.model_dump(mode="json"), "staged_at": now})
+    content = {"request": request.model_dump(mode="json"), "staged_at": now}
+    if writer is None:
+        _staged(db, request).set(content)
+    else:
+        writer.set(_staged(db, request), content)
+
+
+def unstage_email(db: Any, request: EmailRequest) -> None:
+    _staged(db, request).delete()
 
 
 def send_staged(db: Any, request: EmailRequest, publish: Callable[[EmailRequest], object] = request_email) -> None:
     """Publishes a committed staged request, then takes it out of the outbox."""
     publish(request)
-    _staged(db, request).delete()
+    unstage_email(db, request)
 
 
 def redrive_staged(
