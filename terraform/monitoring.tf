@@ -102,6 +102,7 @@ locals {
     backup-verification-failed = "Backups: newest snapshot missing, stale or incomplete, or its schedule disabled"
     incident-deadline          = "Security incident past or near its response deadline"
     audit-chain-broken         = "An account's audit trail no longer verifies: an entry was changed or removed"
+    staged-email-unreadable    = "A staged notice email cannot be read back, so the redrive cannot send it"
   }
 }
 

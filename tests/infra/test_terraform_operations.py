@@ -57,6 +57,23 @@ def test_uptime_check_and_alerts_cover_errors_dead_letters_backups_deadlines_and
     assert {"backup-verification-failed", "incident-deadline"} <= set(alerts)
 
 
+def test_every_alert_the_code_logs_has_a_log_alert(terraform):
+    import re
+    from pathlib import Path
+
+    import orderpally
+
+    source = Path(orderpally.__file__).parent
+    logged = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r'^ALERT_\w+ = "([a-z-]+)"', path.read_text(), flags=re.MULTILINE)
+        if name != "alert"  # the key, not a name
+    }
+    assert logged
+    assert logged <= set(terraform.files["monitoring.tf"]["locals"][0]["log_alerts"])
+
+
 def test_the_backup_alert_name_matches_what_the_verification_function_logs(terraform):
     from orderpally.backups import service
 

@@ -13,18 +13,22 @@ redrive schedule publishes it again, and the key keeps it to one mail.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
 
-from orderpally import events, fields
+from orderpally import events, fields, structured_logging
 from orderpally.accounts import Language
 
 TOPIC = "notice-email"
 MESSAGE_TYPE = "notice_email.requested"
 OUTBOX = "mail_outbox"
+ALERT_UNREADABLE = "staged-email-unreadable"
+
+_log = structured_logging.get_logger("orderpally.messaging")
 
 
 class EmailRequest(pydantic.BaseModel):
@@ -90,6 +94,14 @@ def redrive_staged(
     stale = db.collection(OUTBOX).where(filter=FieldFilter("staged_at", "<=", now - stale_after))
     sent = 0
     for snap in stale.limit(limit).stream():
-        send_staged(db, EmailRequest.model_validate(snap.get("request")), publish)
+        try:
+            request = EmailRequest.model_validate(snap.get("request"))
+        except (KeyError, pydantic.ValidationError):
+            # Kept for an operator (the alert names it), and passed over so the others still go.
+            structured_logging.log(
+                _log, logging.ERROR, "staged email unreadable", staged_id=snap.id, alert=ALERT_UNREADABLE
+            )
+            continue
+        send_staged(db, request, publish)
         sent += 1
     return sent
