@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import smtplib
 import ssl
+import sys
 from typing import TYPE_CHECKING, Any
 
 from orderpally.config import settings
@@ -92,6 +93,13 @@ def backend_unavailable(exc: BaseException) -> bool:
 
     retryable = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.RetryError)
     if isinstance(exc, (*retryable, ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
+        return True
+    # Firebase Authentication's own errors (a session check, a user lookup); a function that
+    # never imported firebase_admin cannot have raised them, so it is not imported here.
+    firebase = sys.modules.get("firebase_admin.exceptions")
+    if firebase is not None and isinstance(
+        exc, (firebase.UnavailableError, firebase.DeadlineExceededError, firebase.InternalError)
+    ):
         return True
     return transaction_contended(exc)
 

@@ -275,3 +275,26 @@ def test_with_storage_down_an_upload_is_a_503_in_bounded_time_and_records_nothin
     assert waited < 45  # inside the function's timeout: the caller gets our problem, not the platform's 504
     incident = clients.firestore_client().document(f"incidents/{reference}").get().to_dict()
     assert not incident.get("attachments")
+
+
+@pytest.mark.parametrize(
+    ("target", "path"), [("account", "/account/termination"), ("auth", "/auth/session"), ("staff", "/staff/incidents")]
+)
+def test_with_firebase_auth_down_a_signed_in_request_is_a_503_problem(running_stack, tmp_path, target, path):
+    from support.identities import browser_headers, create_customer
+
+    function_port = running_stack.ports.functions + 309
+    nowhere = f"127.0.0.1:{running_stack.ports.functions + 310}"  # nothing listens here
+    log = tmp_path / "function.log"
+    function = start_function(running_stack, target, function_port, "/", log, FIREBASE_AUTH_EMULATOR_HOST=nowhere)
+    customer = create_customer()  # made through the stack's own Auth emulator
+    try:
+        started = time.monotonic()
+        answer = requests.get(f"http://127.0.0.1:{function_port}{path}", headers=browser_headers(customer), timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        function.stop()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Content-Type"].startswith("application/problem+json")
+    assert int(answer.headers["Retry-After"]) > 0
+    assert waited < 30

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from firebase_admin import exceptions as firebase_errors
 from google.api_core import exceptions as gexc
 
 from orderpally import events
@@ -66,6 +67,8 @@ def test_other_errors_pass_through_the_contention_guard():
         TimeoutError("no message id in time"),
         ConnectionRefusedError("refused"),
         gexc.Aborted("Transaction lock timeout."),
+        firebase_errors.UnavailableError("auth backend down"),
+        firebase_errors.DeadlineExceededError("auth backend slow"),
     ],
 )
 def test_an_outage_after_the_commit_is_left_for_its_sweep(outage):
@@ -73,7 +76,15 @@ def test_an_outage_after_the_commit_is_left_for_its_sweep(outage):
         raise outage
 
 
-@pytest.mark.parametrize("bug", [ValueError("a bug"), KeyError("request_id"), gexc.PermissionDenied("no grant")])
+@pytest.mark.parametrize(
+    "bug",
+    [
+        ValueError("a bug"),
+        KeyError("request_id"),
+        gexc.PermissionDenied("no grant"),
+        firebase_errors.PermissionDeniedError("no grant"),
+    ],
+)
 def test_anything_else_after_the_commit_is_raised(bug):
     with pytest.raises(type(bug)), events.left_for_later("a build message"):
         raise bug
