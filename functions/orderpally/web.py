@@ -167,9 +167,65 @@ class Router:
         return self._handlers[endpoint](request, **arguments)
 
 
+# Browsers on the frontends' own origins (FRONTEND_ORIGINS) call the API with the session
+# cookie, so they get CORS answers; any other origin gets none, so its pages cannot read a
+# response, and the CSRF checks refuse its writes. API keys are for servers: a browser may
+# not send Authorization across origins.
+CORS_REQUEST_HEADERS = ("Content-Type", "X-CSRF-Token", "Idempotency-Key")
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CORS_EXPOSED_HEADERS = ("Retry-After", "Content-Disposition", "Digest", "Location")
+CORS_MAX_AGE_SECONDS = 600
+
+
+def _frontend_origin(request: flask.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    return origin if origin and origin.rstrip("/") in settings().frontend_origins else None
+
+
+def _preflight(request: flask.Request) -> flask.Response:
+    """Answers a CORS preflight: allowed for a frontend's origin, a 403 problem for any other."""
+    origin = _frontend_origin(request)
+    if origin is None:
+        return Problem(
+            403, "cors-origin", "Cross-origin request refused", "This origin is not one of the frontends."
+        ).to_response(request.path)
+    asked = {h.strip().lower() for h in (request.headers.get("Access-Control-Request-Headers") or "").split(",")}
+    unknown = sorted(asked - {h.lower() for h in CORS_REQUEST_HEADERS} - {""})
+    if request.headers["Access-Control-Request-Method"] not in CORS_METHODS or unknown:
+        detail = f"Allowed methods: {', '.join(CORS_METHODS)}; headers: {', '.join(CORS_REQUEST_HEADERS)}."
+        return Problem(403, "cors-request", "Cross-origin request refused", detail).to_response(request.path)
+    response = flask.Response(status=204)
+    response.access_control_allow_methods = CORS_METHODS
+    response.access_control_allow_headers = CORS_REQUEST_HEADERS
+    response.access_control_max_age = CORS_MAX_AGE_SECONDS
+    return response
+
+
+def _with_cors(request: flask.Request, response: flask.Response) -> flask.Response:
+    if "Origin" in request.headers:
+        response.vary.add("Origin")
+    origin = _frontend_origin(request)
+    if origin is not None:
+        response.access_control_allow_origin = origin
+        response.access_control_allow_credentials = True
+        response.access_control_expose_headers = CORS_EXPOSED_HEADERS
+    return response
+
+
 def serve(request: flask.Request, handler: Callable[[flask.Request], flask.Response]) -> flask.Response:
     """Runs `handler` with the request's trace bound, turning every failure into a problem response."""
     token = structured_logging.bind_trace(structured_logging.trace_from_headers(request.headers, settings().project_id))
+    try:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response = _preflight(request)
+        else:
+            response = _answer(request, handler)
+    finally:
+        structured_logging.unbind_trace(token)
+    return _with_cors(request, response)
+
+
+def _answer(request: flask.Request, handler: Callable[[flask.Request], flask.Response]) -> flask.Response:
     try:
         return handler(request)
     except Problem as problem:
@@ -190,8 +246,6 @@ def serve(request: flask.Request, handler: Callable[[flask.Request], flask.Respo
         return Problem(500, "internal-error", "Internal error", "Something went wrong on our side.").to_response(
             request.path
         )
-    finally:
-        structured_logging.unbind_trace(token)
 
 
 def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[flask.Request], flask.Response]:

@@ -2,54 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from orderpally import clients
 from orderpally.notices import rules, service
+from support.browser import running_chromium
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 
 
-def chromium(language: str) -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1200,900",
-        f"--lang={language}",
-    ):
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs", {"intl.accept_languages": language, "webkit.webprefs.javascript_enabled": False}
-    )
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
-    driver.set_page_load_timeout(30)
-    return driver
-
-
 @pytest.fixture
 def browser(request) -> Iterator[webdriver.Chrome]:
-    if not shutil.which("chromium") or not shutil.which("chromedriver"):
-        pytest.fail("the browser tests need Debian's chromium and chromium-driver: run `make setup`")
-    driver = chromium(getattr(request, "param", "zh-TW"))
-    try:
+    with running_chromium(getattr(request, "param", "zh-TW")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def publish_corrected_notice() -> str:

@@ -156,3 +156,61 @@ def test_problem_keeps_its_status_and_headers(status):
     assert response.status_code == status
     assert response.headers["Retry-After"] == "3"
     assert problem(response)["instance"] == "/p"
+
+
+FRONTEND = "http://localhost:3000"  # the local default of FRONTEND_ORIGINS
+
+
+def answered(request):
+    return web.json_response({"ok": True})
+
+
+def test_a_preflight_from_a_frontend_allows_its_methods_and_headers_with_credentials():
+    response = call(
+        answered,
+        method="OPTIONS",
+        headers={
+            "Origin": FRONTEND,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-csrf-token",
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "X-CSRF-Token" in response.headers["Access-Control-Allow-Headers"]
+    assert "DELETE" in response.headers["Access-Control-Allow-Methods"]
+    assert "Origin" in response.headers["Vary"]
+
+
+@pytest.mark.parametrize(
+    ("origin", "method", "headers", "slug"),
+    [
+        ("https://evil.example", "POST", "content-type", "cors-origin"),
+        ("null", "POST", "content-type", "cors-origin"),
+        (FRONTEND, "TRACE", "", "cors-request"),
+        (FRONTEND, "GET", "authorization", "cors-request"),  # API keys are for servers
+    ],
+)
+def test_other_preflights_are_403_problems_without_cors_headers(origin, method, headers, slug):
+    asked = {"Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers}
+    response = call(answered, method="OPTIONS", headers=asked)
+    assert response.status_code == 403
+    assert problem(response)["type"].endswith(slug)
+    assert ("Access-Control-Allow-Methods" in response.headers) is False
+    assert (response.headers.get("Access-Control-Allow-Origin") == origin) is (origin == FRONTEND)
+
+
+def test_answers_and_problems_name_a_frontend_origin_and_no_other():
+    ok = call(answered, method="GET", headers={"Origin": FRONTEND})
+    assert ok.headers["Access-Control-Allow-Origin"] == FRONTEND
+    assert ok.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "Retry-After" in ok.headers["Access-Control-Expose-Headers"]
+    refused = call(parse_signup, data="{}", headers={"Origin": FRONTEND})
+    assert refused.status_code == 422
+    assert refused.headers["Access-Control-Allow-Origin"] == FRONTEND  # the frontend can read why
+    foreign = call(answered, method="GET", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+    assert "Origin" in foreign.headers["Vary"]
+    plain = call(answered, method="GET")
+    assert "Access-Control-Allow-Origin" not in plain.headers
