@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import local_stack
+from support import frontend
 
 EMULATOR_HOST_PORTS = {
     "FIRESTORE_EMULATOR_HOST": "firestore",
@@ -46,9 +47,7 @@ PORTS = _test_ports()
 STATE_DIR = Path(os.environ.get("TEST_STATE_DIR", local_stack.REPO / ".local" / f"test-{TEST_PORT_OFFSET}"))
 _stack = local_stack.LocalStack(PORTS, STATE_DIR)
 _stack.extra_env["FAULT_POINTS"] = "on"  # the fault suite arms crash points in the stack's functions
-# A frontend page the browser tests serve themselves, on its own origin beside the gateway.
-FRONTEND_PAGE_PORT = PORTS.gateway - 1
-_stack.extra_env["FRONTEND_ORIGINS"] = f"http://localhost:3000,http://localhost:{FRONTEND_PAGE_PORT}"
+_stack.extra_env["FRONTEND_ORIGINS"] = f"http://localhost:3000,{frontend.page_origin(PORTS.gateway)}"
 
 # In-process code under test reads its configuration from the environment once,
 # so point it at the test stack before anything imports it.

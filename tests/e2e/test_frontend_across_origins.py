@@ -15,8 +15,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from conftest import FRONTEND_PAGE_PORT
 
+from support import frontend
 from support.browser import running_chromium
 from support.identities import PASSWORD, create_customer
 
@@ -50,7 +50,7 @@ PAGE = """<!doctype html><html><head><title>pending</title></head><body><script>
 
 
 @pytest.fixture
-def page_server() -> Iterator[dict[str, bytes]]:
+def page_server(running_stack) -> Iterator[dict[str, bytes]]:
     """Serves whatever page the test puts in the returned dict, on the frontend page's port."""
     pages: dict[str, bytes] = {}
 
@@ -65,7 +65,8 @@ def page_server() -> Iterator[dict[str, bytes]]:
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", FRONTEND_PAGE_PORT), Handler)
+    port = frontend.page_port(running_stack.ports.gateway)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -93,7 +94,7 @@ def test_a_frontend_page_signs_in_reads_and_writes_across_origins(running_stack,
     customer = create_customer()
     page_server["/app"] = page_for(running_stack, customer)
     with running_chromium("en", javascript=True) as browser:
-        seen = run_page(browser, f"http://localhost:{FRONTEND_PAGE_PORT}/app")
+        seen = run_page(browser, frontend.page_origin(running_stack.ports.gateway) + "/app")
     assert "error" not in seen, seen
     assert seen["sign_in"] == 200
     assert seen["trail"] == 200
@@ -108,5 +109,5 @@ def test_a_page_on_another_origin_reads_nothing(running_stack, page_server):
     page_server["/app"] = page_for(running_stack, customer)
     with running_chromium("en", javascript=True) as browser:
         # 127.0.0.1 is another origin than localhost, and not a frontend's.
-        seen = run_page(browser, f"http://127.0.0.1:{FRONTEND_PAGE_PORT}/app")
+        seen = run_page(browser, f"http://127.0.0.1:{frontend.page_port(running_stack.ports.gateway)}/app")
     assert seen.keys() == {"error"}  # the first fetch already fails: no CORS answer to read
