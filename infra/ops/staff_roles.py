@@ -41,17 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from firebase_admin import auth
 
     from orderpally import audit, clients
+    from orderpally.access import staff_roles
 
     app = clients.firebase_app()
     user = auth.get_user(args.uid, app=app) if args.uid else auth.get_user_by_email(args.email, app=app)
-    claims = dict(user.custom_claims or {})
-    claims["roles"] = roles
-    auth.set_custom_user_claims(user.uid, claims, app=app)
-    auth.revoke_refresh_tokens(user.uid, app=app)
-    audit.record(
-        user.uid,
-        audit.AuditEvent("staff.roles_changed", audit.Actor("operator", "cli"), None, args.reason, {"roles": roles}),
-    )
+    staff_roles.change_roles(user, roles, audit.Actor("operator", "cli"), args.reason, None)
     print(f"{user.uid}: roles = {', '.join(roles) or '(none)'}; sessions revoked")
     return 0
 

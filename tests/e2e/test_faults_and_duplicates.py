@@ -580,3 +580,27 @@ def test_a_password_change_crashed_after_the_change_still_warns_the_owner_once(r
     wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
     time.sleep(2.0)
     assert len(mails_to(running_stack.mailbox, customer.email)) == 1
+
+
+def test_a_role_change_crashed_after_the_change_is_still_in_the_trail(running_stack):
+    from firebase_admin import auth
+
+    from orderpally import audit
+    from orderpally.access import staff_roles
+    from support.identities import browser_headers, create_identity
+
+    admin, newcomer = create_identity(roles=["admin"]), create_identity()
+    arm(staff_roles.FAULTS, "after-change")
+    crashed = requests.put(
+        running_stack.url("staff") + f"/staff/staff-roles/{newcomer.uid}",
+        json={"roles": ["security"], "reason": "joins the security team"},
+        headers=browser_headers(admin),
+        timeout=30,
+    )
+    assert crashed.status_code == 500
+    assert fired(staff_roles.FAULTS)
+    assert auth.get_user(newcomer.uid, app=clients.firebase_app()).custom_claims["roles"] == ["security"]
+    (entry,) = audit.entries(newcomer.uid)
+    assert entry["action"] == "staff.roles_change_requested"
+    assert entry["details"] == {"roles": ["security"]}
+    assert entry["actor"]["id"] == admin.uid

@@ -12,7 +12,7 @@ import flask
 import pydantic
 
 from orderpally import audit, clients, web
-from orderpally.access import api_keys, sessions
+from orderpally.access import api_keys, staff_roles
 from orderpally.access import http as access
 from orderpally.access.principal import STAFF_ROLES, Principal
 from orderpally.accounts import ACCOUNTS
@@ -242,12 +242,7 @@ def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
         user = auth.get_user(account_id, app=app)
     except auth.UserNotFoundError:
         raise web.Problem(404, "user-not-found", "Not found", "No such user.") from None
-    claims = dict(user.custom_claims or {})
-    claims["roles"] = body.roles
-    auth.set_custom_user_claims(account_id, claims, app=app)
-    # Sessions carry the roles they were minted with: end them so the change applies at once.
-    sessions.revoke_all(account_id)
-    _audit(request, account_id, "staff.roles_changed", _actor(principal), reason=body.reason, roles=body.roles)
+    staff_roles.change_roles(user, body.roles, _actor(principal), body.reason, access.client_address(request))
     return web.json_response({"account_id": account_id, "roles": body.roles})
 
 
