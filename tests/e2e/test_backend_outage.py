@@ -160,6 +160,20 @@ def test_cuts_in_the_middle_of_intakes_leave_nothing_half_done_once_retried(runn
         for key, status in answers.items():
             if status != 201:
                 assert submit(key)[1] in (200, 201)
+        # An accepted report whose later steps a cut interrupted is finished by the deadline sweep.
+        sweep = start_function(
+            running_stack,
+            "check_incident_deadlines",
+            function_port + 20,
+            "/",
+            tmp_path / "sweep.log",
+            FIRESTORE_EMULATOR_HOST=f"127.0.0.1:{link_port}",
+            INCIDENT_INTAKE_LEASE_SECONDS="2",
+        )
+        try:
+            assert requests.post(f"http://127.0.0.1:{function_port + 20}/", timeout=120).status_code == 200
+        finally:
+            sweep.stop()
 
         db = direct_client(firestore_port)
         incidents = {snap.get("contact_email"): snap for snap in db.collection("incidents").stream()}
@@ -298,3 +312,33 @@ def test_with_firebase_auth_down_a_signed_in_request_is_a_503_problem(running_st
     assert answer.headers["Content-Type"].startswith("application/problem+json")
     assert int(answer.headers["Retry-After"]) > 0
     assert waited < 30
+
+
+def test_with_pubsub_down_a_report_gets_its_reference_and_the_sweep_sends_its_acknowledgement(running_stack, tmp_path):
+    from orderpally import clients
+
+    function_port = running_stack.ports.functions + 311
+    nowhere = f"127.0.0.1:{running_stack.ports.functions + 312}"  # nothing listens here
+    log = tmp_path / "function.log"
+    function = start_function(
+        running_stack, "incidents", function_port, "/incidents/policy", log, PUBSUB_EMULATOR_HOST=nowhere
+    )
+    contact = f"pubsub-down-{uuid.uuid4().hex[:8]}@example.com"
+    try:
+        answer = requests.post(
+            f"http://127.0.0.1:{function_port}/incidents", json={**report(), "contact_email": contact}, timeout=60
+        )
+    finally:
+        function.stop()
+    assert answer.status_code == 201, answer.text
+    reference = answer.json()["reference"]
+    incident = clients.firestore_client().document(f"incidents/{reference}").get().to_dict()
+    assert "acknowledgement" in incident["intake_pending"]
+    assert mails_to(running_stack.mailbox, contact) == []
+
+    assert requests.post(running_stack.url("incident-deadlines"), timeout=60).status_code == 200
+    wait_for(lambda: mails_to(running_stack.mailbox, contact))
+    time.sleep(2.0)
+    (ack,) = mails_to(running_stack.mailbox, contact)
+    assert reference in str(ack["Subject"])
+    assert clients.firestore_client().document(f"incidents/{reference}").get().get("intake_pending") == []

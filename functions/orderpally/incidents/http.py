@@ -202,10 +202,13 @@ def submit(request: flask.Request) -> flask.Response:
         done = service.submit(db, report, reporter, key, _table(), now)
     except service.IncidentError as exc:
         raise _problem(exc) from None
-    if done.duplicate:
-        resume_intake(done.reference, address, now)
-    else:
-        finish_intake(done.reference, done.incident, (done.status_token or "", done.confirm_token), address, now)
+    # The report is stored: an outage in the steps after it leaves them to a retry or the
+    # deadline sweep, and the reporter still gets the reference.
+    with events.left_for_later("incident intake steps"):
+        if done.duplicate:
+            resume_intake(done.reference, address, now)
+        else:
+            finish_intake(done.reference, done.incident, (done.status_token or "", done.confirm_token), address, now)
     body = {
         "reference": done.reference,
         "state": done.incident["state"],
