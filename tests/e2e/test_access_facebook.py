@@ -111,6 +111,30 @@ def test_state_must_match_the_browser_that_started(running_stack):
     assert session_cookie(denied) is None
 
 
+def test_a_browser_meeting_a_problem_is_sent_back_to_the_frontend_with_its_slug(running_stack):
+    from urllib.parse import parse_qs, urlsplit
+
+    from orderpally.config import settings
+
+    callback, _ = start(running_stack)
+    navigate = {"Sec-Fetch-Mode": "navigate", "Cookie": "__Host-op_fb_state=someone-elses-state"}
+    landed = requests.get(callback, headers=navigate, allow_redirects=False, timeout=30)
+    assert landed.status_code == 303
+    target = urlsplit(landed.headers["Location"])
+    assert f"{target.scheme}://{target.netloc}" == settings().frontend_origins[0]
+    assert parse_qs(target.query) == {"sign_in_error": ["facebook-state-mismatch"]}
+    assert session_cookie(landed) is None
+    expired = requests.get(
+        running_stack.url("auth") + "/auth/facebook/link",
+        params={"token": "x" * 43},
+        headers={"Sec-Fetch-Mode": "navigate"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert expired.status_code == 303
+    assert "sign_in_error=facebook-link-expired" in expired.headers["Location"]
+
+
 def test_an_existing_email_is_linked_only_after_its_owner_confirms(running_stack):
     owner = create_customer(language="en")
     set_profile(running_stack, id="30003", name="Owner?", email=owner.email)

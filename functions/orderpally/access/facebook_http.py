@@ -8,10 +8,13 @@ address: Facebook's word for an email address is not proof of control.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import flask
 import pydantic
@@ -221,7 +224,25 @@ def confirm_link(request: flask.Request) -> flask.Response:
     return auth_http.start_session(request, signed_in, "facebook", redirect_to=_landing())
 
 
+def back_to_the_frontend_on_error(handler: Callable[[flask.Request], flask.Response]) -> Callable[..., flask.Response]:
+    """A browser that arrives from Facebook's dialog or a mailed link and meets a problem is sent
+    back to the frontend with its slug (`?sign_in_error=<slug>`), not left on a JSON document;
+    any other caller gets the problem itself."""
+
+    @functools.wraps(handler)
+    def wrapped(request: flask.Request) -> flask.Response:
+        try:
+            return handler(request)
+        except web.Problem as problem:
+            if request.headers.get("Sec-Fetch-Mode") != "navigate":
+                raise
+            target = _landing() + "?" + urlencode({"sign_in_error": problem.slug})
+            return _clear_state(flask.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"}))
+
+    return wrapped
+
+
 def register(routes: web.Router) -> None:
     routes.route("/auth/facebook/start", methods=["GET"])(start)
-    routes.route("/auth/facebook/callback", methods=["GET"])(callback)
-    routes.route("/auth/facebook/link", methods=["GET"])(confirm_link)
+    routes.route("/auth/facebook/callback", methods=["GET"])(back_to_the_frontend_on_error(callback))
+    routes.route("/auth/facebook/link", methods=["GET"])(back_to_the_frontend_on_error(confirm_link))
