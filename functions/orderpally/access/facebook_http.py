@@ -179,7 +179,7 @@ def callback(request: flask.Request) -> flask.Response:
         existing = auth_http.uid_for(user.email) if user.email else None
         if existing and existing != facebook_uid(user.id):
             _offer_link(request, existing, user, now)
-            return _clear_state(_link_required().to_response())
+            raise _link_required()
         uid, created = _new_account(user, now)
         if created:
             auth_http.audit_event(request, uid, "account.created", method="facebook")
@@ -234,8 +234,9 @@ def back_to_the_frontend_on_error(handler: Callable[[flask.Request], flask.Respo
         try:
             return handler(request)
         except web.Problem as problem:
+            # Either way the state is spent: a new attempt starts over.
             if request.headers.get("Sec-Fetch-Mode") != "navigate":
-                raise
+                return _clear_state(problem.to_response(request.path))
             target = _landing() + "?" + urlencode({"sign_in_error": problem.slug})
             return _clear_state(flask.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"}))
 
