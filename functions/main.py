@@ -305,7 +305,7 @@ def record_billing_event(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def build_content_export(cloud_event: CloudEvent) -> None:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.lifecycle import data_map
     from orderpally.lifecycle import export as content_export
     from orderpally.lifecycle import http as lifecycle_http
@@ -320,7 +320,10 @@ def build_content_export(cloud_event: CloudEvent) -> None:
             message,
             datetime.now(UTC),
         )
-        if outcome == "ready":
+        # Also on a redelivery of a built export: the mail may be what the crash cut off, and
+        # its idempotency key sends it once.
+        if outcome in ("ready", "duplicate"):
+            events.inject_fault(spec.function, "before-mail")
             lifecycle_http.notify_export_ready(message.account_id, message.export_id)
 
     spec = _event_spec("build_content_export", content_export.MESSAGE_TYPE, content_export.ExportMessage)
@@ -410,7 +413,7 @@ def build_records(cloud_event: CloudEvent) -> None:
     from orderpally.records import http as records_http
     from orderpally.records import service as records
 
-    spec = _event_spec("build_records", records.MESSAGE_TYPE, records.RecordsMessage)
+    spec = _event_spec(records_http.BUILD_FUNCTION, records.MESSAGE_TYPE, records.RecordsMessage)
     _handle(cloud_event, spec, lambda message, _: records_http.build(message))
 
 

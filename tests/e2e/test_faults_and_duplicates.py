@@ -186,7 +186,7 @@ def test_an_export_whose_build_message_was_lost_is_redriven_and_built_once(runni
     assert len(read_mailbox(running_stack.mailbox)) == 1
 
 
-@pytest.mark.parametrize("point", ["before-handler", "after-handler"])
+@pytest.mark.parametrize("point", ["before-handler", "before-mail", "after-handler"])
 def test_crashed_archive_builds_finish_once(running_stack, point):
     from orderpally.lifecycle import export
     from orderpally.records import service as records
