@@ -32,7 +32,13 @@ def stage(
     writer: Any, db: Any, account_id: str, event: audit.AuditEvent, notice: EmailRequest | None, now: datetime
 ) -> Staged:
     """Writes the account's audit entry, and the notice if any, through the change's own `writer`."""
-    chain = audit.account_chain(account_id)
+    return stage_on(writer, db, audit.account_chain(account_id), event, notice, now)
+
+
+def stage_on(
+    writer: Any, db: Any, chain: audit.Chain, event: audit.AuditEvent, notice: EmailRequest | None, now: datetime
+) -> Staged:
+    """As `stage`, on any chain (an incident's history, say)."""
     entry = audit.stage(writer, chain, event, now)
     if notice is not None:
         stage_email(writer, db, notice, now)

@@ -604,3 +604,40 @@ def test_a_role_change_crashed_after_the_change_is_still_in_the_trail(running_st
     assert entry["action"] == "staff.roles_change_requested"
     assert entry["details"] == {"roles": ["security"]}
     assert entry["actor"]["id"] == admin.uid
+
+
+def test_a_staff_reply_crashed_after_its_commit_is_in_the_history_once_and_mailed_once(running_stack):
+    from orderpally import outbox
+    from orderpally.messaging import requests as mail
+    from support.identities import browser_headers, create_identity
+
+    security = create_identity(roles=["security"])
+    contact = f"reply-crash-{uuid.uuid4().hex[:8]}@example.com"
+    reported = requests.post(
+        running_stack.url("incidents") + "/incidents",
+        json={**incident_report(), "contact_email": contact},
+        timeout=30,
+    )
+    reference = reported.json()["reference"]
+    wait_for(lambda: mails_to(running_stack.mailbox, contact))  # the acknowledgement
+
+    arm(outbox.FAULTS, "after-commit")
+    crashed = requests.post(
+        running_stack.url("staff") + f"/staff/incidents/{reference}/notes",
+        json={"text": "We have taken the page down.", "visibility": "public"},
+        headers=browser_headers(security),
+        timeout=30,
+    )
+    assert crashed.status_code == 500
+    assert fired(outbox.FAULTS)
+    assert history_actions(reference).count("incident.reply") == 1  # the reader links the pending entry
+
+    db = clients.firestore_client()
+    staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["to_email"] == contact]
+    assert [s.get("request")["template"] for s in staged] == ["incident_reply"]
+    staged[0].reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+    assert requests.post(running_stack.url("archive-redrive"), timeout=30).json()[mail.OUTBOX] == 1
+    wait_for(lambda: len(mails_to(running_stack.mailbox, contact)) >= 2)
+    time.sleep(2.0)
+    assert len(mails_to(running_stack.mailbox, contact)) == 2  # the acknowledgement and the one reply
+    assert history_actions(reference).count("incident.reply") == 1

@@ -432,22 +432,25 @@ def staff_note(request: flask.Request, reference: str) -> flask.Response:
     principal = access.require_staff(request, "security")
     note = web.parse_json(request, service.Note)
     now = datetime.now(UTC)
+    db = clients.firestore_client()
+
+    def reply(incident: dict[str, Any]) -> EmailRequest:
+        # A token of its own per reply; an unused one (the note failed) opens nothing new.
+        status_link = _links(reference, service.new_status_token(db, reference), None)["status_link"]
+        return EmailRequest(
+            idempotency_key=f"incident_reply:{reference}:{now.isoformat()}",
+            template="incident_reply",
+            to_email=incident["contact_email"],
+            account_id=incident.get("reporter_account_id"),
+            language=incident.get("language"),
+            data={"reference": reference, "text": note.text, "status_link": status_link},
+        )
+
     try:
-        incident = service.add_note(clients.firestore_client(), reference, note, _staff_actor(principal), now)
+        public = note.visibility == "public"
+        service.add_note(db, reference, note, _staff_actor(principal), now, reply if public else None)
     except service.IncidentError as exc:
         raise _problem(exc) from None
-    if note.visibility == "public":
-        token = service.new_status_token(clients.firestore_client(), reference)
-        _mail(
-            "incident_reply",
-            incident["contact_email"],
-            f"incident_reply:{reference}:{now.isoformat()}",
-            incident.get("reporter_account_id"),
-            incident.get("language"),
-            reference=reference,
-            text=note.text,
-            status_link=_links(reference, token, None)["status_link"],
-        )
     return flask.Response(status=204)
 
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import pydantic
 
-from orderpally import audit, clients, fields
+from orderpally import audit, clients, fields, outbox
 from orderpally.accounts import Language
 from orderpally.config import settings
 from orderpally.incidents import rules
+from orderpally.messaging.requests import EmailRequest
 
 INCIDENTS = "incidents"
 HISTORY = "history"
@@ -391,13 +393,28 @@ def triage(db: Any, reference: str, change: Triage, actor: audit.Actor, table: d
     return {**incident, **update}
 
 
-def add_note(db: Any, reference: str, note: Note, actor: audit.Actor, now: datetime) -> dict[str, Any]:
+def add_note(
+    db: Any,
+    reference: str,
+    note: Note,
+    actor: audit.Actor,
+    now: datetime,
+    reply: Callable[[dict[str, Any]], EmailRequest] | None = None,
+) -> dict[str, Any]:
+    """Records the note in the incident's history; a public one with the reporter's `reply`
+    mail (built from the incident), committed together."""
     incident = load(db, reference)
     if incident["state"] not in rules.OPEN_STATES and note.visibility == "public":
         raise IncidentError(409, "incident-closed", "The incident is closed; reopen it by a new report.")
-    history(reference, "incident.reply" if note.visibility == "public" else "incident.note", actor, text=note.text)
+    event = audit.AuditEvent(
+        "incident.reply" if note.visibility == "public" else "incident.note", actor, None, None, {"text": note.text}
+    )
+    batch = db.batch()
+    staged = outbox.stage_on(batch, db, chain(reference), event, reply(incident) if reply else None, now)
     if note.visibility == "public" and incident.get("first_responded_at") is None:
-        db.collection(INCIDENTS).document(reference).update({"first_responded_at": now, "updated_at": now})
+        batch.update(db.collection(INCIDENTS).document(reference), {"first_responded_at": now, "updated_at": now})
+    batch.commit()
+    outbox.announce(db, staged)
     return incident
 
 
