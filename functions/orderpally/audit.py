@@ -112,15 +112,19 @@ def _path(collection: Any) -> str:
 
 def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> None:
     """Records `event` durably, then links it (and whatever else is pending) into `chain`."""
-    link(chain, until=stage(None, chain, event, now))
+    batch = clients.firestore_client().batch()
+    entry = stage(batch, chain, event, now)
+    batch.commit()
+    link(chain, until=entry)
 
 
 def stage(writer: Any, chain: Chain, event: AuditEvent, now: datetime | None = None) -> Any:
-    """Writes `event` to the chain's pending list and returns its reference.
+    """Writes `event` to the chain's pending list through `writer` (a transaction or batch)
+    and returns its reference.
 
-    With a transaction or batch as `writer`, the entry commits with the change it
-    records or not at all; link it after the commit (`link(chain, until=ref)`). A
-    crash before that leaves it pending, for the next reader, writer or daily check.
+    The entry commits with the change it records or not at all; link it after the
+    commit (`link(chain, until=ref)`). A crash before that leaves it pending, for the
+    next reader, writer or daily check.
     """
     at = (now or datetime.now(UTC)).astimezone(UTC)
     ref = pending(chain).document(f"{at:%Y%m%d%H%M%S%f}-{secrets.token_hex(6)}")  # ids sort by time
@@ -133,10 +137,7 @@ def stage(writer: Any, chain: Chain, event: AuditEvent, now: datetime | None = N
         "at": at,
         ENTRIES_FIELD: _path(chain.entries),
     }
-    if writer is None:
-        ref.set(content)
-    else:
-        writer.set(ref, content)
+    writer.set(ref, content)
     return ref
 
 

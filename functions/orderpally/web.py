@@ -22,6 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from orderpally import clients, structured_logging
+from orderpally.access.principal import origin_allowed
 from orderpally.config import settings
 
 PROBLEM_TYPE_PREFIX = "urn:orderpally:problem:"
@@ -179,7 +180,7 @@ CORS_MAX_AGE_SECONDS = 600
 
 def _frontend_origin(request: flask.Request) -> str | None:
     origin = request.headers.get("Origin")
-    return origin if origin and origin.rstrip("/") in settings().frontend_origins else None
+    return origin if origin_allowed(origin, settings().frontend_origins) else None
 
 
 def _preflight(request: flask.Request) -> flask.Response:

@@ -64,6 +64,17 @@ def start_function(
     return function
 
 
+def start_cut_off(
+    stack, tmp_path: Path, target: str, ready_path: str, variable: str, slot: int
+) -> tuple[local_stack.ManagedProcess, str]:
+    """One more process of `target` whose `variable` (an emulator host) names a port nothing
+    listens on; returns it and its base URL. `slot` picks two ports of the functions' range."""
+    port, dead = stack.ports.functions + slot, stack.ports.functions + slot + 1
+    nowhere = f"http://127.0.0.1:{dead}" if variable == "STORAGE_EMULATOR_HOST" else f"127.0.0.1:{dead}"
+    function = start_function(stack, target, port, ready_path, tmp_path / "function.log", **{variable: nowhere})
+    return function, f"http://127.0.0.1:{port}"
+
+
 def start_incidents(stack, port: int, firestore_host: str, log: Path, **extra_env: str) -> local_stack.ManagedProcess:
     return start_function(
         stack, "incidents", port, "/incidents/policy", log, FIRESTORE_EMULATOR_HOST=firestore_host, **extra_env
@@ -209,13 +220,9 @@ def test_with_pubsub_down_accepted_requests_are_kept_and_redriven_once_it_is_bac
     from orderpally.records import service as records
     from support.identities import browser_headers, create_customer
 
-    function_port = running_stack.ports.functions + 305
-    nowhere = f"127.0.0.1:{running_stack.ports.functions + 306}"  # nothing listens here
-    log = tmp_path / "function.log"
-    function = start_function(
-        running_stack, "account", function_port, "/account/termination", log, PUBSUB_EMULATOR_HOST=nowhere
+    function, base = start_cut_off(
+        running_stack, tmp_path, "account", "/account/termination", "PUBSUB_EMULATOR_HOST", 305
     )
-    base = f"http://127.0.0.1:{function_port}"
     customer = create_customer()
     headers = browser_headers(customer)
     try:
@@ -261,14 +268,11 @@ def test_with_storage_down_an_upload_is_a_503_in_bounded_time_and_records_nothin
     from orderpally import clients
     from support.identities import browser_headers, create_customer
 
-    function_port = running_stack.ports.functions + 307
-    nowhere = f"http://127.0.0.1:{running_stack.ports.functions + 308}"  # nothing listens here
-    log = tmp_path / "function.log"
-    function = start_function(
-        running_stack, "incidents", function_port, "/incidents/policy", log, STORAGE_EMULATOR_HOST=nowhere
+    function, url = start_cut_off(
+        running_stack, tmp_path, "incidents", "/incidents/policy", "STORAGE_EMULATOR_HOST", 307
     )
     customer = create_customer()
-    base = f"http://127.0.0.1:{function_port}/incidents"
+    base = url + "/incidents"
     try:
         signed_in_report = {**report(), "contact_email": None}
         reported = requests.post(base, json=signed_in_report, headers=browser_headers(customer), timeout=60)
@@ -297,14 +301,11 @@ def test_with_storage_down_an_upload_is_a_503_in_bounded_time_and_records_nothin
 def test_with_firebase_auth_down_a_signed_in_request_is_a_503_problem(running_stack, tmp_path, target, path):
     from support.identities import browser_headers, create_customer
 
-    function_port = running_stack.ports.functions + 309
-    nowhere = f"127.0.0.1:{running_stack.ports.functions + 310}"  # nothing listens here
-    log = tmp_path / "function.log"
-    function = start_function(running_stack, target, function_port, "/", log, FIREBASE_AUTH_EMULATOR_HOST=nowhere)
+    function, base = start_cut_off(running_stack, tmp_path, target, "/", "FIREBASE_AUTH_EMULATOR_HOST", 309)
     customer = create_customer()  # made through the stack's own Auth emulator
     try:
         started = time.monotonic()
-        answer = requests.get(f"http://127.0.0.1:{function_port}{path}", headers=browser_headers(customer), timeout=60)
+        answer = requests.get(base + path, headers=browser_headers(customer), timeout=60)
         waited = time.monotonic() - started
     finally:
         function.stop()
@@ -317,17 +318,12 @@ def test_with_firebase_auth_down_a_signed_in_request_is_a_503_problem(running_st
 def test_with_pubsub_down_a_report_gets_its_reference_and_the_sweep_sends_its_acknowledgement(running_stack, tmp_path):
     from orderpally import clients
 
-    function_port = running_stack.ports.functions + 311
-    nowhere = f"127.0.0.1:{running_stack.ports.functions + 312}"  # nothing listens here
-    log = tmp_path / "function.log"
-    function = start_function(
-        running_stack, "incidents", function_port, "/incidents/policy", log, PUBSUB_EMULATOR_HOST=nowhere
+    function, base = start_cut_off(
+        running_stack, tmp_path, "incidents", "/incidents/policy", "PUBSUB_EMULATOR_HOST", 311
     )
     contact = f"pubsub-down-{uuid.uuid4().hex[:8]}@example.com"
     try:
-        answer = requests.post(
-            f"http://127.0.0.1:{function_port}/incidents", json={**report(), "contact_email": contact}, timeout=60
-        )
+        answer = requests.post(base + "/incidents", json={**report(), "contact_email": contact}, timeout=60)
     finally:
         function.stop()
     assert answer.status_code == 201, answer.text

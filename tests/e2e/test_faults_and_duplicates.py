@@ -33,6 +33,29 @@ def fired(function: str) -> bool:
     return fault.get("remaining", 1) == 0
 
 
+def queued_export(account_id: str, requested_at: datetime) -> dict:
+    """An export request as the account function writes it, with no build message sent."""
+    from orderpally.lifecycle import export
+
+    db = clients.firestore_client()
+    batch = db.batch()
+    record = export.create_request(db, account_id, (0, "TWD"), requested_at, 7, batch)
+    batch.commit()
+    return record
+
+
+def staged_mails(field: str, value: str) -> list:
+    """The mail outbox's entries whose request has `field` equal to `value`."""
+    from orderpally.messaging import requests as mail
+
+    return [s for s in clients.firestore_client().collection(mail.OUTBOX).stream() if s.get("request")[field] == value]
+
+
+def make_stale(staged) -> None:
+    """As if staged long enough ago for archive-redrive to take it."""
+    staged.reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+
+
 def topic_functions(stack) -> list:
     return [info for info in stack.functions if info.entry.kind == "topic"]
 
@@ -173,7 +196,7 @@ def test_an_export_whose_build_message_was_lost_is_redriven_and_built_once(runni
     db = clients.firestore_client()
     long_ago = datetime.now(UTC) - timedelta(minutes=20)
     # The request was written, then the function crashed before publishing its message.
-    record = export.create_request(db, customer.uid, (0, "TWD"), long_ago, 7)
+    record = queued_export(customer.uid, long_ago)
     fire = running_stack.url("archive-redrive")
     assert requests.post(fire, timeout=30).json()[export.EXPORTS] == 1
     assert requests.post(fire, timeout=30).json()[export.EXPORTS] == 0  # not again until it is stale again
@@ -383,7 +406,7 @@ def _export_case(stack):
     from orderpally.lifecycle import export
 
     customer = create_customer()
-    record = export.create_request(clients.firestore_client(), customer.uid, (0, "TWD"), datetime.now(UTC), 7)
+    record = queued_export(customer.uid, datetime.now(UTC))
 
     def effect() -> bool:
         blobs = list(clients.storage_client().list_blobs(settings().exports_bucket, prefix=f"{customer.uid}/"))
@@ -524,14 +547,13 @@ def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entr
 
     customer = create_customer()
     method, url, body, headers = announcement_cases(running_stack, customer)[case]
-    db = clients.firestore_client()
     arm(outbox.FAULTS, "after-commit")
     crashed = requests.request(method, url, json=body, headers=headers, timeout=30)
     assert crashed.status_code == 500
     assert fired(outbox.FAULTS)
 
     # The change and both of its announcements committed together; neither went out yet.
-    staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["account_id"] == customer.uid]
+    staged = staged_mails("account_id", customer.uid)
     assert len(staged) == 1
     chain = audit.account_chain(customer.uid)
     assert [s.get("action") for s in audit.pending(chain).stream()] == [action]
@@ -542,7 +564,7 @@ def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entr
     assert [entry["action"] for entry in audit.entries(customer.uid)].count(action) == 1
     fire = running_stack.url("archive-redrive")
     assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 0  # not stale yet: its own call may still send it
-    staged[0].reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+    make_stale(staged[0])
     assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 1
     assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 0
     mails = wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
@@ -572,10 +594,9 @@ def test_a_password_change_crashed_after_the_change_still_warns_the_owner_once(r
     time.sleep(1.0)
     assert mails_to(running_stack.mailbox, customer.email) == []
 
-    db = clients.firestore_client()
-    staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["account_id"] == customer.uid]
+    staged = staged_mails("account_id", customer.uid)
     assert [s.get("request")["template"] for s in staged] == ["password_changed"]
-    staged[0].reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+    make_stale(staged[0])
     assert requests.post(running_stack.url("archive-redrive"), timeout=30).json()[mail.OUTBOX] == 1
     wait_for(lambda: mails_to(running_stack.mailbox, customer.email))
     time.sleep(2.0)
@@ -632,10 +653,9 @@ def test_a_staff_reply_crashed_after_its_commit_is_in_the_history_once_and_maile
     assert fired(outbox.FAULTS)
     assert history_actions(reference).count("incident.reply") == 1  # the reader links the pending entry
 
-    db = clients.firestore_client()
-    staged = [s for s in db.collection(mail.OUTBOX).stream() if s.get("request")["to_email"] == contact]
+    staged = staged_mails("to_email", contact)
     assert [s.get("request")["template"] for s in staged] == ["incident_reply"]
-    staged[0].reference.update({"staged_at": datetime.now(UTC) - timedelta(minutes=20)})
+    make_stale(staged[0])
     assert requests.post(running_stack.url("archive-redrive"), timeout=30).json()[mail.OUTBOX] == 1
     wait_for(lambda: len(mails_to(running_stack.mailbox, contact)) >= 2)
     time.sleep(2.0)

@@ -40,8 +40,10 @@ def test_a_mail_commits_with_its_batch_or_not_at_all(emulators):
 def test_the_redrive_sends_only_stale_mails_and_passes_over_unreadable_ones(emulators):
     db = clients.firestore_client()
     stale, fresh = request(f"stale-{uuid.uuid4().hex}"), request(f"fresh-{uuid.uuid4().hex}")
-    mail.stage_email(None, db, stale, NOW - timedelta(minutes=20))
-    mail.stage_email(None, db, fresh, NOW - timedelta(minutes=1))
+    batch = db.batch()
+    mail.stage_email(batch, db, stale, NOW - timedelta(minutes=20))
+    mail.stage_email(batch, db, fresh, NOW - timedelta(minutes=1))
+    batch.commit()
     db.collection(mail.OUTBOX).document("unreadable").set(
         {"request": {"template": "not a request"}, "staged_at": NOW - timedelta(hours=1)}
     )

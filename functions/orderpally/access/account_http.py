@@ -12,7 +12,7 @@ import flask
 import pydantic
 
 from orderpally import audit, clients, web
-from orderpally.access import api_keys, staff_roles
+from orderpally.access import api_keys
 from orderpally.access import http as access
 from orderpally.access.principal import STAFF_ROLES, Principal
 from orderpally.accounts import ACCOUNTS
@@ -242,6 +242,8 @@ def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
         user = auth.get_user(account_id, app=app)
     except auth.UserNotFoundError:
         raise web.Problem(404, "user-not-found", "Not found", "No such user.") from None
+    from orderpally.access import staff_roles  # the staff function's; not on the account function's cold start
+
     staff_roles.change_roles(user, body.roles, _actor(principal), body.reason, access.client_address(request))
     return web.json_response({"account_id": account_id, "roles": body.roles})
 

@@ -15,9 +15,10 @@ import string
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from orderpally import audit, outbox
+if TYPE_CHECKING:  # every API-key request verifies a key; only a revocation needs these
+    from orderpally import audit, outbox
 
 API_KEYS = "api_keys"
 PREFIX = "opk_"
@@ -169,6 +170,8 @@ def revoke(db: Any, account_id: str, key_id: str, now: datetime, event: audit.Au
     """Revokes the account's own key, audited as `event` once however often it is asked;
     False when it has no such key (another's is 'no such key' too)."""
     from google.cloud import firestore
+
+    from orderpally import outbox
 
     ref = db.collection(API_KEYS).document(key_id)
 

@@ -357,7 +357,9 @@ def change_password(request: flask.Request) -> flask.Response:
     )
     # The owner's warning is staged before the change: a crash after the change still sends it
     # (the redrive), and one before it sends a needless warning, never none.
-    stage_email(None, db, notice, now)
+    staging = db.batch()
+    stage_email(staging, db, notice, now)
+    staging.commit()
     try:
         auth.update_user(user.uid, password=body.new_password, app=clients.firebase_app())
     except Exception:

@@ -434,9 +434,8 @@ def staff_note(request: flask.Request, reference: str) -> flask.Response:
     now = datetime.now(UTC)
     db = clients.firestore_client()
 
-    def reply(incident: dict[str, Any]) -> EmailRequest:
-        # A token of its own per reply; an unused one (the note failed) opens nothing new.
-        status_link = _links(reference, service.new_status_token(db, reference), None)["status_link"]
+    def reply(incident: dict[str, Any], status_token: str) -> EmailRequest:
+        status_link = _links(reference, status_token, None)["status_link"]
         return EmailRequest(
             idempotency_key=f"incident_reply:{reference}:{now.isoformat()}",
             template="incident_reply",
@@ -447,8 +446,7 @@ def staff_note(request: flask.Request, reference: str) -> flask.Response:
         )
 
     try:
-        public = note.visibility == "public"
-        service.add_note(db, reference, note, _staff_actor(principal), now, reply if public else None)
+        service.add_note(db, reference, note, _staff_actor(principal), now, reply)
     except service.IncidentError as exc:
         raise _problem(exc) from None
     return flask.Response(status=204)

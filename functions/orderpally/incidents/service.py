@@ -300,17 +300,6 @@ def _token_matches(token: str | None, hashes: list[str] | None) -> bool:
     return any(hmac.compare_digest(known, digest) for known in hashes or [])
 
 
-def new_status_token(db: Any, reference: str) -> str:
-    """Another secret link to the status (each reply mail carries its own; the first is only in the first mail)."""
-    from google.cloud import firestore
-
-    token = secrets.token_urlsafe(32)
-    db.collection(INCIDENTS).document(reference).update(
-        {"status_token_hashes": firestore.ArrayUnion([token_hash(token)])}
-    )
-    return token
-
-
 def confirm(db: Any, reference: str, token: str, now: datetime) -> tuple[dict[str, Any], bool]:
     """Confirms an anonymous report's email; returns the incident and whether this call confirmed it."""
     incident = load(db, reference)
@@ -399,20 +388,32 @@ def add_note(
     note: Note,
     actor: audit.Actor,
     now: datetime,
-    reply: Callable[[dict[str, Any]], EmailRequest] | None = None,
+    reply: Callable[[dict[str, Any], str], EmailRequest] | None = None,
 ) -> dict[str, Any]:
     """Records the note in the incident's history; a public one with the reporter's `reply`
-    mail (built from the incident), committed together."""
+    mail (built from the incident and a status token of its own), committed together.
+    An internal note mails nobody."""
+    from google.cloud import firestore
+
     incident = load(db, reference)
     if incident["state"] not in rules.OPEN_STATES and note.visibility == "public":
         raise IncidentError(409, "incident-closed", "The incident is closed; reopen it by a new report.")
     event = audit.AuditEvent(
         "incident.reply" if note.visibility == "public" else "incident.note", actor, None, None, {"text": note.text}
     )
-    batch = db.batch()
-    staged = outbox.stage_on(batch, db, chain(reference), event, reply(incident) if reply else None, now)
+    change: dict[str, Any] = {}
+    mail = None
+    if reply is not None and note.visibility == "public":
+        # Each reply mail carries a status link of its own; the first is only in the first mail.
+        token = secrets.token_urlsafe(32)
+        change["status_token_hashes"] = firestore.ArrayUnion([token_hash(token)])
+        mail = reply(incident, token)
     if note.visibility == "public" and incident.get("first_responded_at") is None:
-        batch.update(db.collection(INCIDENTS).document(reference), {"first_responded_at": now, "updated_at": now})
+        change.update({"first_responded_at": now, "updated_at": now})
+    batch = db.batch()
+    staged = outbox.stage_on(batch, db, chain(reference), event, mail, now)
+    if change:
+        batch.update(db.collection(INCIDENTS).document(reference), change)
     batch.commit()
     outbox.announce(db, staged)
     return incident

@@ -46,9 +46,9 @@ def new_export_id() -> str:
 
 
 def create_request(
-    db: Any, account_id: str, outstanding: tuple[int, str], now: datetime, valid_days: int, writer: Any = None
+    db: Any, account_id: str, outstanding: tuple[int, str], now: datetime, valid_days: int, writer: Any
 ) -> dict:
-    """Queues an export; through `writer` (a batch or transaction), it commits with what else that writes."""
+    """Queues an export through `writer` (a batch or transaction): it commits with what else that writes."""
     amount, currency = outstanding
     if amount > 0:
         raise PaymentRequired(amount, currency)
@@ -60,11 +60,7 @@ def create_request(
         "requested_at": now,
         "expires_at": now + timedelta(days=valid_days),
     }
-    ref = db.collection(EXPORTS).document(export_id)
-    if writer is None:
-        ref.create(record)
-    else:
-        writer.create(ref, record)
+    writer.create(db.collection(EXPORTS).document(export_id), record)
     return record
 
 

@@ -60,15 +60,11 @@ def _staged(db: Any, request: EmailRequest) -> Any:
 def stage_email(writer: Any, db: Any, request: EmailRequest, now: datetime) -> None:
     """Writes `request` to the outbox through `writer` (a transaction or batch): it commits with the change.
 
-    With `writer` None it is written at once, for a change outside Firestore: staged before
-    the change, and unstaged if the change fails.
+    For a change outside Firestore, stage it in a batch of its own before the change and
+    unstage it if the change fails.
     """
     # No expire_at: a staged mail leaves the outbox only once it has been published.
-    content = {"request": request.model_dump(mode="json"), "staged_at": now}
-    if writer is None:
-        _staged(db, request).set(content)
-    else:
-        writer.set(_staged(db, request), content)
+    writer.set(_staged(db, request), {"request": request.model_dump(mode="json"), "staged_at": now})
 
 
 def unstage_email(db: Any, request: EmailRequest) -> None:

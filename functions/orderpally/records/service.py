@@ -56,9 +56,9 @@ class RecordsMessage(pydantic.BaseModel):
 
 
 def create(
-    db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_days: int, writer: Any = None
+    db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_days: int, writer: Any
 ) -> dict[str, Any]:
-    """Queues a records request; through `writer` (a batch or transaction), it commits with what else that writes."""
+    """Queues a records request through `writer` (a batch or transaction): it commits with what else that writes."""
     request_id = secrets.token_urlsafe(18)
     record = {
         "request_id": request_id,
@@ -69,11 +69,7 @@ def create(
         "requested_at": now,
         "expires_at": now + timedelta(days=valid_days),
     }
-    ref = db.collection(RECORDS).document(request_id)
-    if writer is None:
-        ref.create(record)
-    else:
-        writer.create(ref, record)
+    writer.create(db.collection(RECORDS).document(request_id), record)
     return record
 
 
