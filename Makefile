@@ -8,9 +8,11 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 FIREBASE_DIR := infra/local/firebase
 
-.PHONY: setup run test test-unit fuzz lint audit checkov bench lock prerequisites browser clean
+.PHONY: setup setup-run run test test-unit fuzz lint audit checkov bench lock prerequisites browser clean
 
-setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
+# `make run` needs only what the running stack uses; the tests add checkov and a browser.
+setup-run: $(VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
+setup: setup-run $(CHECKOV_VENV)/.installed browser
 
 $(VENV)/.installed: requirements.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 2; }
@@ -29,7 +31,7 @@ $(FIREBASE_DIR)/node_modules/.installed: $(FIREBASE_DIR)/package.json $(FIREBASE
 	cd $(FIREBASE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-prerequisites: $(VENV)/.installed browser
+prerequisites: $(VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed
 	@$(PY) infra/local/local_stack.py --check
 
 # Headless Chromium and its driver, for the notices page tests (Debian's packages; needs root or sudo).
@@ -37,10 +39,10 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
 	  || { echo "could not install chromium: apt-get install chromium chromium-driver" >&2; exit 2; }; }
 
-run: setup
+run: setup-run
 	$(PY) infra/local/local_stack.py
 
 lint: $(VENV)/.installed
@@ -79,7 +81,7 @@ checkov: $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact
 
 # Measured figures as ratios against references from the same run; never pass/fail.
-bench: setup
+bench: setup-run
 	$(PY) benchmarks/deletion_throughput.py
 	$(PY) benchmarks/notice_fanout.py
 	$(PY) benchmarks/api_latency.py

@@ -727,7 +727,10 @@ def main() -> int:
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
-    # SIGTERM behaves like Ctrl-C: both unwind through the `finally` below.
+    # SIGTERM behaves like Ctrl-C: both unwind through the `finally` below. SIGINT's
+    # handler is installed explicitly: Python leaves SIGINT ignored when the parent
+    # started it so (a `&` job of a non-interactive shell, some supervisors).
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     try:
         stack = LocalStack(Ports.from_env(), args.state_dir)

@@ -5,6 +5,7 @@ Runs on its own ports (the test stack's + 10000) beside the test stack.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,20 +47,26 @@ def processes_mentioning(needles: list[str]) -> list[str]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            # The Auth emulator's command line names no port: it runs in the state dir.
+            cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if any(needle in cmdline for needle in needles):
+        if any(needle in cmdline or needle == cwd or cwd.startswith(needle + "/") for needle in needles):
             found.append(f"{proc.name}: {cmdline[:160]}")
     return found
 
 
-def start(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+def start(tmp_path: Path, env: dict[str, str], ignore_sigint: bool = False) -> tuple[subprocess.Popen, list[str]]:
+    # Its own session, so a failed test can kill the stack's whole group (see `reap`).
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--state-dir", str(tmp_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
+        # As a `&` job of a non-interactive shell starts it: SIGINT ignored, inherited by exec.
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
     )
     lines: list[str] = []
 
@@ -71,6 +79,44 @@ def start(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, list[s
     return proc, lines
 
 
+def stack_needles(tmp_path: Path) -> list[str]:
+    """What the command line of every process of a stack on PORTS in `tmp_path` mentions."""
+    forms = [f"{form}{port}" for port in all_ports() for form in (":", "--port=", "--port ")]
+    return [str(tmp_path), *forms]
+
+
+def reap(proc: subprocess.Popen, tmp_path: Path) -> None:
+    """Kills what a test's stack left: its own process group and each part's group.
+
+    The parts run in groups of their own (so the stack can stop the emulators' Java
+    children); after a failed test none of them may hold a port a later test needs.
+    """
+    groups = {proc.pid}
+    for line in processes_mentioning(stack_needles(tmp_path)):
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(int(line.split(":", 1)[0])))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stacks(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen, list[str]]]]:
+    """Starts `make run`'s program; whatever the test's outcome, nothing of it outlives the test."""
+    started: list[subprocess.Popen] = []
+
+    def starter(env: dict[str, str], ignore_sigint: bool = False) -> tuple[subprocess.Popen, list[str]]:
+        proc, lines = start(tmp_path, env, ignore_sigint)
+        started.append(proc)
+        return proc, lines
+
+    yield starter
+    for proc in started:
+        reap(proc, tmp_path)
+
+
 def wait_for(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,10 +126,15 @@ def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-# Ctrl-C; or SIGTERM, which make (and a supervisor) may send twice.
-@pytest.mark.parametrize("stop_signals", [[signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]], ids=["ctrl-c", "sigterm"])
-def test_run_prints_urls_that_answer_and_ctrl_c_stops_everything(tmp_path, stop_signals):
-    proc, lines = start(tmp_path, run_env())
+# Ctrl-C; or SIGTERM, which make (and a supervisor) may send twice; and Ctrl-C to a stack
+# whose parent started it with SIGINT ignored.
+@pytest.mark.parametrize(
+    ("stop_signals", "ignore_sigint"),
+    [([signal.SIGINT], False), ([signal.SIGTERM, signal.SIGTERM], False), ([signal.SIGINT], True)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-with-sigint-ignored-by-the-parent"],
+)
+def test_run_prints_urls_that_answer_and_ctrl_c_stops_everything(tmp_path, stacks, stop_signals, ignore_sigint):
+    proc, lines = stacks(run_env(), ignore_sigint=ignore_sigint)
     try:
         assert wait_for(lambda: any("Press Ctrl-C" in line for line in lines) or proc.poll() is not None, 180), lines
         assert proc.poll() is None, "\n".join(lines)
@@ -100,13 +151,24 @@ def test_run_prints_urls_that_answer_and_ctrl_c_stops_everything(tmp_path, stop_
         for stop in stop_signals:
             proc.send_signal(stop)
             wait_for(lambda: any("Stopping" in line for line in lines), 5)
-        code = proc.wait(timeout=60)
+    code = proc.wait(timeout=60)
     assert code == 0, "\n".join(lines)
     assert "Stopped." in "\n".join(lines)
-    needles = [str(tmp_path), f":{PORTS.firestore}", f":{PORTS.pubsub}", f"--port={PORTS.storage}"]
-    needles += [f"--port {port}" for port in all_ports()]
-    assert processes_mentioning(needles) == []
+    assert processes_mentioning(stack_needles(tmp_path)) == []
     assert [p for p in all_ports() if not local_stack.port_is_free(p)] == []
+
+
+def test_a_failed_test_leaves_no_part_of_its_stack_running(tmp_path):
+    proc, lines = start(tmp_path, run_env())
+    try:
+        assert wait_for(lambda: any("Press Ctrl-C" in line for line in lines) or proc.poll() is not None, 180), lines
+        assert processes_mentioning(stack_needles(tmp_path)), "the stack's parts should be running"
+    finally:
+        # What the fixture does after a failure: no signal the stack could handle, just the kill.
+        reap(proc, tmp_path)
+    assert wait_for(lambda: processes_mentioning(stack_needles(tmp_path)) == [], 10)
+    taken = lambda: [p for p in all_ports() if not local_stack.port_is_free(p)]  # noqa: E731
+    assert wait_for(lambda: taken() == [], 10), taken()
 
 
 def test_a_taken_port_is_a_clear_error_and_leaves_nothing_running(tmp_path):
