@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import flask
 import pytest
 
 from orderpally import clients, web
 from orderpally.access import http as access
-from support.identities import create_identity
+from support.identities import create_identity, id_token
 
 pytestmark = pytest.mark.usefixtures("emulators")
 app = flask.Flask(__name__)
@@ -62,6 +63,31 @@ def test_revoked_and_forged_sessions_are_401():
         with request_with(cookie), pytest.raises(web.Problem) as refused:
             access.require_principal(flask.request)
         assert refused.value.status == 401
+
+
+def test_a_session_issued_in_the_revocation_second_ends_too():
+    """Sign-out everywhere, or a staff role's removal, in the second a session was opened."""
+    from firebase_admin import auth
+
+    from orderpally.access import sessions
+
+    for _ in range(5):
+        time.sleep(1.02 - time.time() % 1)  # the start of a second, so both can fall within it
+        alice = create_identity(roles=["admin"])
+        issued = auth.verify_session_cookie(alice.session_cookie, app=clients.firebase_app())["iat"]
+        started = int(time.time())
+        sessions.revoke_all(alice.uid)
+        if started == issued:
+            break
+    else:
+        pytest.skip("could not open a session and start revoking within one second")
+    with request_with(alice.session_cookie), pytest.raises(web.Problem) as refused:
+        access.require_principal(flask.request)
+    assert refused.value.status == 401
+    # A session opened once revocation has returned is good.
+    fresh = auth.create_session_cookie(id_token(alice.email), timedelta(hours=1), app=clients.firebase_app())
+    with request_with(fresh):
+        assert access.require_principal(flask.request).account_id == alice.uid
 
 
 def test_disabled_account_is_401():

@@ -366,7 +366,7 @@ def change_password(request: flask.Request) -> flask.Response:
         unstage_email(db, notice)
         raise
     events.inject_fault(outbox.FAULTS, "after-password-change")
-    sessions.revoke_all(user.uid, then_sign_in=True)
+    sessions.revoke_all(user.uid)
     audit_event(request, user.uid, "password.changed", _actor(principal))
     with events.left_for_later("password-changed email"):
         send_staged(db, notice)

@@ -46,11 +46,16 @@ def revoke_one(db: Any, cookie: str, now: datetime) -> None:
     )
 
 
-def revoke_all(uid: str, *, then_sign_in: bool = False) -> None:
-    """Ends every session of the user. Revocation counts whole seconds: with `then_sign_in`,
-    returns only once a session minted next cannot fall in the revoked second."""
+def revoke_all(uid: str) -> None:
+    """Ends every session of the user, those opened in the revocation's own second included.
+
+    Firebase keeps the revocation in whole seconds and spares a session issued in that
+    second, which may have been opened a moment before it with the privileges being taken
+    away. So it revokes again once the next second has begun: every session issued before
+    then has ended, and one minted after this returns is valid.
+    """
     from firebase_admin import auth
 
     auth.revoke_refresh_tokens(uid, app=clients.firebase_app())
-    if then_sign_in:
-        time.sleep(1.05 - time.time() % 1)
+    time.sleep(1.02 - time.time() % 1)
+    auth.revoke_refresh_tokens(uid, app=clients.firebase_app())
