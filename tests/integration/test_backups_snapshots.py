@@ -11,7 +11,7 @@ import requests
 
 import local_stack
 from orderpally import clients
-from orderpally.backups import exporters, service
+from orderpally.backups import exporters, rules, service
 
 NOW = datetime.now(UTC)
 
@@ -53,11 +53,23 @@ def test_a_failed_slot_can_be_retried(emulators, tmp_path):
 def test_verification_passes_for_a_fresh_snapshot_and_fails_for_a_stale_one(exporter):
     db = clients.firestore_client()
     assert not service.verify_snapshots(db, exporter, True, NOW, timedelta(hours=26)).ok
-    service.take_snapshot(db, exporter, "20261124T190000Z", NOW)
+    service.take_snapshot(db, exporter, rules.slot_for(None, NOW), NOW)
     assert service.verify_snapshots(db, exporter, True, NOW, timedelta(hours=26)).ok
     stale = service.verify_snapshots(db, exporter, True, NOW + timedelta(hours=27), timedelta(hours=26))
     assert not stale.ok
     assert not service.verify_snapshots(db, exporter, False, NOW, timedelta(hours=26)).ok
+
+
+def test_a_missed_day_fails_although_the_last_export_was_seen_finished_late(exporter):
+    # The 03:00 snapshot, seen finished at 04:30 by the verifier; the next day's never runs.
+    db = clients.firestore_client()
+    slot_at = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)  # 03:00 in Taipei
+    service.take_snapshot(db, exporter, rules.slot_for(slot_at, slot_at), slot_at + timedelta(hours=1, minutes=30))
+    day = timedelta(hours=26)
+    assert service.verify_snapshots(db, exporter, True, slot_at + timedelta(hours=25, minutes=30), day).ok
+    missed = service.verify_snapshots(db, exporter, True, slot_at + timedelta(hours=26, minutes=30), day)
+    assert not missed.ok
+    assert any("older than" in problem for problem in missed.problems)
 
 
 def all_documents(db) -> dict[str, dict]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,3 +73,21 @@ def test_without_a_configured_job_only_production_reports_it_missing():
 
     assert snapshot_job_state("", is_production=True) is None
     assert snapshot_job_state("", is_production=False) is True
+
+
+def test_snapshots_are_verified_at_least_hourly():
+    """A daily check of a 26-hour threshold lets a day with no snapshot pass; an hourly one does not."""
+    from croniter import croniter
+
+    import local_stack
+
+    cron = next(e.trigger["cron"] for e in local_stack.load_catalogue() if e.entry_point == "verify_snapshots")
+    start = datetime(2026, 12, 1, tzinfo=ZoneInfo("Asia/Taipei"))
+    fires = croniter(cron, start)
+    times = [fires.get_next(datetime) for _ in range(48)]
+    assert max(b - a for a, b in itertools.pairwise(times)) <= timedelta(hours=1)
+
+
+def test_a_slot_names_the_moment_it_was_taken():
+    moment = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+    assert rules.slot_time(rules.slot_for(moment, moment)) == moment

@@ -15,6 +15,11 @@ def slot_for(schedule_time: datetime | None, now: datetime) -> str:
     return moment.astimezone(UTC).strftime(SLOT_FORMAT)
 
 
+def slot_time(slot: str) -> datetime:
+    """The moment a slot's snapshot was taken of: what its freshness is counted from."""
+    return datetime.strptime(slot, SLOT_FORMAT).replace(tzinfo=UTC)
+
+
 def parse_schedule_time(header: str | None) -> datetime | None:
     """`X-CloudScheduler-ScheduleTime` (RFC 3339), or None when absent or unreadable."""
     if not header:

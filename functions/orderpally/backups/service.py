@@ -92,7 +92,10 @@ def verify_snapshots(
 ) -> rules.Verdict:
     """Checks the newest snapshot (settling a running export) and the schedule behind it."""
     newest = _newest(db)
-    completed_at, has_metadata = None, False
+    # Freshness counts from the slot, when the data was exported, not from when an export
+    # was last seen finished: a verifier that settles a running export would otherwise
+    # give it its own time, and a missed day could still pass.
+    taken_at, has_metadata = None, False
     if newest is not None:
         slot, record = newest
         started = ExportStarted(record["output_uri"], record.get("operation"), record["status"] == "completed")
@@ -104,9 +107,9 @@ def verify_snapshots(
                 {"status": record["status"], "completed_at": record["completed_at"]}
             )
         if record["status"] == "completed":
-            completed_at = record.get("completed_at") or record.get("started_at")
+            taken_at = rules.slot_time(slot)
             has_metadata = succeeded
-    verdict = rules.verify(completed_at, has_metadata, job_enabled, now.astimezone(UTC), max_age)
+    verdict = rules.verify(taken_at, has_metadata, job_enabled, now.astimezone(UTC), max_age)
     if verdict.ok:
         structured_logging.log(_log, logging.INFO, "backups verified")
     else:
