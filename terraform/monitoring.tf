@@ -103,6 +103,7 @@ locals {
     incident-deadline          = "Security incident past or near its response deadline"
     audit-chain-broken         = "An account's audit trail no longer verifies: an entry was changed or removed"
     staged-email-unreadable    = "A staged notice email cannot be read back, so the redrive cannot send it"
+    smtp-tls-unavailable       = "The mail relay offers no TLS: notice emails wait for redelivery"
   }
 }
 

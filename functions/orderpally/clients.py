@@ -146,6 +146,10 @@ def firebase_app() -> App:
         return firebase_admin.initialize_app(options={"projectId": settings().project_id})
 
 
+class SmtpTlsUnavailable(smtplib.SMTPException):
+    """The relay offers no TLS: nothing may be sent in clear text, and a later try may find it back."""
+
+
 def smtp_connection(timeout: float = 20.0) -> smtplib.SMTP:
     """A new, authenticated SMTP connection; TLS 1.2+ unless the local stack allows clear text.
 
@@ -159,7 +163,11 @@ def smtp_connection(timeout: float = 20.0) -> smtplib.SMTP:
     else:
         conn = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=timeout)
         if cfg.smtp_security == "starttls":
-            conn.starttls(context=context)
+            try:
+                conn.starttls(context=context)
+            except smtplib.SMTPNotSupportedError:
+                conn.close()
+                raise SmtpTlsUnavailable("the relay does not offer STARTTLS") from None
     if cfg.smtp_username:
         conn.login(cfg.smtp_username, cfg.smtp_password)
     return conn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import smtplib
 import threading
 
@@ -114,6 +116,21 @@ def test_unreachable_relay_is_retried_then_sent_once_back(emulators):
     with pytest.raises(events.RetryableError):
         delivery.deliver(clients.firestore_client(), request, send=unreachable, mail_from=settings().mail_from)
     assert ledger(request)["status"] == "retrying"
+    assert send(request) == delivery.Status.SENT
+    assert len(read_mailbox(emulators.mailbox)) == 1
+
+
+def test_a_relay_without_tls_keeps_the_mail_for_retry_and_alerts(emulators, monkeypatch, caplog):
+    # The sink offers no STARTTLS: a relay that lost its TLS, or something in the way that strips it.
+    request = request_for("gus@example.com", key="no-tls")
+    monkeypatch.setattr(clients, "settings", lambda: dataclasses.replace(settings(), smtp_security="starttls"))
+    with pytest.raises(events.RetryableError):
+        send(request)
+    assert ledger(request)["status"] == "retrying"
+    assert read_mailbox(emulators.mailbox) == []
+    alerts = [getattr(r, "fields", {}).get("alert") for r in caplog.records if r.levelno >= logging.ERROR]
+    assert delivery.ALERT_NO_TLS in alerts
+    monkeypatch.undo()
     assert send(request) == delivery.Status.SENT
     assert len(read_mailbox(emulators.mailbox)) == 1
 

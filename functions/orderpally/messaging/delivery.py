@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
-from orderpally import events, structured_logging
+from orderpally import clients, events, structured_logging
 from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
 from orderpally.messaging import rendering
 from orderpally.messaging.requests import EmailRequest, key_digest
@@ -35,6 +35,7 @@ LEASE = timedelta(minutes=2)
 LEDGER_TTL = timedelta(days=400)
 
 _log = structured_logging.get_logger("orderpally.messaging")
+ALERT_NO_TLS = "smtp-tls-unavailable"
 
 
 class Status:
@@ -198,6 +199,13 @@ def deliver(
             raise events.PermanentError(f"relay refused permanently ({exc.reply.code})") from None
         _settle(ref, Status.RETRYING, now(), smtp_response=str(exc.reply))
         raise events.RetryableError(f"relay deferred ({exc.reply.code})") from None
+    except clients.SmtpTlsUnavailable:
+        # Clause 5.3: never sent in clear. Kept for redelivery, and someone is told.
+        _settle(ref, Status.RETRYING, now(), smtp_response="SmtpTlsUnavailable")
+        structured_logging.log(
+            _log, logging.ERROR, "relay offers no TLS; email kept for retry", alert=ALERT_NO_TLS, **log_fields
+        )
+        raise events.RetryableError("relay offers no TLS") from None
     except (UnicodeEncodeError, smtplib.SMTPNotSupportedError) as exc:
         # An address the relay cannot carry (not ASCII, no SMTPUTF8): no retry would help.
         _settle(ref, Status.FAILED, now(), smtp_response=type(exc).__name__)
