@@ -13,8 +13,8 @@ from orderpally.notices.rules import Exemption, NoticeRuleError, Timing
 JUSTIFICATION = "Fixes an actively exploited vulnerability in sign-in."
 
 
-def taipei(y: int, m: int, d: int, hour: int = 12) -> datetime:
-    return datetime(y, m, d, hour, tzinfo=rules.TAIPEI)
+def taipei(y: int, m: int, d: int, hour: int = 12, minute: int = 0) -> datetime:
+    return datetime(y, m, d, hour, minute, tzinfo=rules.TAIPEI)
 
 
 @pytest.mark.parametrize(
@@ -72,22 +72,31 @@ def test_an_exemption_without_a_written_justification_is_refused(justification):
 def test_back_dating_is_refused_but_clock_skew_is_not():
     now = datetime(2026, 6, 1, tzinfo=UTC)
     with pytest.raises(NoticeRuleError) as refused:
-        rules.check_publication(now - timedelta(days=1), now)
+        rules.publication_time(now - timedelta(days=1), now)
     assert refused.value.slug == "notice-backdated"
-    rules.check_publication(now - timedelta(minutes=1), now)
-    rules.check_publication(now + timedelta(days=3), now)
+    assert rules.publication_time(now - timedelta(minutes=1), now) == now
+    assert rules.publication_time(now + timedelta(days=3), now) == now + timedelta(days=3)
+    assert rules.publication_time(None, now) == now
 
 
-def test_corrections_may_postpone_freely_but_moving_earlier_meets_the_rule_again():
+def test_clock_skew_cannot_back_date_a_notice_across_taipei_midnight():
+    # Sent at 00:02 on 1 March (Taipei), asking for 23:58 the day before.
+    now = taipei(2026, 3, 1, 0, 2)
+    published = rules.publication_time(now - timedelta(minutes=4), now)
+    assert rules.earliest_effective(published, None) == date(2026, 4, 1)
+    with pytest.raises(NoticeRuleError):
+        rules.check_timing(Timing(published, date(2026, 3, 28)), None, None)
+
+
+def test_every_correction_meets_the_rule_whatever_it_does_to_the_date():
     correction_time = taipei(2026, 7, 1)
-    rules.check_correction(date(2026, 7, 20), Timing(correction_time, date(2026, 7, 20)), None, None)
-    rules.check_correction(date(2026, 7, 20), Timing(correction_time, date(2026, 8, 30)), None, None)
-    with pytest.raises(NoticeRuleError) as refused:
-        rules.check_correction(date(2026, 8, 30), Timing(correction_time, date(2026, 7, 31)), None, None)
-    assert refused.value.earliest == date(2026, 8, 1)
-    rules.check_correction(
-        date(2026, 8, 30), Timing(correction_time, date(2026, 7, 1)), Exemption.SECURITY_OR_IP, JUSTIFICATION
-    )
+    # Keeping the date, or moving it less than a month out, is a rewrite too close to the change.
+    for effective in (date(2026, 7, 20), date(2026, 7, 31)):
+        with pytest.raises(NoticeRuleError) as refused:
+            rules.check_correction(Timing(correction_time, effective), None, None)
+        assert refused.value.earliest == date(2026, 8, 1)
+    rules.check_correction(Timing(correction_time, date(2026, 8, 30)), None, None)
+    rules.check_correction(Timing(correction_time, date(2026, 7, 1)), Exemption.SECURITY_OR_IP, JUSTIFICATION)
 
 
 def texts() -> dict:

@@ -55,11 +55,20 @@ def earliest_effective(published_at: datetime, exemption: Exemption | None) -> d
     return published if exemption else add_one_month(published)
 
 
-def check_publication(published_at: datetime, now: datetime) -> None:
-    if published_at < now - PUBLICATION_SKEW:
+def publication_time(requested: datetime | None, now: datetime) -> datetime:
+    """When a notice counts as published: now, or a later time asked for.
+
+    A time up to PUBLICATION_SKEW in the past is the client's clock, not back-dating, so it
+    is accepted, but recorded as now: kept as asked, 23:58 for a notice sent at 00:02 would
+    move its earliest effective date a day earlier.
+    """
+    if requested is None:
+        return now
+    if requested < now - PUBLICATION_SKEW:
         raise NoticeRuleError(
             "notice-backdated", "A notice cannot be published in the past; publish it now or later.", "publish_at"
         )
+    return max(requested, now)
 
 
 def check_timing(timing: Timing, exemption: Exemption | None, justification: str | None) -> None:
@@ -81,12 +90,8 @@ def check_timing(timing: Timing, exemption: Exemption | None, justification: str
         )
 
 
-def check_correction(
-    previous_effective: date,
-    correction: Timing,
-    exemption: Exemption | None,
-    justification: str | None,
-) -> None:
-    """A correction may keep or postpone the effective date; moving it earlier is held to the rule again."""
-    if correction.effective_date < previous_effective or exemption:
-        check_timing(correction, exemption, justification)
+def check_correction(correction: Timing, exemption: Exemption | None, justification: str | None) -> None:
+    """A correction is itself a notice to customers: whether it keeps, postpones or advances
+    the effective date, that date must be a month after the correction is published (or
+    exempt), so a text cannot be rewritten the day before it takes effect."""
+    check_timing(correction, exemption, justification)

@@ -13,7 +13,7 @@ Firestore layout:
 from __future__ import annotations
 
 import secrets
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import pydantic
@@ -161,8 +161,7 @@ def create_notice(db: Any, draft: NoticeDraft, author: str, now: datetime) -> di
     """Publishes version 1 (at `publish_at`) after the one-month rule; returns the notice."""
     from google.cloud import firestore
 
-    published_at = draft.publish_at or now
-    rules.check_publication(published_at, now)
+    published_at = rules.publication_time(draft.publish_at, now)
     rules.check_timing(rules.Timing(published_at, draft.effective_date), *_exemption(draft.exemption))
     notice_id = f"{rules.taipei_date(published_at):%Y%m%d}-{secrets.token_hex(5)}"
     ref = db.collection(NOTICES).document(notice_id)
@@ -214,11 +213,7 @@ def correct_notice(db: Any, notice_id: str, draft: CorrectionDraft, author: str,
         notice = snapshot.to_dict()
         # A correction to a notice not yet out goes out with it, not before.
         published_at = max(now, notice["first_published_at"])
-        rules.check_correction(
-            date.fromisoformat(notice["effective_date"]),
-            rules.Timing(published_at, draft.effective_date),
-            *_exemption(draft.exemption),
-        )
+        rules.check_correction(rules.Timing(published_at, draft.effective_date), *_exemption(draft.exemption))
         number = int(notice["current_version"]) + 1
         update = {"current_version": number, "effective_date": draft.effective_date.isoformat(), "updated_at": now}
         transaction.update(ref, update)
