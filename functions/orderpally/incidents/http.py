@@ -17,7 +17,7 @@ from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.incidents import rules, service
-from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.messaging.requests import EmailRequest, request_email, send_staged
 
 ALERT_DEADLINE = "incident-deadline"
 INTAKE_FAULTS = "incident_intake"  # the fault suite's crash points between intake steps
@@ -458,24 +458,12 @@ def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
     notice = web.parse_json(request, service.BreachNotice)
     db = clients.firestore_client()
     try:
-        accounts = service.mark_breach(db, reference, notice, _staff_actor(principal), datetime.now(UTC))
+        mails = service.mark_breach(db, reference, notice, _staff_actor(principal), datetime.now(UTC))
     except service.IncidentError as exc:
         raise _problem(exc) from None
-    texts = {
-        "zh-TW": {"title": notice.title_zh_tw, "body": notice.body_zh_tw},
-        "en": {"title": notice.title_en, "body": notice.body_en},
-    }
-    for account_id, account in accounts:
-        if account.get("email"):
-            _mail(
-                "breach_notice",
-                account["email"],
-                service.breach_key(reference, account_id),
-                account_id,
-                None,
-                reference=reference,
-                text=texts,
-            )
+    with events.left_for_later("breach notice emails"):
+        for mail in mails:
+            send_staged(db, mail)
     return staff_breach_status(request, reference, status=202)
 
 

@@ -426,32 +426,58 @@ def open_incidents(db: Any, limit: int = 500) -> list[tuple[str, dict[str, Any]]
     return [(snap.id, snap.to_dict()) for snap in query.limit(limit).stream()]
 
 
-def mark_breach(
-    db: Any, reference: str, notice: BreachNotice, actor: audit.Actor, now: datetime
-) -> list[tuple[str, dict]]:
-    """Records the breach and its affected accounts; returns (account id, account) for each one that exists."""
+# Firestore's cap on the writes of one batch or transaction (the emulator does not enforce it).
+MAX_BATCH_WRITES = 500
+
+
+def mark_breach(db: Any, reference: str, notice: BreachNotice, actor: audit.Actor, now: datetime) -> list[EmailRequest]:
+    """Records the breach, each affected account and its staged notice mail; returns the mails to send.
+
+    Written in batches under Firestore's write cap, each account with its mail, so a crash part-way
+    loses no mail (the outbox redrive sends what was staged) and a retry writes the same documents
+    again. The breach flag goes last: until every account is recorded, no breach is shown as marked.
+    """
+    from orderpally.messaging.requests import stage_email
+
     load(db, reference)
-    accounts = []
-    for account_id in dict.fromkeys(notice.affected_account_ids):
-        snapshot = db.collection("accounts").document(account_id).get()
-        if snapshot.exists:
-            accounts.append((account_id, snapshot.to_dict()))
+    wanted = list(dict.fromkeys(notice.affected_account_ids))
+    accounts = [(snap.id, snap.to_dict() or {}) for snap in _existing_accounts(db, wanted)]
+    texts = {
+        "zh-TW": {"title": notice.title_zh_tw, "body": notice.body_zh_tw},
+        "en": {"title": notice.title_en, "body": notice.body_en},
+    }
     ref = db.collection(INCIDENTS).document(reference)
+    mails = []
+    per_batch = MAX_BATCH_WRITES // 2  # the recipient's record and its staged mail
+    for start in range(0, len(accounts), per_batch):
+        batch = db.batch()
+        for account_id, account in accounts[start : start + per_batch]:
+            batch.set(
+                ref.collection(BREACH_RECIPIENTS).document(account_id), {"account_id": account_id, "requested_at": now}
+            )
+            if account.get("email"):
+                mail = EmailRequest(
+                    idempotency_key=breach_key(reference, account_id),
+                    template="breach_notice",
+                    to_email=account["email"],
+                    account_id=account_id,
+                    data={"reference": reference, "text": texts},
+                )
+                stage_email(batch, db, mail, now)
+                mails.append(mail)
+        batch.commit()
     ref.update({"personal_data_breach": True, "breach_marked_at": now, "updated_at": now})
-    batch = db.batch()
-    for account_id, _ in accounts:
-        batch.set(
-            ref.collection(BREACH_RECIPIENTS).document(account_id), {"account_id": account_id, "requested_at": now}
-        )
-    batch.commit()
-    history(
-        reference,
-        "incident.breach",
-        actor,
-        affected=len(accounts),
-        unknown=len(set(notice.affected_account_ids)) - len(accounts),
-    )
-    return accounts
+    history(reference, "incident.breach", actor, affected=len(accounts), unknown=len(wanted) - len(accounts))
+    return mails
+
+
+def _existing_accounts(db: Any, account_ids: list[str]) -> list[Any]:
+    """The accounts that exist among `account_ids`, in that order, read in a few round trips."""
+    found: dict[str, Any] = {}
+    for start in range(0, len(account_ids), MAX_BATCH_WRITES):
+        refs = [db.collection("accounts").document(a) for a in account_ids[start : start + MAX_BATCH_WRITES]]
+        found.update({snap.id: snap for snap in db.get_all(refs) if snap.exists})
+    return [found[a] for a in account_ids if a in found]
 
 
 def breach_key(reference: str, account_id: str) -> str:
