@@ -81,6 +81,7 @@ MATRIX: dict[str, str] = {
     "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 200 200 403 403 401 401",
     "PUT /staff/staff-roles/{account_id}": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/accounts/{account_id}/termination": "401 403 403 403 403 422 403 403 401 401",
+    "POST /staff/accounts/{account_id}/termination/cancellation": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/accounts/{account_id}/suspension": "401 403 403 403 403 422 403 403 401 401",
     "DELETE /staff/accounts/{account_id}/suspension": "401 403 403 403 403 409 403 403 401 401",
     "POST /staff/accounts/{account_id}/legal-holds": "401 403 403 403 422 422 403 403 401 401",

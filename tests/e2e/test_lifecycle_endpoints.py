@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import requests
 
 from orderpally import clients
+from orderpally.access import api_keys
+from orderpally.config import settings
 from orderpally.lifecycle import deletion
 from support.identities import browser_headers, create_customer, create_identity
-from support.waiting import wait_for
+from support.waiting import mails_to, wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
 
@@ -78,27 +80,102 @@ def test_termination_needs_a_verified_browser_session_with_csrf(running_stack):
     assert account(alice.uid)["status"] == "active"
 
 
+def api_key(account_id: str) -> str:
+    db = clients.firestore_client()
+    now = datetime.now(UTC)
+    pepper = settings().secret("API_KEY_PEPPER")
+    return api_keys.create(db, account_id, "test", list(api_keys.SCOPES), now + timedelta(days=1), pepper, now)[1]
+
+
 def test_an_immediate_termination_ends_access_and_deletes_the_account(running_stack):
     alice = create_customer()
+    key = api_key(alice.uid)
     clients.firestore_client().collection(f"accounts/{alice.uid}/audit_trail").add({"action": "old"})
     url = running_stack.url("account") + "/account/termination"
     assert requests.post(url, json={"termination_date": "immediately"}, headers=browser_headers(alice), timeout=10).ok
 
-    executed = requests.post(running_stack.url("due-terminations") + "/", json={}, timeout=60).json()
-    assert executed["executed"] == 1
+    # "At once": before any schedule runs, the session and the key no longer work.
     from firebase_admin import auth
 
     assert auth.get_user(alice.uid, app=clients.firebase_app()).disabled
     assert requests.get(url, headers={"Cookie": browser_headers(alice)["Cookie"]}, timeout=10).status_code == 401
+    trail = running_stack.url("account") + "/account/audit-trail"
+    assert requests.get(trail, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 401
 
     certificate = clients.firestore_client().document(f"{deletion.CERTIFICATES}/{alice.uid}")
     wait_for(lambda: certificate.get().exists and certificate.get().to_dict()["status"] == "completed")
     assert not clients.firestore_client().document(f"accounts/{alice.uid}").get().exists
 
+    # The schedule finds nothing left to end, and deletes the user once the certificate is complete.
     second = requests.post(running_stack.url("due-terminations") + "/", json={}, timeout=60).json()
     assert second == {"executed": 0, "users_deleted": 1}
     with pytest.raises(auth.UserNotFoundError):
         auth.get_user(alice.uid, app=clients.firebase_app())
+
+
+def test_a_customer_cannot_undo_or_replace_a_termination_orderpally_started(running_stack):
+    alice = create_customer()
+    admin = create_identity(roles=["admin"])
+    own = running_stack.url("account") + "/account/termination"
+    staff_termination = staff_url(running_stack, f"/accounts/{alice.uid}/termination")
+    body = {"basis": "breach_cure_period", "reason": "Unpaid invoices for three months", "cure_period_days": 30}
+    assert requests.post(staff_termination, json=body, headers=browser_headers(admin), timeout=10).status_code == 202
+    before = clients.firestore_client().document(f"terminations/{alice.uid}").get().to_dict()
+
+    cancelled = requests.delete(own, headers=browser_headers(alice), timeout=10)
+    later = (date.today() + timedelta(days=60)).isoformat()
+    replaced = requests.post(own, json={"termination_date": later}, headers=browser_headers(alice), timeout=10)
+    for refused in (cancelled, replaced):
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"].endswith("termination-by-orderpally")
+    after = clients.firestore_client().document(f"terminations/{alice.uid}").get().to_dict()
+    assert (after["basis"], after["terminate_at"], after["status"]) == (
+        before["basis"],
+        before["terminate_at"],
+        "scheduled",
+    )
+
+    # Staff undo it only with a reason, which the customer's trail keeps.
+    cancel = staff_url(running_stack, f"/accounts/{alice.uid}/termination/cancellation")
+    assert requests.post(cancel, json={}, headers=browser_headers(admin), timeout=10).status_code == 422
+    assert requests.post(cancel, json={"reason": "x"}, headers=browser_headers(alice), timeout=10).status_code == 403
+    reason = "Paid in full on 1 December"
+    assert requests.post(cancel, json={"reason": reason}, headers=browser_headers(admin), timeout=10).status_code == 204
+    entries = [d.to_dict() for d in clients.firestore_client().collection(f"accounts/{alice.uid}/audit_trail").stream()]
+    assert any(e["action"] == "termination.cancelled" and e.get("reason") == reason for e in entries)
+    assert account(alice.uid)["status"] == "active"
+
+
+def test_a_termination_scheduled_on_a_suspended_account_keeps_the_suspension(running_stack):
+    alice = create_customer()
+    key = api_key(alice.uid)
+    admin = create_identity(roles=["admin"])
+    suspension = staff_url(running_stack, f"/accounts/{alice.uid}/suspension")
+    suspend = {"code": "A", "reason": "Repeated policy violations in live streams"}
+    assert requests.post(suspension, json=suspend, headers=browser_headers(admin), timeout=10).status_code == 204
+    terminate = {"basis": "company_convenience", "reason": "The store's contract is not renewed"}
+    termination = staff_url(running_stack, f"/accounts/{alice.uid}/termination")
+    assert requests.post(termination, json=terminate, headers=browser_headers(admin), timeout=10).status_code == 202
+
+    assert account(alice.uid)["status"] == "suspended"
+    trail = running_stack.url("account") + "/account/audit-trail"
+    assert requests.get(trail, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code in (401, 403)
+    # Staff can still lift the suspension; the termination stays scheduled.
+    assert requests.delete(suspension, headers=browser_headers(admin), timeout=10).status_code == 204
+    assert account(alice.uid)["status"] == "terminating"
+
+
+def test_a_termination_scheduled_again_for_the_same_date_is_announced_again(running_stack):
+    alice = create_customer()
+    url = running_stack.url("account") + "/account/termination"
+    day = {"termination_date": (date.today() + timedelta(days=10)).isoformat()}
+    for _ in range(2):
+        assert requests.post(url, json=day, headers=browser_headers(alice), timeout=10).status_code == 202
+        assert requests.delete(url, headers=browser_headers(alice), timeout=10).status_code == 204
+    assert requests.post(url, json=day, headers=browser_headers(alice), timeout=10).status_code == 202
+
+    wait_for(lambda: len(mails_to(running_stack.mailbox, alice.email)) >= 5)
+    assert len(mails_to(running_stack.mailbox, alice.email)) == 5  # three scheduled, two cancelled
 
 
 def staff_url(running_stack, path: str) -> str:

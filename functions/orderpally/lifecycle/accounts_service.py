@@ -18,11 +18,17 @@ from typing import Any
 
 import pydantic
 
-from orderpally import audit, outbox, structured_logging
+from orderpally import audit, events, outbox, structured_logging
 from orderpally.access import api_keys
 from orderpally.accounts import ACCOUNTS, preferred_language
 from orderpally.lifecycle import deletion
-from orderpally.lifecycle.termination import Basis, can_cancel
+from orderpally.lifecycle.termination import (
+    Basis,
+    account_status_with_termination,
+    can_cancel,
+    company_initiated,
+    takes_effect_now,
+)
 from orderpally.messaging.requests import EmailRequest
 
 TERMINATIONS = "terminations"
@@ -83,7 +89,11 @@ def schedule_termination(
     client_address: str | None,
     now: datetime,
 ) -> dict:
-    """Records the termination; an earlier scheduled one is replaced, an executed one refuses."""
+    """Records the termination; an earlier scheduled one is replaced, an executed one refuses.
+
+    A customer cannot replace OrderPally's termination. One that takes effect now ends
+    access before this returns.
+    """
     from google.cloud import firestore
 
     db = effects.db
@@ -93,19 +103,25 @@ def schedule_termination(
     event = audit.AuditEvent(
         "termination.scheduled", actor, client_address, reason, {"basis": basis.value, "terminate_at": when}
     )
+    # Keyed by this scheduling, not only its date: after a cancellation the same date is
+    # scheduled anew and must be announced again.
     notice = _notice(
         account_id,
         account,
         "termination_scheduled",
-        when,
+        f"{when}:{now.isoformat()}",
         {"basis": basis.value, "terminate_at": when, "reason": reason or ""},
     )
 
     @firestore.transactional
     def write(transaction: Any) -> tuple[dict, outbox.Staged]:
         current = ref.get(transaction=transaction)
-        if current.exists and (current.to_dict() or {}).get("status") in ("executing", "executed"):
+        existing = (current.to_dict() or {}) if current.exists else {}
+        if existing.get("status") in ("executing", "executed"):
             raise LifecycleConflict("already-terminated", "This account has already been terminated.")
+        if existing.get("status") == "scheduled" and company_initiated(existing["basis"]) and actor.kind != "staff":
+            raise LifecycleConflict(_BY_ORDERPALLY, "OrderPally has terminated this account; contact customer service.")
+        status = account_snapshot(transaction, db, account_id).get("status")
         record = {
             "account_id": account_id,
             "basis": basis.value,
@@ -117,24 +133,48 @@ def schedule_termination(
             "user_deleted": False,
         }
         transaction.set(ref, record)
-        transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "terminating"})
+        transaction.update(
+            db.collection(ACCOUNTS).document(account_id),
+            {"status": account_status_with_termination(status, scheduled=True)},
+        )
         return record, outbox.stage(transaction, db, account_id, event, notice, now)
 
     record, announcement = write(db.transaction())
     outbox.announce(db, announcement, effects.send_email)
+    if takes_effect_now(terminate_at, now):
+        # Access ends in this request; should a backing service be down, the due-terminations
+        # sweep finishes what is left (the record says "scheduled" or "executing").
+        with events.left_for_later("immediate termination"):
+            _execute(effects, account_id, basis.value, now)
+            record = {**record, "status": "executed", "executed_at": now}
     return record
 
 
+_BY_ORDERPALLY = "termination-by-orderpally"
+
+
+def account_snapshot(transaction: Any, db: Any, account_id: str) -> dict:
+    snap = db.collection(ACCOUNTS).document(account_id).get(transaction=transaction)
+    return (snap.to_dict() or {}) if snap.exists else {}
+
+
 def cancel_termination(
-    effects: Effects, account_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime
+    effects: Effects,
+    account_id: str,
+    *,
+    actor: audit.Actor,
+    client_address: str | None,
+    now: datetime,
+    reason: str | None = None,
 ) -> None:
+    """Cancels a scheduled termination before its date; OrderPally's only by staff, with a reason."""
     from google.cloud import firestore
 
     db = effects.db
     account = _account(db, account_id)
     ref = db.collection(TERMINATIONS).document(account_id)
 
-    event = audit.AuditEvent("termination.cancelled", actor, client_address)
+    event = audit.AuditEvent("termination.cancelled", actor, client_address, reason)
     notice = _notice(account_id, account, "termination_cancelled", now.isoformat(), {})
 
     @firestore.transactional
@@ -143,10 +183,16 @@ def cancel_termination(
         record = current.to_dict() or {} if current.exists else {}
         if not record:
             raise LifecycleConflict("no-termination", "No termination is scheduled.")
+        if company_initiated(record.get("basis", "")) and actor.kind != "staff":
+            raise LifecycleConflict(_BY_ORDERPALLY, "OrderPally has terminated this account; contact customer service.")
         if not can_cancel(record.get("status", ""), record["terminate_at"], now):
             raise LifecycleConflict("termination-final", "The termination date has passed; it cannot be undone.")
-        transaction.update(ref, {"status": "cancelled", "cancelled_at": now})
-        transaction.update(db.collection(ACCOUNTS).document(account_id), {"status": "active"})
+        status = account_snapshot(transaction, db, account_id).get("status")
+        transaction.update(ref, {"status": "cancelled", "cancelled_at": now, "cancel_reason": reason})
+        transaction.update(
+            db.collection(ACCOUNTS).document(account_id),
+            {"status": account_status_with_termination(status, scheduled=False)},
+        )
         return outbox.stage(transaction, db, account_id, event, notice, now)
 
     outbox.announce(db, write(db.transaction()), effects.send_email)
@@ -230,30 +276,8 @@ def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, 
         .limit(limit)
     )
     for snap in due.stream():
-        account_id = snap.id
-        snap.reference.update({"status": "executing"})
-        _revoke_access(effects, account_id, disable=True)
-        api_keys.revoke_all(db, account_id, now)
-        account_ref = db.collection(ACCOUNTS).document(account_id)
-        account = account_ref.get().to_dict() or {}
-        if account and account.get("status") != "terminated":  # not again after a crash past this commit
-            batch = db.batch()
-            batch.update(account_ref, {"status": "terminated", "terminated_at": now})
-            announcement = outbox.stage(
-                batch,
-                db,
-                account_id,
-                audit.AuditEvent("account.terminated", audit.SYSTEM),
-                _notice(account_id, account, "account_terminated", "final", {}),
-                now,
-            )
-            batch.commit()
-            outbox.announce(db, announcement, effects.send_email)
-        deletion.request_deletion(db, account_id, "system", f"termination: {snap.get('basis')}")
-        effects.publish_deletion(account_id)
-        snap.reference.update({"status": "executed", "executed_at": now})
+        _execute(effects, snap.id, snap.get("basis"), now)
         executed += 1
-        structured_logging.log(_log, logging.INFO, "termination executed", account_id=account_id)
 
     finished = (
         db.collection(TERMINATIONS)
@@ -270,6 +294,34 @@ def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, 
         snap.reference.update({"user_deleted": True})
         users_deleted += 1
     return {"executed": executed, "users_deleted": users_deleted}
+
+
+def _execute(effects: Effects, account_id: str, basis: str, now: datetime) -> None:
+    """Ends the account's access and starts its deletion; each step may run again after a crash."""
+    db = effects.db
+    termination = db.collection(TERMINATIONS).document(account_id)
+    termination.update({"status": "executing"})
+    _revoke_access(effects, account_id, disable=True)
+    api_keys.revoke_all(db, account_id, now)
+    account_ref = db.collection(ACCOUNTS).document(account_id)
+    account = account_ref.get().to_dict() or {}
+    if account and account.get("status") != "terminated":  # not again after a crash past this commit
+        batch = db.batch()
+        batch.update(account_ref, {"status": "terminated", "terminated_at": now})
+        announcement = outbox.stage(
+            batch,
+            db,
+            account_id,
+            audit.AuditEvent("account.terminated", audit.SYSTEM),
+            _notice(account_id, account, "account_terminated", "final", {}),
+            now,
+        )
+        batch.commit()
+        outbox.announce(db, announcement, effects.send_email)
+    deletion.request_deletion(db, account_id, "system", f"termination: {basis}")
+    effects.publish_deletion(account_id)
+    termination.update({"status": "executed", "executed_at": now})
+    structured_logging.log(_log, logging.INFO, "termination executed", account_id=account_id)
 
 
 def place_hold(

@@ -52,6 +52,12 @@ class StaffTerminationBody(pydantic.BaseModel):
     cure_period_days: int | None = pydantic.Field(default=None, ge=1, le=365)
 
 
+class StaffCancellationBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    reason: str = pydantic.Field(min_length=5, max_length=2000)
+
+
 class SuspensionBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
@@ -195,6 +201,25 @@ def staff_terminate(request: flask.Request, account_id: str) -> flask.Response:
     except service.LifecycleConflict as exc:
         raise _conflict(exc) from None
     return web.json_response(_serialise(record), 202)
+
+
+def staff_cancel_termination(request: flask.Request, account_id: str) -> flask.Response:
+    """Only staff undo a termination OrderPally started; the reason goes to the customer's trail."""
+    principal = access.require_staff(request, "admin")
+    account_id = _valid_account_id(account_id)
+    body = web.parse_json(request, StaffCancellationBody)
+    try:
+        service.cancel_termination(
+            effects(),
+            account_id,
+            actor=_actor(principal),
+            client_address=access.client_address(request),
+            now=datetime.now(UTC),
+            reason=body.reason,
+        )
+    except service.LifecycleConflict as exc:
+        raise _conflict(exc) from None
+    return flask.Response(status=204)
 
 
 def staff_suspend(request: flask.Request, account_id: str) -> flask.Response:
@@ -367,6 +392,9 @@ def register(account_routes: web.Router, staff_routes: web.Router) -> None:
     account_routes.route("/account/termination", methods=["GET"])(get_termination)
     account_routes.route("/account/termination", methods=["DELETE"])(cancel_termination)
     staff_routes.route("/staff/accounts/<account_id>/termination", methods=["POST"])(staff_terminate)
+    staff_routes.route("/staff/accounts/<account_id>/termination/cancellation", methods=["POST"])(
+        staff_cancel_termination
+    )
     staff_routes.route("/staff/accounts/<account_id>/suspension", methods=["POST", "DELETE"])(staff_suspend)
     staff_routes.route("/staff/accounts/<account_id>/legal-holds", methods=["POST"])(staff_place_hold)
     staff_routes.route("/staff/legal-holds/<hold_id>", methods=["DELETE"])(staff_release_hold)

@@ -88,3 +88,22 @@ def recently_authenticated(auth_time: int | None, now: datetime, window_seconds:
 
 def can_cancel(status: str, terminate_at: datetime, now: datetime) -> bool:
     return status == "scheduled" and now < terminate_at
+
+
+def company_initiated(basis: str) -> bool:
+    """Did OrderPally start this termination (3.1(a) by us, 3.1(b))? Then only staff may
+    cancel or change it: nothing the customer sends changes its basis or date."""
+    return basis in STAFF_BASES
+
+
+def takes_effect_now(terminate_at: datetime, now: datetime) -> bool:
+    """An immediate termination ends access within the request, not at the next sweep."""
+    return terminate_at <= now
+
+
+def account_status_with_termination(current: str | None, scheduled: bool) -> str:
+    """The account's status once a termination is scheduled (or cancelled): a suspension
+    stays in force either way, and lifting it later restores the right one."""
+    if current == "suspended":
+        return "suspended"
+    return "terminating" if scheduled else "active"
