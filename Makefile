@@ -7,12 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 FIREBASE_DIR := infra/local/firebase
+STANDIN_VENV := .venv-standin
+STANDIN_DIR := infra/terraform-standin
 
 .PHONY: setup setup-run run test test-unit fuzz lint audit checkov bench lock prerequisites browser clean
 
 # `make run` needs only what the running stack uses; the tests add checkov and a browser.
 setup-run: $(VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
-setup: setup-run $(CHECKOV_VENV)/.installed browser
+setup: setup-run $(CHECKOV_VENV)/.installed $(STANDIN_VENV)/.installed $(STANDIN_DIR)/node_modules/.installed browser
 
 $(VENV)/.installed: requirements.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 2; }
@@ -29,6 +31,17 @@ $(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt
 $(FIREBASE_DIR)/node_modules/.installed: $(FIREBASE_DIR)/package.json $(FIREBASE_DIR)/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the Auth emulator: apt-get install nodejs npm" >&2; exit 2; }
 	cd $(FIREBASE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The offline terraform plan test: provider schemas from the pinned @cdktf packages, served by a stand-in provider.
+$(STANDIN_VENV)/.installed: infra/requirements-standin.txt
+	$(PYTHON) -m venv $(STANDIN_VENV)
+	$(STANDIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-standin.txt
+	@touch $@
+
+$(STANDIN_DIR)/node_modules/.installed: $(STANDIN_DIR)/package.json $(STANDIN_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the provider schemas: apt-get install nodejs npm" >&2; exit 2; }
+	cd $(STANDIN_DIR) && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts
 	@touch $@
 
 prerequisites: $(VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed
@@ -87,4 +100,4 @@ bench: setup-run
 	$(PY) benchmarks/api_latency.py
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(FIREBASE_DIR)/node_modules .local .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(STANDIN_VENV) $(FIREBASE_DIR)/node_modules $(STANDIN_DIR)/node_modules .local .pytest_cache .ruff_cache
