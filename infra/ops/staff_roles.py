@@ -2,9 +2,10 @@
 
 The first admin has to come from somewhere: an operator with the Firebase
 Authentication Admin role on the project runs this with Application Default
-Credentials; afterwards admins use PUT /staff/staff-roles/{uid}. The user's
-sessions are revoked so the change applies at once; the change is written to
-the user's audit trail.
+Credentials, for a user who has signed up and verified their address (roles go
+to no unverified account: anyone may have signed up with it first); afterwards
+admins use PUT /staff/staff-roles/{uid}. The user's sessions are revoked so the
+change applies at once; the change is written to the user's audit trail.
 
     python infra/ops/staff_roles.py --project P --email ops@orderpally.example --roles admin --reason "first admin"
     python infra/ops/staff_roles.py --project P --uid abc123 --roles "" --reason "left the company"
@@ -45,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
     app = clients.firebase_app()
     user = auth.get_user(args.uid, app=app) if args.uid else auth.get_user_by_email(args.email, app=app)
-    staff_roles.change_roles(user, roles, audit.Actor("operator", "cli"), args.reason, None)
+    try:
+        staff_roles.change_roles(user, roles, audit.Actor("operator", "cli"), args.reason, None)
+    except staff_roles.RolesRefused as exc:
+        print(f"error: {user.uid}: {exc.detail}", file=sys.stderr)
+        return 2
     print(f"{user.uid}: roles = {', '.join(roles) or '(none)'}; sessions revoked")
     return 0
 

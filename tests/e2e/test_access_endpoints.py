@@ -258,6 +258,22 @@ def test_staff_reads_need_a_role_and_a_reason_and_show_in_the_customers_trail(ru
     assert staff_browser.sign_in(bob.email, "correct horse battery staple").json()["roles"] == ["support"]
 
 
+def test_staff_roles_go_to_no_unverified_account(running_stack):
+    from firebase_admin import auth
+
+    from orderpally import clients
+
+    admin = Browser(running_stack)
+    admin.cookies = {"__Host-op_session": create_identity(roles=["admin"]).session_cookie, "__Host-op_csrf": "t"}
+    squatter = create_identity(verified=False)
+    refused = admin.call(
+        "PUT", "staff", f"/staff/staff-roles/{squatter.uid}", json={"roles": ["admin"], "reason": "new admin"}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("staff-address-unverified")
+    assert (auth.get_user(squatter.uid, app=clients.firebase_app()).custom_claims or {}).get("roles") is None
+
+
 def test_security_staff_find_a_tampered_trail(running_stack):
     from orderpally import audit, clients
 

@@ -30,3 +30,13 @@ def test_the_first_admin_is_made_by_an_operator():
     assert [e["action"] for e in audit.entries(user.uid)] == ["staff.roles_changed", "staff.roles_change_requested"]
     assert run("--uid", user.uid, "--roles", "root", "--reason", "no such role").returncode != 0
     assert run("--uid", user.uid, "--roles", "", "--reason", "left").returncode != 0  # reason too short
+
+
+def test_no_roles_for_an_address_someone_pre_registered():
+    # An attacker signed up first with the address meant for the first admin, and never verified it.
+    squatter = create_identity(verified=False)
+    refused = run("--email", squatter.email, "--roles", "admin", "--reason", "first admin of the project")
+    assert refused.returncode == 2
+    assert "verified" in refused.stderr
+    assert (auth.get_user(squatter.uid, app=clients.firebase_app()).custom_claims or {}).get("roles") is None
+    assert audit.entries(squatter.uid) == []

@@ -244,7 +244,10 @@ def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
         raise web.Problem(404, "user-not-found", "Not found", "No such user.") from None
     from orderpally.access import staff_roles  # the staff function's; not on the account function's cold start
 
-    staff_roles.change_roles(user, body.roles, _actor(principal), body.reason, access.client_address(request))
+    try:
+        staff_roles.change_roles(user, body.roles, _actor(principal), body.reason, access.client_address(request))
+    except staff_roles.RolesRefused as exc:
+        raise web.Problem(409, exc.slug, "Not possible", exc.detail) from None
     return web.json_response({"account_id": account_id, "roles": body.roles})
 
 

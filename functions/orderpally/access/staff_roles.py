@@ -17,10 +17,29 @@ from orderpally.access import sessions
 FAULTS = "staff_roles"  # the fault suite's crash point between the change and its outcome entry
 
 
+class RolesRefused(Exception):
+    """The user may not hold staff roles; `detail` says why."""
+
+    def __init__(self, slug: str, detail: str) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.detail = detail
+
+
 def change_roles(user: Any, roles: list[str], actor: audit.Actor, reason: str, client_address: str | None) -> None:
-    """Sets `user`'s (a firebase_admin UserRecord) staff roles, audited before and after."""
+    """Sets `user`'s (a firebase_admin UserRecord) staff roles, audited before and after.
+
+    Roles go only to a user whose address is proven: anyone can sign up with the address
+    meant for a new admin before its owner does, and an unverified account is theirs.
+    """
     from firebase_admin import auth
 
+    if roles and (not user.email or not user.email_verified):
+        raise RolesRefused(
+            "staff-address-unverified", "Staff roles go only to an account whose email address is verified."
+        )
+    if roles and user.disabled:
+        raise RolesRefused("staff-account-disabled", "Staff roles do not go to a disabled account.")
     details = {"roles": roles}
     audit.record(user.uid, audit.AuditEvent("staff.roles_change_requested", actor, client_address, reason, details))
     claims = dict(user.custom_claims or {})
