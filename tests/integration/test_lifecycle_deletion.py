@@ -262,3 +262,65 @@ def test_purge_deletes_expired_retained_records_unless_held_or_still_another_par
     assert "retained_until" not in kept
     assert purged == 3
     assert db.document(f"invoices/{BOB}-0").get().to_dict()["billing_name"] == "Bob"
+
+
+def test_a_hold_placed_while_the_job_runs_stops_it_within_one_chunk():
+    build_accounts()
+    db = clients.firestore_client()
+    for i in range(20):
+        db.collection(f"accounts/{ALICE}/audit_trail").add({"action": f"more {i}"})
+    deletion.request_deletion(db, ALICE, "alice", "customer request")
+
+    def place_hold_at_first_chunk(location_id: str) -> None:
+        if location_id == "audit_trail" and not db.document(f"{deletion.HOLDS}/late").get().exists:
+            db.document(f"{deletion.HOLDS}/late").set({"account_id": ALICE, "reason": "court", "authority": "court"})
+
+    outcome = run_until_done(make_ports(fault=place_hold_at_first_chunk), deletion.Budget(chunk_size=5))
+    assert outcome == "held"
+    # The chunk being written when the hold came went; nothing after it.
+    assert len(list(db.collection(f"accounts/{ALICE}/audit_trail").stream())) == 23 - 5
+    assert db.document(f"invoices/{ALICE}-0").get().to_dict()["billing_name"] == "Alice"
+
+
+def test_retention_counts_from_each_records_own_fiscal_year():
+    build_accounts()
+    db = clients.firestore_client()
+    db.document(f"orders/{ALICE}-2019").set(
+        {
+            "store_id": ALICE,
+            "store_name": "Alice's shop",
+            "consumer_id": DEAD,
+            "created_at": datetime(2019, 3, 1, tzinfo=UTC),
+        }
+    )
+    db.document(f"invoices/{ALICE}-2020").set(
+        {"account_id": ALICE, "billing_name": "Alice", "issued_at": "2020-06-01", "total": 9}
+    )
+    deletion.request_deletion(db, ALICE, "alice", "customer request")
+    assert run_until_done(make_ports()) == "completed"
+    # 5 years after the closing of 2019 (30 April 2020), 10 after that of 2020: not the termination's year.
+    assert db.document(f"orders/{ALICE}-2019").get().to_dict()["retained_until"] == "2025-04-30"
+    assert db.document(f"invoices/{ALICE}-2020").get().to_dict()["retained_until"] == "2031-04-30"
+    deletion.purge_retained(db, data_map.load(), KEY, datetime.now(UTC).date())
+    assert not db.document(f"orders/{ALICE}-2019").get().exists
+    assert db.document(f"invoices/{ALICE}-2020").get().exists
+
+
+def test_held_expired_records_do_not_stall_the_purge_of_the_rest():
+    db = clients.firestore_client()
+    held, free = rules.pseudonym("held-store", KEY), rules.pseudonym("gone-store", KEY)
+    writer = db.bulk_writer()
+    for i in range(12):
+        writer.set(db.document(f"invoices/a-held-{i:02d}"), {"account_id": held, "retained_until": "2020-01-01"})
+    for i in range(3):
+        writer.set(db.document(f"invoices/z-free-{i}"), {"account_id": free, "retained_until": "2020-06-01"})
+    writer.close()
+    db.document(f"{deletion.HOLDS}/h9").set({"account_id": "held-store", "reason": "court", "authority": "court"})
+    # Pages of 5 and a limit of 5: the held records fill the first pages, and are passed over.
+    original = deletion.PURGE_PAGE
+    deletion.PURGE_PAGE = 5
+    try:
+        assert deletion.purge_retained(db, data_map.load(), KEY, date(2026, 12, 1), limit=5) == 3
+    finally:
+        deletion.PURGE_PAGE = original
+    assert len(list(db.collection("invoices").stream())) == 12

@@ -26,13 +26,32 @@ def test_pseudonymising_removes_personal_fields_and_replaces_the_owner():
 @pytest.mark.parametrize(
     ("terminated", "years", "until"),
     [
-        (date(2026, 11, 24), 5, date(2031, 12, 31)),
-        (date(2026, 1, 1), 10, date(2036, 12, 31)),
-        (date(2028, 2, 29), 5, date(2033, 12, 31)),
+        # The closing of a fiscal (calendar) year is completed by 30 April of the next at the latest.
+        (date(2026, 11, 24), 5, date(2032, 4, 30)),
+        (date(2026, 1, 1), 10, date(2037, 4, 30)),
+        (date(2028, 2, 29), 5, date(2034, 4, 30)),
     ],
 )
-def test_retention_runs_from_the_annual_closing(terminated, years, until):
+def test_retention_runs_from_the_annual_closing_of_the_records_year(terminated, years, until):
     assert rules.retained_until(terminated, years) == until
+
+
+def test_a_class_not_counted_from_the_closing_runs_from_the_records_day():
+    assert rules.retained_until(date(2026, 3, 2), 5, from_annual_closing=False) == date(2031, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("value", "day"),
+    [
+        (datetime(2019, 3, 1, 23, 0, tzinfo=UTC), date(2019, 3, 1)),
+        ("2020-06-01", date(2020, 6, 1)),
+        ("2020-06-01T10:00:00+08:00", date(2020, 6, 1)),
+        (None, date(2026, 12, 1)),
+        ("not a date", date(2026, 12, 1)),
+    ],
+)
+def test_a_records_day_comes_from_its_dating_field_else_the_termination(value, day):
+    assert rules.record_day(value, date(2026, 12, 1)) == day
 
 
 def test_add_years_on_29_february():

@@ -18,6 +18,8 @@ class RetentionClass(pydantic.BaseModel):
     action: Literal["delete", "retain_pseudonymised"]
     years: int | None = pydantic.Field(default=None, ge=1, le=30)
     legal_basis: str | None = None
+    # Accounting records count from the annual closing of their fiscal year; others from their own day.
+    from_annual_closing: bool = False
 
     @pydantic.model_validator(mode="after")
     def _retained_needs_basis(self) -> RetentionClass:
@@ -37,6 +39,8 @@ class Location(pydantic.BaseModel):
     owner_field: str | None = None
     shared_with: str | None = None
     personal_fields: list[str] = pydantic.Field(default_factory=list)
+    # The field that dates a retained record (its fiscal year, or its own day).
+    dated_by: str | None = None
     bucket: Literal["exports", "attachments"] | None = None
     prefix: str | None = None
 

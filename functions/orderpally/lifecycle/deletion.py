@@ -188,7 +188,8 @@ class _Run:
                 location.owner_field or "", location.personal_fields, self.account_id, self.ports.pseudonym_key
             )
             if retention.action == "retain_pseudonymised":
-                until = rules.retained_until(self.terminated_on, retention.years or 0)
+                day = rules.record_day(data.get(location.dated_by or ""), self.terminated_on)
+                until = rules.retained_until(day, retention.years or 0, retention.from_annual_closing)
                 current = data.get("retained_until")
                 updates["retained_until"] = max(until.isoformat(), current) if current else until.isoformat()
                 updates["retention_basis"] = retention.legal_basis
@@ -228,20 +229,20 @@ class _Run:
     def run(self) -> str:
         from google.cloud import firestore
 
-        holds = _active_holds(self.ports.db, self.account_id)
         held: dict[str, dict] = {}
         start = int(self.job.get("location_index", 0))
         for index in range(start, len(self.map.locations)):
             location = self.map.locations[index]
-            hold = rules.covered_by_hold(location.id, holds)
-            if hold:
-                held[location.id] = {
-                    "hold_id": hold["id"],
-                    "reason": hold.get("reason"),
-                    "authority": hold.get("authority"),
-                }
-                continue
             while True:
+                # Read before every chunk: a hold placed while the job runs stops it within one chunk.
+                hold = rules.covered_by_hold(location.id, _active_holds(self.ports.db, self.account_id))
+                if hold:
+                    held[location.id] = {
+                        "hold_id": hold["id"],
+                        "reason": hold.get("reason"),
+                        "authority": hold.get("authority"),
+                    }
+                    break
                 if self.chunks >= self.budget.chunks_per_invocation:
                     return self._pause()
                 touched = (
@@ -250,7 +251,7 @@ class _Run:
                 if touched == 0:
                     break
                 self.chunks += 1
-            # A location only counts as done when no hold skipped one before it.
+            # A location only counts as done when no hold skipped it or one before it.
             if not held:
                 self.job_ref.update({"location_index": index + 1})
         return self._finish(held, firestore)
@@ -273,7 +274,11 @@ class _Run:
                 "counts": job.get("counts", {}).get(location.id, {}),
             }
             if retention.action == "retain_pseudonymised":
-                entry["retained_until"] = rules.retained_until(self.terminated_on, retention.years or 0).isoformat()
+                # Each record has its own date; none is kept past what one dated today would be.
+                latest = rules.retained_until(self.terminated_on, retention.years or 0, retention.from_annual_closing)
+                entry["retained_until_latest"] = latest.isoformat()
+                entry["retention_years"] = retention.years
+                entry["counted_from"] = "annual closing" if retention.from_annual_closing else "record date"
                 entry["legal_basis"] = retention.legal_basis
             if location.id in held:
                 entry["held"] = held[location.id]
@@ -313,8 +318,11 @@ def purge_retained(db: Any, data_map: DataMap, pseudonym_key: bytes, today: date
     """Deletes retained, pseudonymised records whose retention date has passed, unless held.
 
     A record whose other party is still a live account is kept for that party:
-    only its retention marks are removed.
+    only its retention marks are removed. Held records are passed over, page by page, so
+    however many there are they never stall the purge of the rest; at most `limit`
+    records are changed per collection and run.
     """
+    from google.cloud import firestore
     from google.cloud.firestore import FieldFilter
 
     holds = [snap.to_dict() or {} for snap in db.collection(HOLDS).stream()]
@@ -324,26 +332,37 @@ def purge_retained(db: Any, data_map: DataMap, pseudonym_key: bytes, today: date
     purged = 0
     for collection in sorted({loc.collection for loc in data_map.locations if loc.kind == "owned"}):
         owned = [loc for loc in data_map.locations if loc.collection == collection]
-        query = db.collection(collection).where(filter=FieldFilter("retained_until", "<=", today.isoformat()))
-        batch = db.batch()
-        pending = 0
-        for snap in query.limit(limit).stream():
-            data = snap.to_dict() or {}
-            parties = [data.get(loc.owner_field) for loc in owned]
-            if any(p in held_pseudonyms for p in parties):
-                continue
-            live = [p for p in parties if isinstance(p, str) and p and not p.startswith(rules.PSEUDONYM_PREFIX)]
-            if live:
-                from google.cloud import firestore
-
-                batch.update(
-                    snap.reference,
-                    {"retained_until": firestore.DELETE_FIELD, "retention_basis": firestore.DELETE_FIELD},
-                )
-            else:
-                batch.delete(snap.reference)
-                purged += 1
-            pending += 1
-        if pending:
-            batch.commit()
+        expired = (
+            db.collection(collection)
+            .where(filter=FieldFilter("retained_until", "<=", today.isoformat()))
+            .order_by("retained_until")
+        )
+        changed, last = 0, None
+        while changed < limit:
+            page = list((expired.start_after(last) if last else expired).limit(PURGE_PAGE).stream())
+            if not page:
+                break
+            last = page[-1]
+            batch, pending = db.batch(), 0
+            for snap in page:
+                data = snap.to_dict() or {}
+                parties = [data.get(loc.owner_field) for loc in owned]
+                if any(p in held_pseudonyms for p in parties) or changed + pending >= limit:
+                    continue
+                live = [p for p in parties if isinstance(p, str) and p and not p.startswith(rules.PSEUDONYM_PREFIX)]
+                if live:
+                    batch.update(
+                        snap.reference,
+                        {"retained_until": firestore.DELETE_FIELD, "retention_basis": firestore.DELETE_FIELD},
+                    )
+                else:
+                    batch.delete(snap.reference)
+                    purged += 1
+                pending += 1
+            if pending:
+                batch.commit()
+            changed += pending
     return purged
+
+
+PURGE_PAGE = 400  # under Firestore's 500 writes a batch

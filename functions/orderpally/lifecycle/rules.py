@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 PSEUDONYM_PREFIX = "pseudonym:"
 REMOVED = None  # personal fields become null: the type of the record stays obvious
@@ -35,9 +35,38 @@ def add_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
-def retained_until(terminated_on: date, years: int) -> date:
-    """Kept for `years` after the end of the year the record belongs to (the annual closing)."""
-    return add_years(date(terminated_on.year, 12, 31), years)
+# 商業會計法 (Business Entity Accounting Act) art. 66: the annual closing is completed
+# within two months of the fiscal year's end, extendable by two; the fiscal year is the
+# calendar year (art. 6). Art. 38 counts retention from that completion, so the latest
+# lawful completion, 30 April of the next year, is where the count starts.
+ANNUAL_CLOSING_MONTH, ANNUAL_CLOSING_DAY = 4, 30
+
+
+def annual_closing(record_day: date) -> date:
+    """When the annual closing of the fiscal year `record_day` belongs to is completed, at the latest."""
+    return date(record_day.year + 1, ANNUAL_CLOSING_MONTH, ANNUAL_CLOSING_DAY)
+
+
+def retained_until(record_day: date, years: int, from_annual_closing: bool = True) -> date:
+    """Kept for `years` after the annual closing of the record's own fiscal year, or after the
+    record's own day for a class that is not counted from the closing."""
+    start = annual_closing(record_day) if from_annual_closing else record_day
+    return add_years(start, years)
+
+
+def record_day(value: object, fallback: date) -> date:
+    """The day a record belongs to, from its dating field (a timestamp or an ISO date);
+    `fallback` (the termination day, which can only count longer) when it has none."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date() if value.tzinfo else value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return fallback
+    return fallback
 
 
 # Firestore's ramp-up guidance: start at 500 operations a second on a collection
