@@ -15,6 +15,8 @@ resource "google_project_iam_audit_config" "data_access" {
   audit_log_config {
     log_type = "DATA_WRITE"
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_logging_project_bucket_config" "audit" {
@@ -24,6 +26,8 @@ resource "google_logging_project_bucket_config" "audit" {
   retention_days = var.audit_log_retention_days
   locked         = true
   description    = "Cloud Audit Logs of the OrderPally project, locked."
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_logging_project_sink" "audit" {
@@ -31,4 +35,6 @@ resource "google_logging_project_sink" "audit" {
   destination            = "logging.googleapis.com/${google_logging_project_bucket_config.audit.id}"
   filter                 = "logName:\"cloudaudit.googleapis.com\""
   unique_writer_identity = true
+
+  depends_on = [google_project_service.apis]
 }

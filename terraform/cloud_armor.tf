@@ -55,4 +55,6 @@ resource "google_compute_security_policy" "edge" {
       }
     }
   }
+
+  depends_on = [google_project_service.apis]
 }

@@ -62,6 +62,21 @@ resource "google_firestore_index" "due_terminations" {
   }
 }
 
+# The notices feed filtered by kind, newest first (notices/service.py).
+resource "google_firestore_index" "notices_by_kind" {
+  database   = google_firestore_database.main.name
+  collection = "notices"
+
+  fields {
+    field_path = "kind"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "first_published_at"
+    order      = "DESCENDING"
+  }
+}
+
 # No client SDK access at all (clause 5.8: records protected from modification).
 resource "google_firebaserules_ruleset" "firestore" {
   project = var.project_id
@@ -77,7 +92,10 @@ resource "google_firebaserules_ruleset" "firestore" {
 }
 
 resource "google_firebaserules_release" "firestore" {
-  project      = var.project_id
-  name         = "cloud.firestore/${google_firestore_database.main.name}"
+  project = var.project_id
+  # The (default) database's release is plain `cloud.firestore` (others: cloud.firestore/<db>).
+  name         = "cloud.firestore"
   ruleset_name = google_firebaserules_ruleset.firestore.name
+
+  depends_on = [google_firestore_database.main]
 }

@@ -9,6 +9,7 @@ locals {
     FRONTEND_ORIGINS       = join(",", var.frontend_origins)
     MAIL_FROM              = var.mail_from
     PUBLIC_BASE_URL        = "https://${var.domain}"
+    FIREBASE_WEB_API_KEY   = google_apikeys_key.identity_toolkit.key_string
     FACEBOOK_APP_ID        = var.facebook_app_id
     SECURITY_ONCALL_EMAIL  = var.alert_email
     SECURITY_CONTACT_EMAIL = var.security_contact_email
@@ -37,6 +38,8 @@ resource "google_cloudfunctions2_function" "function" {
     runtime         = each.value.runtime
     entry_point     = each.value.entry_point
     service_account = google_service_account.build.id
+    # Images go to our own repository, the only one the build account may write to.
+    docker_repository = google_artifact_registry_repository.functions.id
     # Topic-triggered functions are CloudEvent functions behind our own push
     # subscriptions (with dead-letter topics), not Eventarc triggers.
     environment_variables = {
@@ -64,7 +67,7 @@ resource "google_cloudfunctions2_function" "function" {
     )
 
     dynamic "secret_environment_variables" {
-      for_each = toset(try(each.value.secrets, []))
+      for_each = local.mounted_secrets[each.key]
       content {
         key        = upper(replace(secret_environment_variables.value, "-", "_"))
         project_id = var.project_id
@@ -74,5 +77,15 @@ resource "google_cloudfunctions2_function" "function" {
     }
   }
 
-  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.function]
+  # The build runs as google_service_account.build, and the service mounts `latest` of each
+  # secret: both must be in place (and the grants propagated) before the first deploy.
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.function,
+    google_secret_manager_secret_version.generated,
+    google_secret_manager_secret_version.provided,
+    google_project_iam_member.build,
+    google_storage_bucket_iam_member.build_reads_source,
+    google_artifact_registry_repository_iam_member.build_writes_images,
+  ]
 }

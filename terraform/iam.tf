@@ -26,7 +26,7 @@ locals {
   self_grants    = { for k, g in local.catalogue_grants : k => g if g.scope == "self" }
 
   secret_grants = merge([
-    for name, f in local.functions : { for secret in try(f.secrets, []) : "${name}|${secret}" => { function = name, secret = secret } }
+    for name, secrets in local.mounted_secrets : { for secret in secrets : "${name}|${secret}" => { function = name, secret = secret } }
   ]...)
 }
 
@@ -36,6 +36,8 @@ resource "google_project_iam_member" "function" {
   project = var.project_id
   role    = each.value.role
   member  = "serviceAccount:${google_service_account.function[each.value.function].email}"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_pubsub_topic_iam_member" "function" {
@@ -60,6 +62,8 @@ resource "google_service_account_iam_member" "function_self" {
   service_account_id = google_service_account.function[each.value.function].name
   role               = each.value.role
   member             = "serviceAccount:${google_service_account.function[each.value.function].email}"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_secret_manager_secret_iam_member" "function" {
@@ -70,12 +74,29 @@ resource "google_secret_manager_secret_iam_member" "function" {
   member    = "serviceAccount:${google_service_account.function[each.value.function].email}"
 }
 
+# The function-build account writes build logs project-wide, and reads and writes only what it
+# builds from and into: the source bucket and the functions' image repository (deploy.tf).
 resource "google_project_iam_member" "build" {
-  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"])
+  for_each = toset(["roles/logging.logWriter"])
 
   project = var.project_id
   role    = each.value
   member  = "serviceAccount:${google_service_account.build.email}"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket_iam_member" "build_reads_source" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_writes_images" {
+  location   = var.region
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.build.email}"
 }
 
 # Who may invoke which function: the public API through the load balancer, the

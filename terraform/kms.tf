@@ -19,7 +19,9 @@ resource "google_kms_crypto_key" "buckets" {
   }
 }
 
-data "google_storage_project_service_account" "gcs" {}
+data "google_storage_project_service_account" "gcs" {
+  depends_on = [google_project_service.apis]
+}
 
 resource "google_kms_crypto_key_iam_member" "gcs_uses_bucket_keys" {
   for_each = google_kms_crypto_key.buckets
@@ -27,4 +29,25 @@ resource "google_kms_crypto_key_iam_member" "gcs_uses_bucket_keys" {
   crypto_key_id = each.value.id
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
+# Pub/Sub messages carry addresses, mailed links and personal data (notice-email above all):
+# every topic, dead letters included, is encrypted with this key (pubsub.tf).
+resource "google_kms_crypto_key" "pubsub" {
+  name            = "orderpally-pubsub"
+  key_ring        = google_kms_key_ring.data.id
+  rotation_period = "7776000s" # 90 days
+  labels          = local.labels
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+resource "google_kms_crypto_key_iam_member" "pubsub_uses_topic_key" {
+  crypto_key_id = google_kms_crypto_key.pubsub.id
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = local.pubsub_agent
+
+  depends_on = [google_project_service.apis] # the agent exists once Pub/Sub is enabled
 }

@@ -6,6 +6,8 @@ resource "google_compute_ssl_policy" "tls12" {
   name            = "orderpally-tls12"
   min_tls_version = "TLS_1_2"
   profile         = var.ssl_profile
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_region_network_endpoint_group" "function" {
@@ -16,8 +18,11 @@ resource "google_compute_region_network_endpoint_group" "function" {
   network_endpoint_type = "SERVERLESS"
 
   cloud_run {
-    service = google_cloudfunctions2_function.function[each.key].service_config[0].service
+    # service_config[0].service is projects/<p>/locations/<r>/services/<name>; the NEG takes <name>.
+    service = reverse(split("/", google_cloudfunctions2_function.function[each.key].service_config[0].service))[0]
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_backend_service" "function" {
@@ -38,15 +43,8 @@ resource "google_compute_backend_service" "function" {
   }
 }
 
-# Emailed links carry secrets in their query string (incident status and
-# confirmation, Facebook linking), and the OAuth callback a one-time code. Cloud
-# Logging cannot redact a query, so request logs of such URLs are not kept; the
-# functions' own logs record those requests without their secrets.
-resource "google_logging_project_exclusion" "secret_urls" {
-  name        = "orderpally-lb-secret-urls"
-  description = "Load balancer request logs whose URL carries a secret token or code."
-  filter      = "resource.type=\"http_load_balancer\" AND httpRequest.requestUrl=~\"[?&](token|code)=\""
-}
+# Request logs of URLs that carry a secret (mailed links, the OAuth callback's code) are
+# excluded from the _Default sink, the load balancer's and Cloud Run's alike: logging.tf.
 
 resource "google_compute_url_map" "api" {
   name = "orderpally-api"
@@ -79,6 +77,8 @@ resource "google_compute_managed_ssl_certificate" "api" {
   managed {
     domains = [var.domain]
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_https_proxy" "api" {
@@ -90,6 +90,8 @@ resource "google_compute_target_https_proxy" "api" {
 
 resource "google_compute_global_address" "api" {
   name = "orderpally-api"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_global_forwarding_rule" "https" {
@@ -108,11 +110,15 @@ resource "google_compute_url_map" "redirect" {
     redirect_response_code = "MOVED_PERMANENTLY_DEFAULT"
     strip_query            = false
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_http_proxy" "redirect" {
   name    = "orderpally-api-redirect"
   url_map = google_compute_url_map.redirect.id
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_global_forwarding_rule" "http" {
@@ -121,4 +127,6 @@ resource "google_compute_global_forwarding_rule" "http" {
   ip_address            = google_compute_global_address.api.id
   port_range            = "80"
   target                = google_compute_target_http_proxy.redirect.id
+
+  depends_on = [google_project_service.apis]
 }

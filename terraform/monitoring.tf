@@ -8,6 +8,8 @@ resource "google_monitoring_notification_channel" "oncall" {
   labels = {
     email_address = var.alert_email
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_monitoring_uptime_check_config" "health" {
@@ -29,6 +31,8 @@ resource "google_monitoring_uptime_check_config" "health" {
       host       = var.domain
     }
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_monitoring_alert_policy" "uptime" {
@@ -95,8 +99,9 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   }
 }
 
-# Functions log `"alert": "<name>"` at ERROR when a promise is at risk; each
-# name becomes a metric and an alert.
+# Functions log `"alert": "<name>"` at ERROR when a promise is at risk; each name is an alert
+# that matches the log entries themselves. (A log-based metric would be created in the same
+# apply as its alert, which then fails with "Cannot find metric(s)" until the metric propagates.)
 locals {
   log_alerts = {
     backup-verification-failed = "Backups: newest snapshot missing, stale or incomplete, or its schedule disabled"
@@ -104,19 +109,7 @@ locals {
     audit-chain-broken         = "An account's audit trail no longer verifies: an entry was changed or removed"
     staged-email-unreadable    = "A staged notice email cannot be read back, so the redrive cannot send it"
     smtp-tls-unavailable       = "The mail relay offers no TLS: notice emails wait for redelivery"
-  }
-}
-
-resource "google_logging_metric" "alert" {
-  for_each = local.log_alerts
-
-  name        = "orderpally/${each.key}"
-  description = each.value
-  filter      = "jsonPayload.alert=\"${each.key}\" AND severity>=ERROR"
-
-  metric_descriptor {
-    metric_kind = "DELTA"
-    value_type  = "INT64"
+    identity-misconfigured     = "Identity Platform refuses the service's API key or configuration: nobody can sign in"
   }
 }
 
@@ -129,32 +122,22 @@ resource "google_monitoring_alert_policy" "log_alert" {
 
   conditions {
     display_name = each.key
-    condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.alert[each.key].name}\" AND resource.type=\"cloud_run_revision\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_SUM"
-      }
+    condition_matched_log {
+      filter = "resource.type=\"cloud_run_revision\" AND jsonPayload.alert=\"${each.key}\" AND severity>=ERROR"
     }
   }
+
+  alert_strategy {
+    notification_rate_limit {
+      period = "300s"
+    }
+    auto_close = "1800s"
+  }
+
+  depends_on = [google_project_service.apis]
 }
 
 # Every scheduled function: an alert when its Cloud Scheduler job fails.
-resource "google_logging_metric" "scheduler_failure" {
-  for_each = local.schedule_functions
-
-  name   = "orderpally/scheduler-failed/${each.key}"
-  filter = "resource.type=\"cloud_scheduler_job\" AND resource.labels.job_id=\"${google_cloud_scheduler_job.job[each.key].name}\" AND severity>=ERROR"
-
-  metric_descriptor {
-    metric_kind = "DELTA"
-    value_type  = "INT64"
-  }
-}
-
 resource "google_monitoring_alert_policy" "scheduler_failure" {
   for_each = local.schedule_functions
 
@@ -164,15 +147,17 @@ resource "google_monitoring_alert_policy" "scheduler_failure" {
 
   conditions {
     display_name = "${each.key} job failed"
-    condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.scheduler_failure[each.key].name}\" AND resource.type=\"cloud_scheduler_job\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_SUM"
-      }
+    condition_matched_log {
+      filter = "resource.type=\"cloud_scheduler_job\" AND resource.labels.job_id=\"${google_cloud_scheduler_job.job[each.key].name}\" AND severity>=ERROR"
     }
   }
+
+  alert_strategy {
+    notification_rate_limit {
+      period = "300s"
+    }
+    auto_close = "1800s"
+  }
+
+  depends_on = [google_project_service.apis]
 }

@@ -17,4 +17,6 @@ resource "google_org_policy_policy" "resource_locations" {
       }
     }
   }
+
+  depends_on = [google_project_service.apis]
 }

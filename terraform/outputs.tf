@@ -22,3 +22,8 @@ output "source_object" {
   description = "The bundle the functions run, named by its content hash."
   value       = google_storage_bucket_object.functions.name
 }
+
+output "load_balancer_ip" {
+  description = "The HTTPS load balancer's address: point the domain's A record here (the managed certificate is issued once it resolves)."
+  value       = google_compute_global_address.api.address
+}

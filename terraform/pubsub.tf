@@ -6,27 +6,31 @@ locals {
 
 resource "google_pubsub_topic" "topic" {
   for_each = local.topics
-  #checkov:skip=CKV_GCP_83:Messages carry ids and event types, no customer content; Google-managed encryption applies.
 
   name                       = each.value
   labels                     = local.labels
   message_retention_duration = "604800s"
+  kms_key_name               = google_kms_crypto_key.pubsub.id
 
   message_storage_policy {
     allowed_persistence_regions = [var.region]
   }
+
+  depends_on = [google_kms_crypto_key_iam_member.pubsub_uses_topic_key]
 }
 
 resource "google_pubsub_topic" "dead_letter" {
   for_each = local.topics
-  #checkov:skip=CKV_GCP_83:Messages carry ids and event types, no customer content; Google-managed encryption applies.
 
-  name   = "${each.value}-dead-letter"
-  labels = local.labels
+  name         = "${each.value}-dead-letter"
+  labels       = local.labels
+  kms_key_name = google_kms_crypto_key.pubsub.id
 
   message_storage_policy {
     allowed_persistence_regions = [var.region]
   }
+
+  depends_on = [google_kms_crypto_key_iam_member.pubsub_uses_topic_key]
 }
 
 # Dead letters are kept for inspection and replay.
@@ -85,6 +89,9 @@ resource "google_service_account_iam_member" "pubsub_signs_push" {
   service_account_id = google_service_account.push_invoker.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_agent
+
+  # the agent exists once Pub/Sub is enabled
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_pubsub_topic_iam_member" "agent_publishes_dead_letters" {

@@ -73,6 +73,31 @@ variable "facebook_app_id" {
   }
 }
 
+variable "facebook_app_secret" {
+  description = "Facebook app secret, needed with facebook_app_id: stored as the facebook-app-secret secret and in Identity Platform's facebook.com provider. Pass it as TF_VAR_facebook_app_secret, never in a file."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "smtp_password" {
+  description = "Password of smtp_username at the relay, needed with smtp_username: stored as the smtp-password secret. Pass it as TF_VAR_smtp_password, never in a file."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "generated_secrets" {
+  description = "Secrets whose first version Terraform generates (random, once). Set [] where they already have versions added by hand."
+  type        = list(string)
+  default     = ["api-key-pepper", "pseudonym-key"]
+
+  validation {
+    condition     = alltrue([for s in var.generated_secrets : contains(["api-key-pepper", "pseudonym-key"], s)])
+    error_message = "only api-key-pepper and pseudonym-key are generated; the others come from their provider."
+  }
+}
+
 variable "smtp_username" {
   description = "SMTP relay user; its password is the smtp-password secret (empty: the relay takes no login)."
   type        = string
@@ -214,4 +239,22 @@ variable "incident_deadlines" {
     condition     = can(regex("^((critical|high|medium|low)=[0-9]+/[0-9]+(,|$))*$", var.incident_deadlines))
     error_message = "incident_deadlines looks like critical=1/24,high=4/72,medium=24/168,low=72/720."
   }
+}
+
+variable "cloudbuild_repository" {
+  description = "Cloud Build (2nd gen) repository that deploys on push, projects/<p>/locations/<region>/connections/<c>/repositories/<r>; empty: no trigger."
+  type        = string
+  default     = ""
+}
+
+variable "cloudbuild_branch" {
+  description = "Branches (RE2) whose pushes the trigger deploys."
+  type        = string
+  default     = "^main$"
+}
+
+variable "state_bucket" {
+  description = "The Terraform state bucket (created by hand, see README): the deploy account's only object access beyond the source bucket."
+  type        = string
+  default     = ""
 }

@@ -92,6 +92,11 @@ class Settings:
     incident_intake_lease_seconds: int = 180
     # Overrides of the built-in rate limits, by name: {"sign-in-address": (attempts, window seconds)}.
     rate_limits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Signing download URLs (V4) as the function's own service account, through IAM Credentials
+    # signBlob: empty means Google's endpoint; the local stack points it at its IAM stand-in.
+    iam_credentials_base_url: str = ""
+    # The account that signs; empty in production, where the metadata server names it.
+    service_account_email: str = ""
     # Browser sessions
     frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
     session_lifetime_seconds: int = 5 * 24 * 3600
@@ -142,7 +147,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if fault_points and environment not in ("local", "test"):
         raise ConfigurationError("FAULT_POINTS is for the local stack's fault tests only")
     project_id = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or "demo-orderpally"
-    return Settings(
+    loaded = Settings(
         fault_points=fault_points,
         environment=environment,
         project_id=project_id,
@@ -183,10 +188,43 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         incident_warn_minutes=_positive(env, "INCIDENT_WARN_MINUTES", 60),
         incident_intake_lease_seconds=_positive(env, "INCIDENT_INTAKE_LEASE_SECONDS", 180),
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
+        iam_credentials_base_url=_iam_credentials_base_url(env, environment),
+        service_account_email=_service_account_email(env, project_id, emulators),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_at_least(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2, 0),
     )
+    _require_deployed_settings(env, environment)
+    return loaded
+
+
+# Settings whose local default points at the local stack or a placeholder (a Web API key the
+# Auth emulator takes, localhost links, demo buckets and addresses): a deployed function refuses
+# to start without them. Terraform gives every function each of them (functions.tf common_env);
+# tests/infra/test_terraform_first_apply.py holds the two lists together.
+PRODUCTION_REQUIRED = (
+    "GOOGLE_CLOUD_PROJECT",
+    "FIREBASE_WEB_API_KEY",
+    "PUBLIC_BASE_URL",
+    "FRONTEND_ORIGINS",
+    "MAIL_FROM",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "BACKUPS_BUCKET",
+    "EXPORTS_BUCKET",
+    "ATTACHMENTS_BUCKET",
+    "SECURITY_ONCALL_EMAIL",
+    "SECURITY_CONTACT_EMAIL",
+    "SNAPSHOT_SCHEDULER_JOB",
+)
+
+
+def _require_deployed_settings(env: dict[str, str], environment: str) -> None:
+    if environment in ("local", "test"):
+        return
+    missing = [name for name in PRODUCTION_REQUIRED if not env.get(name, "").strip()]
+    if missing:
+        raise ConfigurationError(f"{environment} refuses to start on local defaults; set " + ", ".join(missing))
 
 
 # Secrets the code knows, each mounted only on the functions that use it.
@@ -209,6 +247,24 @@ def _identity_toolkit_url(env: dict[str, str]) -> str:
     if emulator:
         return f"http://{emulator}/identitytoolkit.googleapis.com"
     return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
+
+
+def _iam_credentials_base_url(env: dict[str, str], environment: str) -> str:
+    url = env.get("IAM_CREDENTIALS_BASE_URL", "").rstrip("/")
+    # Signing requests carry the function's access token: never in clear text outside the local stack.
+    if url and not url.startswith("https://") and environment not in ("local", "test"):
+        raise ConfigurationError("IAM_CREDENTIALS_BASE_URL must be https outside the local stack")
+    return url
+
+
+def _service_account_email(env: dict[str, str], project_id: str, emulators: dict[str, str]) -> str:
+    if env.get("SERVICE_ACCOUNT_EMAIL"):
+        return env["SERVICE_ACCOUNT_EMAIL"]
+    if emulators and env.get("K_SERVICE"):
+        # No metadata server locally: the account Terraform gives this function (service_accounts.tf).
+        account_id = f"fn-{env['K_SERVICE']}"[:30]
+        return f"{account_id}@{project_id}.iam.gserviceaccount.com"
+    return ""
 
 
 def _at_least(env: dict[str, str], name: str, default: int, lowest: int) -> int:

@@ -185,8 +185,13 @@ def test_request_logs_of_urls_carrying_secrets_are_not_kept(terraform):
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "functions" / "openapi.yaml").read_text())
     secret_names = {"token", "code"}
-    log_filter = terraform.resource("google_logging_project_exclusion", "secret_urls")["filter"].replace('\\"', '"')
+    # On the _Default sink, so it drops the load balancer's and Cloud Run's own request logs alike.
+    sink = terraform.resource("google_logging_project_sink", "default")
+    assert sink["name"] == "_Default"
+    (exclusion,) = [e for e in sink["exclusions"] if e["name"] == "orderpally-secret-urls"]
+    log_filter = exclusion["filter"].replace('\\"', '"')
     assert 'resource.type="http_load_balancer"' in log_filter
+    assert 'resource.type="cloud_run_revision"' in log_filter
     pattern = re.compile(re.search(r'requestUrl=~"(.+)"$', log_filter).group(1))
     queries = {
         (path, param["name"])

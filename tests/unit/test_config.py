@@ -22,10 +22,26 @@ def test_production_refuses_any_emulator_variable(variable):
 
 
 PRODUCTION_SECRETS = {"PSEUDONYM_KEY": "p" * 32}
+# What Terraform gives every deployed function (functions.tf common_env), with placeholder values.
+DEPLOYED = {
+    "GOOGLE_CLOUD_PROJECT": "p",
+    "FIREBASE_WEB_API_KEY": "AIza-placeholder",
+    "PUBLIC_BASE_URL": "https://api.orderpally.example",
+    "FRONTEND_ORIGINS": "https://app.orderpally.example",
+    "MAIL_FROM": "OrderPally <no-reply@orderpally.example>",
+    "SMTP_HOST": "smtp.orderpally.example",
+    "SMTP_PORT": "587",
+    "BACKUPS_BUCKET": "p-backups",
+    "EXPORTS_BUCKET": "p-exports",
+    "ATTACHMENTS_BUCKET": "p-attachments",
+    "SECURITY_ONCALL_EMAIL": "oncall@orderpally.example",
+    "SECURITY_CONTACT_EMAIL": "security@orderpally.example",
+    "SNAPSHOT_SCHEDULER_JOB": "projects/p/locations/asia-east1/jobs/orderpally-firestore-snapshot",
+}
 
 
 def test_production_without_emulators_starts():
-    cfg = load_settings({"ENVIRONMENT": "production", "GOOGLE_CLOUD_PROJECT": "p", **PRODUCTION_SECRETS})
+    cfg = load_settings({"ENVIRONMENT": "production", **DEPLOYED, **PRODUCTION_SECRETS})
     assert cfg.is_production
     assert not cfg.uses_emulators
     assert cfg.smtp_security == "starttls"
@@ -71,14 +87,15 @@ def test_buckets_default_to_project_scoped_names():
 
 def test_production_refuses_a_missing_or_short_secret():
     # Each function mounts only its own secrets: a missing one fails where it is used.
-    cfg = load_settings({"ENVIRONMENT": "production"})
+    cfg = load_settings({"ENVIRONMENT": "production", **DEPLOYED})
     with pytest.raises(ConfigurationError, match="PSEUDONYM_KEY"):
         _ = cfg.pseudonym_key
     with pytest.raises(ConfigurationError, match="API_KEY_PEPPER"):
         cfg.secret("API_KEY_PEPPER")
     with pytest.raises(ConfigurationError, match="at least 32"):
-        load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "short"})
-    assert load_settings({"ENVIRONMENT": "production", "PSEUDONYM_KEY": "p" * 32}).pseudonym_key == b"p" * 32
+        load_settings({"ENVIRONMENT": "production", **DEPLOYED, "PSEUDONYM_KEY": "short"})
+    cfg = load_settings({"ENVIRONMENT": "production", **DEPLOYED, "PSEUDONYM_KEY": "p" * 32})
+    assert cfg.pseudonym_key == b"p" * 32
     assert load_settings({"ENVIRONMENT": "test"}).pseudonym_key.startswith(b"local-only")
 
 
@@ -93,3 +110,16 @@ def test_fault_points_are_off_by_default_and_refused_in_production():
 def test_the_intake_lease_must_be_positive(value):
     with pytest.raises(ConfigurationError, match="INCIDENT_INTAKE_LEASE_SECONDS"):
         load_settings({"INCIDENT_INTAKE_LEASE_SECONDS": value})
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+@pytest.mark.parametrize("variable", sorted(DEPLOYED))
+def test_a_deployed_function_refuses_to_start_on_a_local_default(environment, variable):
+    """The Auth emulator takes any Web API key, and links to localhost reach nobody."""
+    env = {"ENVIRONMENT": environment, **DEPLOYED}
+    del env[variable]
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings(env)
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings({**env, variable: " "})
+    assert load_settings({"ENVIRONMENT": "local"}).firebase_web_api_key == "local-emulator-key"

@@ -230,6 +230,14 @@ def wrong_credentials() -> web.Problem:
     return web.Problem(401, "invalid-credentials", "Sign-in failed", "The email address or password is wrong.")
 
 
+def identity_unavailable(exc: identity_toolkit.IdentityUnavailable) -> web.Problem:
+    """503: Identity Platform did not check anything. A configuration fault (logged with an alert) lasts longer."""
+    retry = "60" if isinstance(exc, identity_toolkit.IdentityMisconfigured) else "5"
+    return web.Problem(
+        503, "identity-unavailable", "Sign-in unavailable", "Try again shortly.", headers={"Retry-After": retry}
+    )
+
+
 def _verify_password(request: flask.Request, email: str, password: str, now: datetime) -> identity_toolkit.SignedIn:
     """Checks the password under the sign-in limits; audits a failure on the account it names."""
     db = clients.firestore_client()
@@ -242,11 +250,11 @@ def _verify_password(request: flask.Request, email: str, password: str, now: dat
         if uid:
             audit_event(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
         raise wrong_credentials() from None
-    except identity_toolkit.IdentityUnavailable:
-        _forgive_attempt(db, address, email, now)  # nobody checked the password
-        raise web.Problem(
-            503, "identity-unavailable", "Sign-in unavailable", "Try again shortly.", headers={"Retry-After": "5"}
-        ) from None
+    except identity_toolkit.IdentityUnavailable as exc:
+        # Nobody checked the password (Identity Platform down, or refusing our API key or
+        # configuration): no failure is counted and nothing is written to the account's trail.
+        _forgive_attempt(db, address, email, now)
+        raise identity_unavailable(exc) from None
     _forgive_attempt(db, address, email, now)
     return signed_in
 

@@ -187,6 +187,8 @@ def callback(request: flask.Request) -> flask.Response:
         signed_in = identity_toolkit.sign_in_as(uid)
     except identity_toolkit.WrongCredentials:
         raise auth_http.wrong_credentials() from None
+    except identity_toolkit.IdentityUnavailable as exc:
+        raise auth_http.identity_unavailable(exc) from None
     return _clear_state(auth_http.start_session(request, signed_in, "facebook", redirect_to=_landing()))
 
 
@@ -221,6 +223,8 @@ def confirm_link(request: flask.Request) -> flask.Response:
         signed_in = identity_toolkit.sign_in_as(link["account_id"])
     except identity_toolkit.WrongCredentials:
         raise auth_http.wrong_credentials() from None
+    except identity_toolkit.IdentityUnavailable as exc:
+        raise auth_http.identity_unavailable(exc) from None
     return auth_http.start_session(request, signed_in, "facebook", redirect_to=_landing())
 
 

@@ -6,10 +6,13 @@ ID token obtained here is exchanged at once for a session cookie.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
 import requests
 
+from orderpally import structured_logging
 from orderpally.config import settings
 
 TIMEOUT_SECONDS = 10.0
@@ -27,6 +30,30 @@ class IdentityUnavailable(Exception):
     """Identity Platform did not answer usefully; the caller may retry."""
 
 
+class IdentityMisconfigured(IdentityUnavailable):
+    """Identity Platform refused this service, not the user: a bad or restricted API key, sign-in
+    method or project not configured. Nothing the user typed was checked."""
+
+
+# The only answers that are about the user's credentials. Every other 400 (API key not valid,
+# CONFIGURATION_NOT_FOUND, OPERATION_NOT_ALLOWED, INVALID_CUSTOM_TOKEN, ...) is ours to fix.
+CREDENTIAL_ERRORS = frozenset(
+    {
+        "EMAIL_NOT_FOUND",
+        "INVALID_PASSWORD",
+        "INVALID_LOGIN_CREDENTIALS",
+        "INVALID_EMAIL",
+        "MISSING_PASSWORD",
+        "USER_NOT_FOUND",
+        "USER_DISABLED",
+        "TOO_MANY_ATTEMPTS_TRY_LATER",
+    }
+)
+
+ALERT_MISCONFIGURED = "identity-misconfigured"
+_log = structured_logging.get_logger("orderpally.access")
+
+
 @dataclass(frozen=True)
 class SignedIn:
     uid: str
@@ -40,14 +67,42 @@ def _post(method: str, body: dict) -> dict:
         response = requests.post(url, params={"key": cfg.firebase_web_api_key}, json=body, timeout=TIMEOUT_SECONDS)
     except requests.RequestException:
         raise IdentityUnavailable(method) from None
-    if response.status_code == 400:
-        message = str((response.json().get("error") or {}).get("message", ""))
-        if message.startswith("USER_DISABLED"):
-            raise UserDisabled(message)
-        raise WrongCredentials(message.split(" ")[0])
+    if response.status_code in (400, 401, 403):
+        code = _error_code(response)
+        if response.status_code == 400 and code == "USER_DISABLED":
+            raise UserDisabled(code)
+        if response.status_code == 400 and code in CREDENTIAL_ERRORS:
+            raise WrongCredentials(code)
+        structured_logging.log(
+            _log,
+            logging.ERROR,
+            "Identity Platform refused this service's request",
+            alert=ALERT_MISCONFIGURED,
+            method=method,
+            status=response.status_code,
+            reason=code[:80],
+        )
+        raise IdentityMisconfigured(f"{method}: HTTP {response.status_code} {code[:80]}")
     if response.status_code >= 300:
         raise IdentityUnavailable(f"{method}: HTTP {response.status_code}")
     return response.json()
+
+
+def _error_code(response: requests.Response) -> str:
+    """`INVALID_PASSWORD` from `INVALID_PASSWORD : ...`; Google's own errors (a bad API key) by their reason."""
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    own = re.fullmatch(r"([A-Z][A-Z0-9_]*)(\s*:.*)?", str(error.get("message", "")).strip(), flags=re.DOTALL)
+    if own:
+        return own.group(1)
+    for detail in error.get("details") or []:  # "API key not valid. ..." carries reason API_KEY_INVALID
+        if isinstance(detail, dict) and detail.get("reason"):
+            return str(detail["reason"])
+    return str(error.get("status") or "UNKNOWN")
 
 
 def sign_in_with_password(email: str, password: str) -> SignedIn:
