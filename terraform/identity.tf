@@ -20,7 +20,7 @@ resource "google_apikeys_key" "identity_toolkit" {
 resource "google_identity_platform_config" "auth" {
   authorized_domains = distinct(concat(
     [var.domain, "${var.project_id}.firebaseapp.com"],
-    [for origin in var.frontend_origins : split(":", trimprefix(origin, "https://"))[0]],
+    [for origin in var.frontend_origins : regex("^https?://([^:/]+)", origin)[0]],
   ))
 
   sign_in {
