@@ -186,3 +186,40 @@ def test_an_unusable_email_from_facebook_is_ignored_not_a_crash(running_stack, e
         timeout=30,
     ).json()
     assert clients.firestore_client().document(f"accounts/{session['account_id']}").get().get("email") is None
+
+
+def test_a_returning_facebook_user_gets_a_new_account_after_deletion(running_stack):
+    from orderpally.lifecycle import deletion
+    from support.identities import browser_headers, create_identity
+    from support.waiting import wait_for
+
+    def sign_in() -> str:
+        callback, state = start(running_stack)
+        done = finish(callback, state)
+        assert done.status_code == 303, done.text
+        cookie = session_cookie(done)
+        session = requests.get(
+            running_stack.url("auth") + "/auth/session", headers={"Cookie": f"__Host-op_session={cookie}"}, timeout=30
+        )
+        return session.json()["account_id"]
+
+    set_profile(running_stack, id="20077", name="Lin", email="lin@example.com")
+    first = sign_in()
+    admin = create_identity(roles=["admin"])
+    terminate = {"basis": "legal_C", "reason": "Court order 115-A-777"}
+    staff = running_stack.url("staff") + f"/staff/accounts/{first}/termination"
+    assert requests.post(staff, json=terminate, headers=browser_headers(admin), timeout=30).status_code == 202
+    certificate = clients.firestore_client().document(f"{deletion.CERTIFICATES}/{first}")
+    wait_for(lambda: certificate.get().exists and certificate.get().to_dict()["status"] == "completed")
+    swept = requests.post(running_stack.url("due-terminations") + "/", json={}, timeout=60).json()
+    assert swept["users_deleted"] == 1
+
+    # The same person comes back: a new account, which none of the old one's records govern.
+    time.sleep(1.1)
+    second = sign_in()
+    assert second != first
+    account = clients.firestore_client().document(f"accounts/{second}").get().to_dict()
+    assert (account["status"], account["facebook_id"]) == ("active", "20077")
+    again = running_stack.url("staff") + f"/staff/accounts/{second}/termination"
+    later = {"basis": "company_convenience", "reason": "The contract ends"}
+    assert requests.post(again, json=later, headers=browser_headers(admin), timeout=30).status_code == 202

@@ -8,6 +8,7 @@ address: Facebook's word for an email address is not proof of control.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -91,9 +92,24 @@ def _offer_link(request: flask.Request, uid: str, user: facebook.FacebookUser, n
     auth_http.mail_to(uid, user.email or "", "facebook_link", f"facebook_link:{uid}:{now.isoformat()}", link=link)
 
 
-def facebook_uid(facebook_id: str) -> str:
-    """The account id of a Facebook user's own account: fixed, so concurrent first sign-ins make one."""
-    return "fb-" + hashlib.sha256(f"facebook:{facebook_id}".encode()).hexdigest()[:40]
+FACEBOOK_IDENTITIES = "facebook_identities"
+
+
+def own_account_id(facebook_id: str, now: datetime) -> str:
+    """The account id for a Facebook user's own account: one per identity while its account
+    lives, so concurrent first sign-ins make one account; a new one once that account has been
+    deleted (the deletion removes this record), so nothing of the old account (its termination,
+    deletion job, certificate, holds) ever applies to the new one."""
+    from google.api_core.exceptions import AlreadyExists
+
+    ref = (
+        clients.firestore_client()
+        .collection(FACEBOOK_IDENTITIES)
+        .document(hashlib.sha256(f"facebook:{facebook_id}".encode()).hexdigest())
+    )
+    with contextlib.suppress(AlreadyExists):
+        ref.create({"account_id": "fb-" + secrets.token_hex(20), "created_at": now})
+    return str(ref.get().get("account_id"))
 
 
 def _link_required() -> web.Problem:
@@ -105,12 +121,11 @@ def _link_required() -> web.Problem:
     )
 
 
-def _new_account(user: facebook.FacebookUser, now: datetime) -> tuple[str, bool]:
+def _new_account(user: facebook.FacebookUser, uid: str, now: datetime) -> tuple[str, bool]:
     """The Facebook user's own account, created unless a concurrent first sign-in did; (uid, created)."""
     from firebase_admin import auth
     from google.api_core.exceptions import AlreadyExists
 
-    uid = facebook_uid(user.id)
     try:
         auth.create_user(
             uid=uid, email=user.email, display_name=user.name or None, email_verified=False, app=clients.firebase_app()
@@ -176,11 +191,12 @@ def callback(request: flask.Request) -> flask.Response:
         ) from None
     uid = _account_with_facebook_id(user.id)
     if uid is None:
+        own = own_account_id(user.id, now)
         existing = auth_http.uid_for(user.email) if user.email else None
-        if existing and existing != facebook_uid(user.id):
+        if existing and existing != own:
             _offer_link(request, existing, user, now)
             raise _link_required()
-        uid, created = _new_account(user, now)
+        uid, created = _new_account(user, own, now)
         if created:
             auth_http.audit_event(request, uid, "account.created", method="facebook")
     try:
