@@ -86,14 +86,18 @@ def test_the_shipped_data_map_is_valid_and_retains_only_with_a_legal_basis():
     assert dm.retention_classes["accounting_book"].years == 10
 
 
+def a_document(data_map_yaml: dict) -> dict:
+    return next(loc for loc in data_map_yaml["locations"] if loc["kind"] == "document")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda m: m["locations"].append(dict(m["locations"][0])), "unique"),
         (lambda m: m["locations"][0].update(retention="forever"), "unknown retention"),
-        (lambda m: m["locations"][0].update(path="accounts/fixed"), "account_id"),
+        (lambda m: a_document(m).update(path="accounts/fixed"), "account_id"),
         (lambda m: m["retention_classes"]["accounting_book"].pop("legal_basis"), "legal basis"),
-        (lambda m: m["locations"][0].update(retention="accounting_book"), "only owned"),
+        (lambda m: a_document(m).update(retention="accounting_book"), "only owned"),
     ],
 )
 def test_a_broken_data_map_is_refused(change, message):
