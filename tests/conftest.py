@@ -17,8 +17,10 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 import local_stack
 from support import frontend
@@ -55,13 +57,31 @@ os.environ.update(_stack.function_env)
 os.environ["ENVIRONMENT"] = "test"
 
 
+INDEX_PROBE = "index_probe"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def queries_have_their_indexes() -> Iterator[None]:
+    """Fails the run if any query (of a function or in-process) needed an index firestore.tf lacks.
+
+    The IAM proxy already answered each such query FAILED_PRECONDITION, as production would;
+    this catches the ones whose error the code swallowed.
+    """
+    yield
+    # test_firestore_index_enforcement.py provokes the refusal on purpose, on this collection only.
+    violations = [v for v in _stack.index_violations() if not v["query"].startswith(f"collection {INDEX_PROBE} ")]
+    if violations:
+        listed = "\n".join(f"  {v['identity']}: {v['query']}\n    needs {v['missing']}" for v in violations)
+        pytest.fail(f"queries production could not serve with terraform/firestore.tf's indexes:\n{listed}")
+
+
 @pytest.fixture(scope="session")
 def emulator_stack() -> Iterator[local_stack.LocalStack]:
     missing = local_stack.check_prerequisites()
     if missing:
         pytest.fail("the emulators need: " + "; ".join(missing))
-    _stack.start_emulators(reuse_running=REUSE_RUNNING)
     try:
+        _stack.start_emulators(reuse_running=REUSE_RUNNING)  # inside: a failed start stops what it started
         _stack.prepare_storage()
         yield _stack
     finally:
@@ -73,6 +93,14 @@ def emulators(emulator_stack: local_stack.LocalStack) -> local_stack.LocalStack:
     """The emulators, wiped clean for this test."""
     emulator_stack.reset()
     return emulator_stack
+
+
+@pytest.fixture(scope="session")
+def url_signer(emulator_stack: local_stack.LocalStack) -> Any:
+    """The public key of the local IAM stand-in's signBlob, which checks the functions' signed URLs
+    (an RSA public key), or None when the stack does not say it."""
+    pem = getattr(emulator_stack, "signing_public_key_pem", None)
+    return serialization.load_pem_public_key(pem()) if pem else None
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ import requests
 import yaml
 
 import facebook_standin
+import iam_proxy
 from smtp_sink import clear_mailbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,6 +105,7 @@ class Ports:
     functions: int = 8101  # the first function; the rest follow in catalogue order
     auth_hub: int = 4400  # firebase-tools' own coordination ports
     auth_logging: int = 4500
+    iam_proxy: int = 8700  # the IAM proxy: this port for in-process code, then one per function
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, offset: int = 0) -> Ports:
@@ -288,6 +290,7 @@ class LocalStack:
         self._scheduler: CronScheduler | None = None
         self._function_processes: list[ManagedProcess] = []
         self.extra_env: dict[str, str] = {}  # e.g. benchmarks lifting rate limits
+        self.iam_proxy_started = False
 
     # Environment that points Google clients and the functions at this stack.
     @property
@@ -300,10 +303,33 @@ class LocalStack:
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.storage}",
         }
 
+    def identity_port(self, function_name: str | None = None) -> int:
+        """The IAM proxy's port acting as a function's service account (None: the owner)."""
+        if function_name is None:
+            return self.ports.iam_proxy
+        names = [info.entry.name for info in self.functions]
+        return self.ports.iam_proxy + 1 + names.index(function_name)
+
+    def identity_env(self, function_name: str) -> dict[str, str]:
+        """Every Google endpoint of one function, through the IAM proxy as its own identity."""
+        via = f"127.0.0.1:{self.identity_port(function_name)}"
+        return {
+            "FIRESTORE_EMULATOR_HOST": via,
+            "PUBSUB_EMULATOR_HOST": via,
+            "FIREBASE_AUTH_EMULATOR_HOST": via,
+            "STORAGE_EMULATOR_HOST": f"http://{via}",
+            "IAM_CREDENTIALS_BASE_URL": f"http://{via}",
+        }
+
     @property
     def function_env(self) -> dict[str, str]:
+        owner = f"127.0.0.1:{self.identity_port()}"
         return {
             **self.emulator_env,
+            # In-process code reaches Firestore through the proxy too, so its queries are
+            # checked against the declared indexes; it signs as the owner, who may sign as anyone.
+            "FIRESTORE_EMULATOR_HOST": owner,
+            "IAM_CREDENTIALS_BASE_URL": f"http://{owner}",
             "ENVIRONMENT": "local",
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.ports.smtp),
@@ -431,6 +457,61 @@ class LocalStack:
         started = [(self._spawn(name, argv, **extra), ready) for name, argv, ready, extra in parts]
         for proc, ready in started:
             wait_until(ready, proc)
+        self.start_iam_proxy()
+
+    @property
+    def iam_dir(self) -> Path:
+        return self.state_dir / "iam"
+
+    def start_iam_proxy(self) -> None:
+        """The IAM proxy (infra/local/iam_proxy.py): one port per identity in front of every emulator."""
+        identities = [{"name": iam_proxy.OWNER, "email": f"owner@{self.project_id}.example", "grants": []}]
+        identities += [
+            {
+                "name": info.entry.name,
+                "email": iam_proxy.service_account_email(info.entry.name, self.project_id),
+                "grants": list(info.entry.grants),
+            }
+            for info in self.functions
+        ]
+        for number, identity in enumerate(identities):
+            identity["port"] = self.ports.iam_proxy + number
+            require_free(identity["port"], f"the IAM proxy ({identity['name']})", "LOCAL_IAM_PROXY_PORT (a range)")
+        host = self.emulator_env
+        aliases = ("backups", "exports", "attachments")
+        config = {
+            "project_id": self.project_id,
+            "state_dir": str(self.iam_dir),
+            "terraform_dir": str(REPO / "terraform"),
+            "upstreams": {
+                "firestore": host["FIRESTORE_EMULATOR_HOST"],
+                "pubsub": host["PUBSUB_EMULATOR_HOST"],
+                "auth": host["FIREBASE_AUTH_EMULATOR_HOST"],
+                "storage": host["STORAGE_EMULATOR_HOST"].removeprefix("http://").rstrip("/"),
+            },
+            "buckets": dict(zip(bucket_names(self.project_id), aliases, strict=True)),
+            "identities": identities,
+        }
+        self.iam_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.iam_dir / "config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        proc = self._spawn(
+            "iam-proxy", [sys.executable, str(REPO / "infra" / "local" / "iam_proxy.py"), f"--config={config_path}"]
+        )
+        last = f"http://127.0.0.1:{identities[-1]['port']}/"
+        wait_until(http_ready(last), proc)
+        self.iam_proxy_started = True
+
+    def index_violations(self) -> list[dict[str, Any]]:
+        """Queries this run issued that production's indexes could not serve (from the IAM proxy)."""
+        path = self.iam_dir / "index-violations.jsonl"
+        if not self.iam_proxy_started or not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def signing_public_key_pem(self) -> bytes:
+        """The public half of the key the proxy's signBlob stand-in signs with (this run's)."""
+        return (self.iam_dir / "signing-key.pub.pem").read_bytes()
 
     def reset(self) -> None:
         """Wipes all state through the emulators' reset endpoints (buckets and topics stay)."""
@@ -469,7 +550,7 @@ class LocalStack:
                     str(info.port),
                 ],
                 cwd=FUNCTIONS_DIR,
-                env={**self.function_env, **function_specific_env(info.entry)},
+                env={**self.function_env, **function_specific_env(info.entry), **self.identity_env(info.entry.name)},
             )
             started.append((proc, http_ready(f"{info.url}/", any_status=True)))
         require_free(self.ports.gateway, "the gateway", "LOCAL_GATEWAY_PORT")
@@ -537,6 +618,11 @@ class LocalStack:
             ("Pub/Sub emulator", f"127.0.0.1:{self.ports.pubsub}", "PUBSUB_EMULATOR_HOST"),
             ("Auth emulator", f"127.0.0.1:{self.ports.auth}", "FIREBASE_AUTH_EMULATOR_HOST"),
             ("Storage emulator", f"http://127.0.0.1:{self.ports.storage}", "STORAGE_EMULATOR_HOST"),
+            (
+                "IAM proxy",
+                f"127.0.0.1:{self.ports.iam_proxy}+",
+                "each function reaches the emulators here as its own identity, with only its catalogue grants",
+            ),
             ("SMTP sink", f"127.0.0.1:{self.ports.smtp}", f"mail saved in {display_path(self.mailbox)}"),
             (
                 "Facebook stand-in",
