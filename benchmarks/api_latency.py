@@ -65,7 +65,12 @@ def session_cookie(stack: local_stack.LocalStack, roles: list[str] | None = None
 def first_requests(stack: local_stack.LocalStack) -> dict[str, tuple[str, dict[str, str]]]:
     """Per HTTP function, a request that does its real work, Firestore reads included (not a 404)."""
     customer = {"Cookie": f"__Host-op_session={session_cookie(stack)}"}
-    security = {"Cookie": f"__Host-op_session={session_cookie(stack, ['security'])}"}
+    # Staff reads carry the CSRF token and a reason, as the staff frontend sends them.
+    security = {
+        "Cookie": f"__Host-op_session={session_cookie(stack, ['security'])}; __Host-op_csrf=cold",
+        "X-CSRF-Token": "cold",
+        "Origin": "http://localhost:3000",
+    }
     browser = {
         "Cookie": customer["Cookie"] + "; __Host-op_csrf=cold",
         "X-CSRF-Token": "cold",
@@ -77,7 +82,7 @@ def first_requests(stack: local_stack.LocalStack) -> dict[str, tuple[str, dict[s
         "health": ("/health", {}),
         "auth": ("/auth/session", customer),
         "account": ("/account/api-keys", customer),
-        "staff": ("/staff/incidents", security),
+        "staff": ("/staff/incidents?reason=benchmark+read", security),
         "incidents": (f"/incidents/{created['reference']}", customer),
         "well_known": ("/.well-known/security.txt", {}),  # static by design: no read to make
         "notices": ("/notices/page", {}),

@@ -16,7 +16,7 @@ Sub-collections (each listed in the data map of the lifecycle capability):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 ACCOUNTS = "accounts"
 KINDS = ("store", "consumer")
@@ -31,3 +31,11 @@ AccountKind = Literal["store", "consumer"]
 def preferred_language(stored: object, fallback: str = DEFAULT_LANGUAGE) -> str:
     """The stored preference when it is one we write in, else the fallback."""
     return stored if stored in LANGUAGES else (fallback if fallback in LANGUAGES else DEFAULT_LANGUAGE)
+
+
+def trail_is_open(db: Any, account_id: str) -> bool:
+    """May events still be written to the account's trail? Not once it is terminated or its
+    profile deleted: a failed sign-in with a deleted address would bring its trail back, with
+    a client address, and no job would ever delete it again."""
+    snap = db.collection(ACCOUNTS).document(account_id).get()
+    return bool(snap.exists and (snap.to_dict() or {}).get("status") != "terminated")

@@ -17,6 +17,7 @@ from orderpally.config import settings
 
 if TYPE_CHECKING:
     from firebase_admin import App
+    from google.auth.credentials import Signing
     from google.cloud import firestore, pubsub_v1, storage
 
 
@@ -91,7 +92,13 @@ def backend_unavailable(exc: BaseException) -> bool:
     import requests
     from google.api_core import exceptions as gexc
 
-    retryable = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.RetryError)
+    retryable = (
+        gexc.ServiceUnavailable,
+        gexc.DeadlineExceeded,
+        gexc.InternalServerError,
+        gexc.RetryError,
+        SigningUnavailable,
+    )
     if isinstance(exc, (*retryable, ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
         return True
     # Firebase Authentication's own errors (a session check, a user lookup); a function that
@@ -134,6 +141,96 @@ def storage_client() -> storage.Client:
 
         return storage.Client(project=cfg.project_id, credentials=AnonymousCredentials())
     return storage.Client(project=cfg.project_id)
+
+
+GOOGLE_STORAGE_ENDPOINT = "https://storage.googleapis.com"
+GOOGLE_IAM_CREDENTIALS = "https://iamcredentials.googleapis.com"
+SIGN_TIMEOUT = (3.05, 10.0)  # connect, read: a caller is waiting for the URL
+
+
+class SigningUnavailable(Exception):
+    """IAM Credentials did not sign just now (down, throttled, cut off): worth a retry."""
+
+
+def storage_download_endpoint() -> str:
+    """Where a signed URL points: the storage emulator locally, so a client can fetch it."""
+    emulator = settings().emulator_hosts.get("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return GOOGLE_STORAGE_ENDPOINT
+    return emulator.rstrip("/") if "://" in emulator else f"http://{emulator.rstrip('/')}"
+
+
+@functools.cache
+def url_signing_credentials() -> Signing:
+    """Credentials whose `sign_bytes` is IAM Credentials signBlob as this function's own account.
+
+    google.auth.iam.Signer's semantics (no private key in the function), with the endpoint from
+    IAM_CREDENTIALS_BASE_URL so that the local stack's IAM stand-in signs, after checking the
+    catalogue grants the function `self:roles/iam.serviceAccountTokenCreator`.
+    """
+    import base64
+
+    import requests
+    from google.auth import credentials as auth_credentials
+    from google.auth import crypt
+
+    cfg = settings()
+    session: requests.Session
+    email = cfg.service_account_email
+    if cfg.uses_emulators:
+        if not cfg.iam_credentials_base_url:
+            raise RuntimeError("the local stack signs through its IAM stand-in: set IAM_CREDENTIALS_BASE_URL")
+        session = requests.Session()  # the stand-in knows the function by its port, not by a token
+    else:
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession, Request
+
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        email = email or getattr(credentials, "service_account_email", "")
+        if email in ("", "default"):  # Compute credentials learn their email from the metadata server
+            credentials.refresh(Request())
+            email = credentials.service_account_email
+        session = AuthorizedSession(credentials)
+    if not email:
+        raise RuntimeError("no service account to sign as: set SERVICE_ACCOUNT_EMAIL")
+    url = f"{cfg.iam_credentials_base_url or GOOGLE_IAM_CREDENTIALS}/v1/projects/-/serviceAccounts/{email}:signBlob"
+
+    class IamSigner(crypt.Signer):
+        @property
+        def key_id(self) -> str | None:
+            return None  # IAM picks the key; a V4 signature does not name it
+
+        def sign(self, message: str | bytes) -> bytes:
+            payload = message.encode() if isinstance(message, str) else message
+            try:
+                answer = session.post(
+                    url, json={"payload": base64.b64encode(payload).decode("ascii")}, timeout=SIGN_TIMEOUT
+                )
+            except requests.RequestException as exc:
+                raise SigningUnavailable("IAM Credentials did not answer") from exc
+            if answer.status_code == 429 or answer.status_code >= 500:
+                raise SigningUnavailable(f"IAM Credentials answered {answer.status_code}")
+            if answer.status_code != 200:
+                # 401/403: the function lacks the grant; a deployment to fix, not a retry.
+                raise RuntimeError(f"IAM Credentials refused to sign ({answer.status_code})")
+            return base64.b64decode(answer.json()["signedBlob"])
+
+    class IamSigningCredentials(auth_credentials.Signing):
+        def __init__(self) -> None:
+            self._signer = IamSigner()
+
+        def sign_bytes(self, message: bytes) -> bytes:
+            return self._signer.sign(message)
+
+        @property
+        def signer_email(self) -> str:
+            return email
+
+        @property
+        def signer(self) -> crypt.Signer:
+            return self._signer
+
+    return IamSigningCredentials()
 
 
 @functools.cache

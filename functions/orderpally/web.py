@@ -259,14 +259,17 @@ def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[fl
     return wrapped
 
 
-def zip_download(payload: bytes, filename: str, sha256: str) -> flask.Response:
-    """A finished archive as a private, never-sniffed attachment with its checksum."""
-    response = flask.Response(payload, mimetype="application/zip")
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Digest"] = f"sha-256={sha256}"
-    return response
+def download_link(request: flask.Request, link: dict[str, Any], sha256: str, size: int) -> flask.Response:
+    """A finished archive, as a short-lived signed URL to it in Cloud Storage (never the bytes:
+    a function's response is capped at 32 MiB).
+
+    303 to the URL, with the link in a JSON body too; 200 with only the JSON for a caller that
+    asks for JSON, since fetch() follows a redirect itself and could not read that body.
+    """
+    body = {"url": link["url"], "expires_at": link["expires_at"].isoformat(), "sha256": sha256, "size": size}
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
+        return json_response(body)
+    return json_response(body, 303, headers={"Location": link["url"]})
 
 
 def framework_error(exc: Exception) -> flask.Response:

@@ -4,7 +4,8 @@ Production serves every HTTP function under one domain through a URL map
 built from `infra/functions.yaml`; locally this process does the same, so a
 frontend (and mailed links, and the contract fuzzer) need one base URL. It
 adds X-Forwarded-For like the load balancer, which the functions trust only
-when TRUSTED_PROXY_HOPS says so.
+when TRUSTED_PROXY_HOPS says so, and holds requests and responses to the size
+limits that production's functions have and the emulators do not.
 """
 
 from __future__ import annotations
@@ -16,9 +17,22 @@ import threading
 from typing import Any
 
 import requests
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+# Cloud Functions (2nd gen) runs on Cloud Run, which caps an HTTP/1 request at 32 MiB, and a
+# response too unless it is streamed (chunked); a larger one reaches the client as a 500
+# (https://cloud.google.com/run/quotas, request and response size limits; the Cloud Functions
+# quotas page says the same). Larger downloads go through signed Cloud Storage URLs.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+STREAM_CHUNK_BYTES = 64 * 1024
+
+
+class LimitedRequest(Request):
+    # Werkzeug refuses a declared length over this at once, and a chunked body once it passes it.
+    max_content_length = MAX_BODY_BYTES
+
 
 HOP_BY_HOP = {
     "connection",
@@ -46,13 +60,16 @@ class Gateway:
         return None
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
-        request = Request(environ)
+        request = LimitedRequest(environ)
         base = self.target(request.path)
         if base is None:
             return problem(404, "not-found", "Not found")(environ, start_response)
         try:
             # A body shorter than its Content-Length ends in the handler's read timeout, not a hang.
             data = request.get_data()
+        except RequestEntityTooLarge:
+            too_large = problem(413, "request-too-large", "The request body is larger than 32 MiB")
+            return too_large(environ, start_response)
         except (OSError, ClientDisconnected):
             return problem(408, "request-timeout", "The request body did not arrive")(environ, start_response)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -64,18 +81,35 @@ class Gateway:
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
         try:
             upstream = self.session.request(
-                request.method, base + raw, headers=headers, data=data, allow_redirects=False, timeout=60
+                request.method, base + raw, headers=headers, data=data, allow_redirects=False, timeout=60, stream=True
             )
+            passed = [
+                (name, value)
+                for name, value in upstream.raw.headers.items()
+                if name.lower() not in HOP_BY_HOP and name.lower() != "content-encoding"
+            ]
+            if "chunked" in upstream.headers.get("Transfer-Encoding", "").lower():
+                # A streamed response is not held to the limit: pass it on as it comes.
+                out = Response(upstream.iter_content(STREAM_CHUNK_BYTES), status=upstream.status_code, headers=passed)
+                out.call_on_close(upstream.close)
+                return out(environ, start_response)
+            declared = upstream.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES and request.method != "HEAD":
+                upstream.close()
+                return response_too_large()(environ, start_response)
+            body = upstream.content
         except requests.RequestException:
             # As a load balancer answers for a backend that is down or too slow.
             return problem(502, "bad-gateway", "The function did not answer")(environ, start_response)
-        passed = [
-            (name, value)
-            for name, value in upstream.raw.headers.items()
-            if name.lower() not in HOP_BY_HOP and name.lower() != "content-encoding"
-        ]
-        out = Response(upstream.content, status=upstream.status_code, headers=passed)
+        if len(body) > MAX_BODY_BYTES:  # a body delimited by the connection's end, not by a length
+            return response_too_large()(environ, start_response)
+        out = Response(body, status=upstream.status_code, headers=passed)
         return out(environ, start_response)
+
+
+def response_too_large() -> Response:
+    # Cloud Run answers the client with a 500 for a function's unstreamed response over the limit.
+    return problem(500, "response-too-large", "The function's response is larger than 32 MiB")
 
 
 def problem(status: int, slug: str, title: str) -> Response:

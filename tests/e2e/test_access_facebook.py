@@ -223,3 +223,81 @@ def test_a_returning_facebook_user_gets_a_new_account_after_deletion(running_sta
     again = running_stack.url("staff") + f"/staff/accounts/{second}/termination"
     later = {"basis": "company_convenience", "reason": "The contract ends"}
     assert requests.post(again, json=later, headers=browser_headers(admin), timeout=30).status_code == 202
+
+
+def test_linking_a_pre_registered_address_locks_out_whoever_registered_it(running_stack):
+    """An attacker signs up with the victim's address first and keeps the session; the victim
+    later signs in with Facebook and follows the genuine link mail."""
+    from support.identities import FRONTEND_ORIGIN
+
+    victim = "victim@example.com"
+    origin = {"Origin": FRONTEND_ORIGIN}
+    attacker_password = "attacker's own password 123"
+    body = {"email": victim, "password": attacker_password, "kind": "consumer", "display_name": "Mallory"}
+    assert requests.post(running_stack.url("auth") + "/auth/sign-up", json=body, headers=origin, timeout=30).ok
+    signed_in = requests.post(
+        running_stack.url("auth") + "/auth/sign-in",
+        json={"email": victim, "password": attacker_password},
+        headers=origin,
+        timeout=30,
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    attacker = {"Cookie": f"__Host-op_session={session_cookie(signed_in)}"}
+    session_url = running_stack.url("auth") + "/auth/session"
+    assert requests.get(session_url, headers=attacker, timeout=30).status_code == 200
+
+    set_profile(running_stack, id="30099", name="Victim", email=victim)
+    callback, state = start(running_stack)
+    assert finish(callback, state).status_code == 409
+
+    def link_mail():
+        mails = [
+            m for m in read_mailbox(running_stack.mailbox) if "facebook/link" in m.get_body(("plain",)).get_content()
+        ]
+        return mails[0] if mails else None
+
+    deadline = time.monotonic() + 30
+    while not link_mail() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    link = re.search(r"https?://\S+/auth/facebook/link\S*", link_mail().get_body(("plain",)).get_content()).group(0)
+    linked = requests.get(link, allow_redirects=False, timeout=60)
+    assert linked.status_code == 303
+    victim_session = {"Cookie": f"__Host-op_session={session_cookie(linked)}"}
+
+    # The attacker's session and password no longer work; the victim's session does.
+    assert requests.get(session_url, headers=attacker, timeout=30).status_code == 401
+    again = requests.post(
+        running_stack.url("auth") + "/auth/sign-in",
+        json={"email": victim, "password": attacker_password},
+        headers=origin,
+        timeout=30,
+    )
+    assert again.status_code == 401
+    assert requests.get(session_url, headers=victim_session, timeout=30).json()["email_verified"] is True
+
+
+def test_a_facebook_user_without_an_address_can_use_their_account(running_stack):
+    from support.identities import FRONTEND_ORIGIN
+
+    set_profile(running_stack, id="30100", name="Phone only")
+    callback, state = start(running_stack)
+    done = finish(callback, state)
+    assert done.status_code == 303, done.text
+    browser = {
+        "Cookie": f"__Host-op_session={session_cookie(done)}; __Host-op_csrf=t",
+        "X-CSRF-Token": "t",
+        "Origin": FRONTEND_ORIGIN,
+    }
+    account = running_stack.url("account")
+    verify = requests.post(running_stack.url("auth") + "/auth/email-verification", headers=browser, timeout=30)
+    assert verify.status_code == 409
+    assert verify.json()["type"].endswith("no-email-address")
+    key = requests.post(
+        account + "/account/api-keys", json={"name": "shop", "scopes": ["audit:read"]}, headers=browser, timeout=30
+    )
+    assert key.status_code == 201, key.text
+    assert requests.post(account + "/account/exports", json={}, headers=browser, timeout=30).status_code == 202
+    ended = requests.post(
+        account + "/account/termination", json={"termination_date": "immediately"}, headers=browser, timeout=30
+    )
+    assert ended.status_code == 202, ended.text

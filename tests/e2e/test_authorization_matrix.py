@@ -69,16 +69,16 @@ MATRIX: dict[str, str] = {
     # the body is JSON, not a file type: the reporter gets 415, everyone else no further than 404
     "POST /incidents/{reference}/attachments": "404 415 404 404 404 404 404 404 401 401",
     # staff
-    "GET /staff/incidents": "401 403 403 403 200 403 403 403 401 401",
-    "GET /staff/incidents/{reference}": "401 403 403 403 200 403 403 403 401 401",
+    "GET /staff/incidents": "401 403 403 403 422 403 403 403 401 401",
+    "GET /staff/incidents/{reference}": "401 403 403 403 422 403 403 403 401 401",
     "PATCH /staff/incidents/{reference}": "401 403 403 403 422 403 403 403 401 401",
     "POST /staff/incidents/{reference}/notes": "401 403 403 403 422 403 403 403 401 401",
     "POST /staff/incidents/{reference}/breach": "401 403 403 403 422 403 403 403 401 401",
-    "GET /staff/incidents/{reference}/breach": "401 403 403 403 200 403 403 403 401 401",
-    "GET /staff/incidents/{reference}/attachments/{number}": "401 403 403 403 404 403 403 403 401 401",
+    "GET /staff/incidents/{reference}/breach": "401 403 403 403 422 403 403 403 401 401",
+    "GET /staff/incidents/{reference}/attachments/{number}": "401 403 403 403 422 403 403 403 401 401",
     "GET /staff/accounts/{account_id}": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail": "401 403 403 422 422 422 403 403 401 401",
-    "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 200 200 403 403 401 401",
+    "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 422 422 403 403 401 401",
     "PUT /staff/staff-roles/{account_id}": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/accounts/{account_id}/termination": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/accounts/{account_id}/termination/cancellation": "401 403 403 403 403 422 403 403 401 401",
@@ -86,8 +86,8 @@ MATRIX: dict[str, str] = {
     "DELETE /staff/accounts/{account_id}/suspension": "401 403 403 403 403 409 403 403 401 401",
     "POST /staff/accounts/{account_id}/legal-holds": "401 403 403 403 422 422 403 403 401 401",
     # security releases the hold; admin, after it, finds nothing left to release
-    "DELETE /staff/legal-holds/{hold_id}": "401 403 403 403 200 409 403 403 401 401",
-    "GET /staff/records-requests": "401 403 403 200 403 200 403 403 401 401",
+    "DELETE /staff/legal-holds/{hold_id}": "401 403 403 403 415 415 403 403 401 401",  # a reason is a JSON body
+    "GET /staff/records-requests": "401 403 403 422 403 422 403 403 401 401",
     "POST /staff/notices": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/notices/{notice_id}/versions": "401 403 403 403 403 422 403 403 401 401",
     # these end sessions, so they run last, each caller with a fresh session of its own

@@ -33,6 +33,9 @@ def report(**overrides) -> dict:
     }
 
 
+WHY = {"reason": "security review of the report"}
+
+
 def submit(stack, body: dict, headers: dict | None = None) -> requests.Response:
     return requests.post(stack.url("incidents") + "/incidents", json=body, headers=headers or {}, timeout=30)
 
@@ -130,9 +133,12 @@ def test_staff_triage_replies_and_audited_opens(running_stack):
     staff = running_stack.url("staff") + "/staff/incidents"
 
     assert requests.get(staff, headers=browser_headers(support), timeout=30).status_code == 403
-    listed = requests.get(staff, params={"state": "received"}, headers=browser_headers(security), timeout=30).json()
+    why = {"reason": "security review of the report"}
+    listed = requests.get(
+        staff, params={"state": "received", **why}, headers=browser_headers(security), timeout=30
+    ).json()
     assert [i["reference"] for i in listed["incidents"]] == [reference]
-    opened = requests.get(f"{staff}/{reference}", headers=browser_headers(security), timeout=30).json()
+    opened = requests.get(f"{staff}/{reference}", params=why, headers=browser_headers(security), timeout=30).json()
     assert opened["description"].startswith("Orders of my shop")
     assert [h["action"] for h in opened["history"]] == ["incident.received", "staff.opened"]
 
@@ -175,6 +181,7 @@ def test_staff_triage_replies_and_audited_opens(running_stack):
     assert "staff.read" in [e["action"] for e in trail["entries"]]
     verification = requests.get(
         running_stack.url("staff") + f"/staff/accounts/{customer.uid}/audit-trail/verification",
+        params={"reason": "checking the trail after the incident"},
         headers=browser_headers(security),
         timeout=30,
     ).json()
@@ -248,7 +255,7 @@ def test_a_breach_notifies_each_affected_customer_once_in_their_language(running
     requests.post(url, json=body, headers=browser_headers(security), timeout=30)  # marked twice: still one mail each
 
     def all_sent():
-        rows = requests.get(url, headers=browser_headers(security), timeout=30).json()["recipients"]
+        rows = requests.get(url, params=WHY, headers=browser_headers(security), timeout=30).json()["recipients"]
         return rows if all(r["notified_at"] for r in rows) else None
 
     rows = wait_for(all_sent)
@@ -281,14 +288,23 @@ def test_reporters_attach_files_that_staff_get_back_only_as_downloads(running_st
     assert upload(png, "image/png").status_code == 409
 
     staff = running_stack.url("staff") + f"/staff/incidents/{reference}/attachments/1"
-    got = requests.get(staff, headers=browser_headers(security), timeout=30)
+    # A link followed in a staff member's browser carries the cookie, not the token: nothing is read.
+    link = {"Cookie": browser_headers(security)["Cookie"]}
+    assert requests.get(staff, params=WHY, headers=link, timeout=30).status_code == 403
+    assert requests.get(staff, headers=browser_headers(security), timeout=30).status_code == 422  # no reason
+    got = requests.get(staff, params=WHY, headers=browser_headers(security), timeout=30)
     assert got.status_code == 200
     assert got.content == png
     assert got.headers["Content-Type"] == "application/octet-stream"
     assert got.headers["Content-Disposition"].startswith("attachment;")
     assert got.headers["X-Content-Type-Options"] == "nosniff"
     assert "sandbox" in got.headers["Content-Security-Policy"]
-    assert requests.get(staff, headers=browser_headers(customer), timeout=30).status_code == 403
+    assert requests.get(staff, params=WHY, headers=browser_headers(customer), timeout=30).status_code == 403
+    # The reporter sees that security opened their file, and why.
+    trail = requests.get(
+        running_stack.url("account") + "/account/audit-trail", headers=browser_headers(customer), timeout=30
+    ).json()["entries"]
+    assert [e["reason"] for e in trail if e["action"] == "staff.read"] == [WHY["reason"]]
 
 
 def test_concurrent_uploads_keep_the_limit_and_every_file(running_stack):

@@ -113,6 +113,29 @@ def test_an_immediate_termination_ends_access_and_deletes_the_account(running_st
         auth.get_user(alice.uid, app=clients.firebase_app())
 
 
+def test_a_deleted_customers_trail_does_not_come_back(running_stack):
+    alice = create_customer()
+    url = running_stack.url("account") + "/account/termination"
+    assert requests.post(url, json={"termination_date": "immediately"}, headers=browser_headers(alice), timeout=10).ok
+    certificate = clients.firestore_client().document(f"{deletion.CERTIFICATES}/{alice.uid}")
+    wait_for(lambda: certificate.get().exists and certificate.get().to_dict()["status"] == "completed")
+    mails_before = len(mails_to(running_stack.mailbox, alice.email))
+
+    # Before the schedule deletes the user, someone tries the deleted address.
+    origin = {"Origin": browser_headers(alice)["Origin"]}
+    sign_in = running_stack.url("auth") + "/auth/sign-in"
+    wrong = {"email": alice.email, "password": "not the password at all"}
+    assert requests.post(sign_in, json=wrong, headers=origin, timeout=10).status_code == 401
+    reset = running_stack.url("auth") + "/auth/password-reset"
+    assert requests.post(reset, json={"email": alice.email}, headers=origin, timeout=10).status_code == 202
+    time.sleep(1.0)
+    db = clients.firestore_client()
+    assert list(db.collection(f"accounts/{alice.uid}/audit_trail").stream()) == []
+    assert list(db.collection(f"audit_chains/{alice.uid}/audit_pending").stream()) == []
+    assert not db.document(f"audit_chains/{alice.uid}").get().exists
+    assert len(mails_to(running_stack.mailbox, alice.email)) == mails_before
+
+
 def test_a_customer_cannot_undo_or_replace_a_termination_orderpally_started(running_stack):
     alice = create_customer()
     admin = create_identity(roles=["admin"])
@@ -262,8 +285,14 @@ def test_security_places_and_releases_a_hold(running_stack):
     assert placed.status_code == 201
     hold_id = placed.json()["id"]
     release = staff_url(running_stack, f"/legal-holds/{hold_id}")
-    assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code == 200
-    assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code == 409
+    why = {"reason": "The inquiry is closed (MOF letter 115-0099)"}
+    # Releasing lets deletion go on: without a reason it is refused and the hold stays.
+    assert requests.delete(release, headers=browser_headers(security), timeout=10).status_code in (415, 422)
+    assert requests.delete(release, json={}, headers=browser_headers(security), timeout=10).status_code == 422
+    assert requests.delete(release, json=why, headers=browser_headers(security), timeout=10).status_code == 200
+    assert requests.delete(release, json=why, headers=browser_headers(security), timeout=10).status_code == 409
+    entries = [d.to_dict() for d in clients.firestore_client().collection(f"accounts/{alice.uid}/audit_trail").stream()]
+    assert any(e["action"] == "legal_hold.released" and e.get("reason") == why["reason"] for e in entries)
     assert {"legal_hold.placed", "legal_hold.released"} <= set(audit_actions(alice.uid))
 
 
@@ -283,7 +312,12 @@ def test_a_hold_released_by_several_at_once_is_released_and_audited_once(running
     with ThreadPoolExecutor(6) as pool:
         answers = list(
             pool.map(
-                lambda _: requests.delete(release, headers=browser_headers(security), timeout=30).status_code, range(6)
+                lambda _: (
+                    requests.delete(
+                        release, json={"reason": "Inquiry closed"}, headers=browser_headers(security), timeout=30
+                    ).status_code
+                ),
+                range(6),
             )
         )
     assert sorted(answers) == [200] + [409] * 5

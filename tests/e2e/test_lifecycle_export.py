@@ -66,10 +66,15 @@ def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
     )
     assert status["counts"]["orders_as_store"] == 1
 
-    download = requests.get(f"{base}/{export_id}/download", headers=cookie, timeout=30)
+    # The archive comes from Storage through a signed URL, not in the function's response.
+    link = requests.get(f"{base}/{export_id}/download", headers=cookie, allow_redirects=False, timeout=30)
+    assert link.status_code == 303
+    assert link.headers["Location"] == link.json()["url"]
+    download = requests.get(link.headers["Location"], timeout=30)
     assert download.status_code == 200
     assert download.headers["Content-Type"] == "application/zip"
-    assert download.headers["Digest"] == "sha-256=" + hashlib.sha256(download.content).hexdigest()
+    assert f'filename="orderpally-export-{export_id}.zip"' in download.headers["Content-Disposition"]
+    assert link.json()["sha256"] == status["sha256"] == hashlib.sha256(download.content).hexdigest()
     archive = zipfile.ZipFile(io.BytesIO(download.content))
     assert json.loads(archive.read("manifest.json"))["account_id"] == alice.uid
     assert archive.read("incident_attachments/report.png") == b"png"

@@ -2,6 +2,7 @@
 
 Its own process, routed to the running stack, with a short read timeout: a client that
 stalls mid-body is answered 408, a function that does not answer is a 502, both problems.
+And one routed to a function of the test's own, for Cloud Functions' 32 MiB limits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from gateway import MAX_BODY_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,3 +88,104 @@ def test_requests_that_arrive_whole_are_passed_on(gateway):
     answer = requests.post(gateway + "/incidents", data=b"{not json", headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
     assert answer.headers["Content-Type"] == "application/problem+json"
+
+
+# --- the size limits of Cloud Functions, which the gateway holds functions and clients to ----------
+
+
+def upstream_app(environ: dict, start_response):
+    """A function of the test's own: echoes what arrived, or answers `n` bytes, whole or streamed."""
+    from werkzeug.wrappers import Request, Response
+
+    request = Request(environ)
+    if request.path == "/fn/echo":
+        return Response(json.dumps({"received": len(request.get_data())}), mimetype="application/json")(
+            environ, start_response
+        )
+    n = int(request.args["n"])
+    if request.path == "/fn/stream":
+        chunks = (b"s" * min(1 << 20, n - i) for i in range(0, n, 1 << 20))
+        return Response(chunks, mimetype="application/octet-stream")(environ, start_response)  # chunked
+    return Response(b"w" * n, mimetype="application/octet-stream")(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def limits_gateway():
+    import threading
+
+    from werkzeug.serving import make_server
+
+    upstream = make_server("127.0.0.1", 0, upstream_app, threaded=True)
+    thread = threading.Thread(target=upstream.serve_forever, daemon=True)
+    thread.start()
+    port = unused_port()
+    routes = {"/fn": f"http://127.0.0.1:{upstream.server_port}"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "infra" / "local" / "gateway.py"),
+            f"--port={port}",
+            f"--routes={json.dumps(routes)}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/nothing", timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    upstream.shutdown()
+
+
+def test_a_request_up_to_32_mib_reaches_the_function(limits_gateway):
+    answer = requests.post(limits_gateway + "/fn/echo", data=b"x" * MAX_BODY_BYTES, timeout=60)
+    assert answer.status_code == 200
+    assert answer.json() == {"received": MAX_BODY_BYTES}
+
+
+def test_a_request_over_32_mib_is_a_413_problem_and_never_reaches_the_function(limits_gateway):
+    port = int(limits_gateway.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
+        # The length alone is refused, before a byte of the body is read.
+        client.sendall(
+            b"POST /fn/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            + f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+            + b"x" * 1024
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"application/problem+json" in head
+    assert json.loads(body) == {
+        "type": "urn:orderpally:problem:request-too-large",
+        "title": "The request body is larger than 32 MiB",
+        "status": 413,
+    }
+
+
+def test_an_unstreamed_response_over_32_mib_is_a_500_problem_as_cloud_run_gives(limits_gateway):
+    whole = requests.get(limits_gateway + f"/fn/whole?n={MAX_BODY_BYTES}", timeout=60)
+    assert whole.status_code == 200
+    assert len(whole.content) == MAX_BODY_BYTES
+    too_large = requests.get(limits_gateway + f"/fn/whole?n={MAX_BODY_BYTES + 1}", timeout=60)
+    assert too_large.status_code == 500
+    assert too_large.headers["Content-Type"] == "application/problem+json"
+    assert too_large.json()["type"] == "urn:orderpally:problem:response-too-large"
+
+
+def test_a_streamed_response_is_not_held_to_the_limit(limits_gateway):
+    streamed = requests.get(limits_gateway + f"/fn/stream?n={MAX_BODY_BYTES + 1}", timeout=60)
+    assert streamed.status_code == 200
+    assert len(streamed.content) == MAX_BODY_BYTES + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import zipfile
@@ -52,8 +53,14 @@ def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):
     )
     assert requests.get(f"{base}/{request_id}", headers=browser_headers(bob), timeout=30).status_code == 404
     assert requests.get(f"{base}/{request_id}/download", headers=browser_headers(bob), timeout=30).status_code == 404
-    download = requests.get(f"{base}/{request_id}/download", headers=browser_headers(alice), timeout=30)
+    link = requests.get(
+        f"{base}/{request_id}/download", headers={**browser_headers(alice), "Accept": "application/json"}, timeout=30
+    )
+    assert link.status_code == 200  # a script asking for JSON gets the link itself
+    download = requests.get(link.json()["url"], timeout=30)
     assert download.status_code == 200
+    assert link.json()["sha256"] == hashlib.sha256(download.content).hexdigest()
+    assert link.json()["size"] == len(download.content)
     with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
         lines = [json.loads(line) for line in archive.read("records.jsonl").decode().splitlines()]
         table = list(csv.DictReader(io.StringIO(archive.read("records.csv").decode("utf-8-sig"))))
@@ -68,7 +75,10 @@ def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):
 
     support = create_identity(roles=["support"])
     pending = requests.get(
-        running_stack.url("staff") + "/staff/records-requests", headers=browser_headers(support), timeout=30
+        running_stack.url("staff") + "/staff/records-requests",
+        params={"reason": "weekly records queue review"},
+        headers=browser_headers(support),
+        timeout=30,
     )
     assert pending.status_code == 200
     assert pending.json()["pending"] == []

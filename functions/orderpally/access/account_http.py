@@ -170,13 +170,26 @@ def _decode_token(token: str) -> int:
     return seq
 
 
-def _trail_page(account_id: str, query: PageQuery) -> dict[str, Any]:
+# Who at OrderPally acted, and from where, is the company's to know: the customer sees the
+# role and the reason of a staff member's or an operator's entry.
+STAFF_ACTORS = frozenset({"staff", "operator"})
+
+
+def as_the_customer_sees(entry: dict[str, Any]) -> dict[str, Any]:
+    actor = entry.get("actor") or {}
+    if actor.get("kind") not in STAFF_ACTORS:
+        return entry
+    return {**entry, "actor": {"kind": actor["kind"], "role": actor.get("role")}, "client_address": None}
+
+
+def _trail_page(account_id: str, query: PageQuery, for_customer: bool) -> dict[str, Any]:
     before = _decode_token(query.page_token) if query.page_token else None
     entries = audit.page(account_id, query.page_size + 1, before)
     more = len(entries) > query.page_size
     entries = entries[: query.page_size]
     token = _encode_token(entries[-1]) if more else None
-    return {"entries": [_iso(e) for e in entries], "next_page_token": token}
+    shown = [as_the_customer_sees(e) for e in entries] if for_customer else entries
+    return {"entries": [_iso(e) for e in shown], "next_page_token": token}
 
 
 def own_audit_trail(request: flask.Request) -> flask.Response:
@@ -186,11 +199,11 @@ def own_audit_trail(request: flask.Request) -> flask.Response:
     if principal.kind == "api_key" and not principal.has_scope(AUDIT_SCOPE):
         raise access.forbidden(f"This key lacks the {AUDIT_SCOPE} scope.")
     query = web.validate(request.args.to_dict(), PageQuery)
-    return web.json_response(_trail_page(principal.account_id, query))
+    return web.json_response(_trail_page(principal.account_id, query, for_customer=True))
 
 
 def _staff_read(request: flask.Request, account_id: str, what: str) -> tuple[Principal, StaffReadQuery, dict[str, Any]]:
-    principal = access.require_staff(request, "support", "security", "admin")
+    principal, _ = access.require_staff_read(request, "support", "security", "admin")
     query = web.validate(request.args.to_dict(), StaffReadQuery)
     if not ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
@@ -209,13 +222,15 @@ def staff_read_account(request: flask.Request, account_id: str) -> flask.Respons
 
 def staff_read_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
     _, query, _ = _staff_read(request, account_id, "audit_trail")
-    return web.json_response(_trail_page(account_id, query))
+    return web.json_response(_trail_page(account_id, query, for_customer=False))
 
 
 def staff_verify_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
-    access.require_staff(request, "security", "admin")
+    principal, reason = access.require_staff_read(request, "security", "admin")
     if not ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
+    # Verifying reads the whole trail: a staff access the customer sees, like any other.
+    _audit(request, account_id, "staff.read", _actor(principal), reason=reason, what="audit_trail_verification")
     verdict = audit.verify(account_id)
     return web.json_response(
         {

@@ -18,7 +18,7 @@ from orderpally import audit, clients, events, fields, outbox, web
 from orderpally.access import http as access
 from orderpally.access import identity_toolkit, limiter, passwords, sessions
 from orderpally.access.principal import Principal
-from orderpally.accounts import ACCOUNTS, AccountKind, Language
+from orderpally.accounts import ACCOUNTS, AccountKind, Language, trail_is_open
 from orderpally.messaging.requests import EmailRequest, request_email, send_staged, stage_email, unstage_email
 
 # Per client address, every attempt; per address and account, failures only (so a
@@ -187,6 +187,8 @@ def resend_verification(request: flask.Request) -> flask.Response:
     except limiter.Limited as exc:
         raise too_many(exc) from None
     user = auth.get_user(principal.account_id, app=clients.firebase_app())
+    if not user.email:  # e.g. a Facebook account with a phone number only: nothing to verify
+        raise web.Problem(409, "no-email-address", "No email address", "This account has no email address.")
     link = auth.generate_email_verification_link(user.email, app=clients.firebase_app())
     _mail(
         "verify_email",
@@ -247,7 +249,7 @@ def _verify_password(request: flask.Request, email: str, password: str, now: dat
         signed_in = identity_toolkit.sign_in_with_password(email, password)
     except identity_toolkit.WrongCredentials:
         uid = uid_for(email)
-        if uid:
+        if uid and trail_is_open(db, uid):
             audit_event(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
         raise wrong_credentials() from None
     except identity_toolkit.IdentityUnavailable as exc:
@@ -338,7 +340,7 @@ def request_password_reset(request: flask.Request) -> flask.Response:
             raise too_many(exc) from None
         return _accepted()  # a per-account limit must not tell the address is registered
     uid = uid_for(email)
-    if uid:
+    if uid and trail_is_open(db, uid):  # a terminated account gets no reset link and no new trail
         link = auth.generate_password_reset_link(email, app=clients.firebase_app())
         _mail("password_reset", email, f"password_reset:{uid}:{now.isoformat()}", uid, None, link=link)
         audit_event(request, uid, "password_reset.requested", audit.Actor(kind="anonymous", id="unknown"))

@@ -234,6 +234,7 @@ def confirm_link(request: flask.Request) -> flask.Response:
             409, "facebook-already-linked", "Already linked", "This Facebook user signs in to another account."
         )
     db.collection(ACCOUNTS).document(link["account_id"]).update({"facebook_id": link["facebook_id"]})
+    _take_over_from_whoever_was_there(link["account_id"])
     auth_http.audit_event(request, link["account_id"], "facebook.linked")
     try:
         signed_in = identity_toolkit.sign_in_as(link["account_id"])
@@ -242,6 +243,22 @@ def confirm_link(request: flask.Request) -> flask.Response:
     except identity_toolkit.IdentityUnavailable as exc:
         raise auth_http.identity_unavailable(exc) from None
     return auth_http.start_session(request, signed_in, "facebook", redirect_to=_landing())
+
+
+def _take_over_from_whoever_was_there(uid: str) -> None:
+    """Following the mailed link proves the address. Whoever signed up with it before it was
+    proven may not be its owner (a pre-registered address): their password goes and every
+    session ends, so only the person who holds the mailbox and the Facebook account stays."""
+    from firebase_admin import auth
+
+    from orderpally.access import sessions
+
+    app = clients.firebase_app()
+    user = auth.get_user(uid, app=app)
+    if not user.email_verified:
+        # No way to unset a password: one nobody knows. The owner may set their own by reset.
+        auth.update_user(uid, email_verified=True, password=secrets.token_urlsafe(48), app=app)
+    sessions.revoke_all(uid)
 
 
 def back_to_the_frontend_on_error(handler: Callable[[flask.Request], flask.Response]) -> Callable[..., flask.Response]:

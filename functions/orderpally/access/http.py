@@ -61,6 +61,8 @@ def principal_from_session_cookie(cookie: str) -> Principal:
         email_verified=bool(claims.get("email_verified")),
         roles=roles,
         session_issued_at=claims.get("auth_time"),
+        # Only this service mints custom tokens, and only after Facebook vouched for the user.
+        facebook_proven=(claims.get("firebase") or {}).get("sign_in_provider") == "custom",
     )
 
 
@@ -93,11 +95,11 @@ def require_principal(request: flask.Request) -> Principal:
 
 def require_customer(request: flask.Request, *, verified: bool = False) -> Principal:
     """The customer themself in a browser session: not an API key, not staff; with `verified`,
-    only once their email address is confirmed."""
+    only once their identity is proven (a confirmed address, or a Facebook sign-in)."""
     principal = require_principal(request)
     if principal.kind != "customer":
         raise forbidden("Only the customer, signed in with a browser session, can do this.")
-    if verified and not principal.email_verified:
+    if verified and not principal.identity_proven:
         raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
     return principal
 
@@ -107,6 +109,27 @@ def require_staff(request: flask.Request, *roles: str) -> Principal:
     if principal.kind != "staff" or not principal.has_role(*roles):
         raise forbidden("This needs the staff role " + " or ".join(roles) + ".")
     return principal
+
+
+STAFF_REASON = "reason"
+
+
+def require_staff_read(request: flask.Request, *roles: str) -> tuple[Principal, str]:
+    """A staff member reading customer data: the role, a written reason (query `reason`),
+    and the CSRF token. The read is audited with that reason, so a link that a staff member
+    follows (a navigation carries the cookie but never the header) must not make one."""
+    principal = require_staff(request, *roles)
+    check_csrf(request)
+    reason = (request.args.get(STAFF_REASON) or "").strip()
+    if not 5 <= len(reason) <= 500:
+        raise web.Problem(
+            422,
+            "invalid-request",
+            "Invalid request",
+            "Staff reads of customer data need a reason of 5 to 500 characters.",
+            field=STAFF_REASON,
+        )
+    return principal, reason
 
 
 def request_origin(request: flask.Request) -> str | None:

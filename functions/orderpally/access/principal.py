@@ -26,11 +26,18 @@ class Principal:
     scopes: frozenset[str] | None = None  # None: a session, which is not scope-limited
     credential_id: str | None = None  # the API key id, for audit and revocation
     session_issued_at: int | None = None  # auth_time of the session, for re-authentication checks
+    # Signed in through Facebook (our custom token): the identity is proven without an address.
+    facebook_proven: bool = False
     extra: dict[str, str] = dataclass_field(default_factory=dict)
 
     @property
     def is_staff(self) -> bool:
         return bool(self.roles & STAFF_ROLES)
+
+    @property
+    def identity_proven(self) -> bool:
+        """A verified address, or a Facebook sign-in: what actions that commit the account need."""
+        return self.email_verified or self.facebook_proven
 
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))

@@ -280,25 +280,24 @@ def add_attachment(request: flask.Request, reference: str) -> flask.Response:
 
 def staff_attachment(request: flask.Request, reference: str, number: str) -> flask.Response:
     """Served to staff only, and never as something a browser would run or render."""
-    principal = access.require_staff(request, "security")
+    principal, reason = access.require_staff_read(request, "security")
     db = clients.firestore_client()
     incident = _load(db, reference)
     attachments = incident.get("attachments") or []
     if not number.isdigit() or not 1 <= int(number) <= len(attachments):
         raise web.Problem(404, "attachment-not-found", "Not found", "No such attachment.")
     entry = attachments[int(number) - 1]
+    actor = _staff_actor(principal)
+    # On the record, in the incident's history and the reporter's trail, before the file leaves.
+    service.history(
+        reference, "staff.attachment_opened", actor, access.client_address(request), number=int(number), reason=reason
+    )
+    _reporter_sees(incident, reference, actor, request, reason, f"attachment {int(number)}")
     payload = (
         clients.storage_client()
         .bucket(settings().attachments_bucket)
         .blob(entry["object"])
         .download_as_bytes(**clients.while_a_client_waits())
-    )
-    service.history(
-        reference,
-        "staff.attachment_opened",
-        _staff_actor(principal),
-        access.client_address(request),
-        number=int(number),
     )
     response = flask.Response(payload, mimetype="application/octet-stream")
     response.headers["Content-Disposition"] = (
@@ -362,9 +361,23 @@ def _summary(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _reporter_sees(
+    incident: dict[str, Any], reference: str, actor: audit.Actor, request: flask.Request, reason: str, what: str
+) -> None:
+    """A staff read of a report reaches its signed-in reporter's own trail, with the reason."""
+    if incident.get("reporter_account_id"):
+        audit.record(
+            incident["reporter_account_id"],
+            audit.AuditEvent(
+                "staff.read", actor, access.client_address(request), reason, {"reference": reference, "what": what}
+            ),
+        )
+
+
 def staff_list(request: flask.Request) -> flask.Response:
-    access.require_staff(request, "security")
-    query = web.validate(request.args.to_dict(), ListQuery)
+    # Summaries name no reporter; the reason and the token are still asked, as for every staff read.
+    access.require_staff_read(request, "security")
+    query = web.validate({k: v for k, v in request.args.items() if k != access.STAFF_REASON}, ListQuery)
     from google.cloud import firestore
 
     ref = clients.firestore_client().collection(service.INCIDENTS)
@@ -377,23 +390,13 @@ def staff_list(request: flask.Request) -> flask.Response:
 
 
 def staff_open(request: flask.Request, reference: str) -> flask.Response:
-    principal = access.require_staff(request, "security")
+    principal, reason = access.require_staff_read(request, "security")
     db = clients.firestore_client()
     incident = _load(db, reference)
     actor = _staff_actor(principal)
     # Every open is a staff access to someone's report: on the record before the data leaves.
-    service.history(reference, "staff.opened", actor, access.client_address(request))
-    if incident.get("reporter_account_id"):
-        audit.record(
-            incident["reporter_account_id"],
-            audit.AuditEvent(
-                "staff.read",
-                actor,
-                access.client_address(request),
-                "security incident triage",
-                {"reference": reference},
-            ),
-        )
+    service.history(reference, "staff.opened", actor, access.client_address(request), reason=reason)
+    _reporter_sees(incident, reference, actor, request, reason, "incident")
     entries = audit.chain_page(service.chain(reference), 500)
     body = {
         **_summary(reference, incident),
@@ -468,7 +471,15 @@ def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
 
 
 def staff_breach_status(request: flask.Request, reference: str, status: int = 200) -> flask.Response:
-    access.require_staff(request, "security")
+    if status == 200:  # a read of its own; after marking the breach, the marking was the access
+        principal, reason = access.require_staff_read(request, "security")
+        service.history(
+            reference,
+            "staff.breach_status_read",
+            _staff_actor(principal),
+            access.client_address(request),
+            reason=reason,
+        )
     db = clients.firestore_client()
     incident = _load(db, reference)
     rows = [

@@ -359,7 +359,7 @@ def place_hold(
 
 
 def release_hold(
-    effects: Effects, hold_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime
+    effects: Effects, hold_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime, reason: str
 ) -> dict:
     from google.api_core.exceptions import FailedPrecondition
 
@@ -375,8 +375,8 @@ def release_hold(
     batch = db.batch()
     # Only the hold as read: of two releases at once, one is recorded and the other refused.
     as_read = db.write_option(last_update_time=snap.update_time)
-    batch.update(ref, {"released_at": now, "released_by": actor.id}, option=as_read)
-    event = audit.AuditEvent("legal_hold.released", actor, client_address, None, {"hold_id": hold_id})
+    batch.update(ref, {"released_at": now, "released_by": actor.id, "release_reason": reason}, option=as_read)
+    event = audit.AuditEvent("legal_hold.released", actor, client_address, reason, {"hold_id": hold_id})
     announcement = outbox.stage(batch, db, account_id, event, None, now)
     try:
         batch.commit()

@@ -2,18 +2,21 @@
 in one archive, released only when nothing is owed.
 
 `content_exports/{export_id}` records each request. The topic-triggered
-builder writes `<account_id>/<export_id>.zip` into the exports bucket with a
-SHA-256, and the customer downloads it through the API (their session or key)
-until it expires.
+builder streams `<account_id>/<export_id>.zip` into the exports bucket with a
+SHA-256, and the customer (their session or key) gets a short-lived signed
+URL to it from the API until the export expires: a response of a function is
+capped at 32 MiB, an archive is not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import secrets
+import shutil
 import zipfile
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +28,12 @@ EXPORTS = "content_exports"
 TOPIC = "content-export"
 MESSAGE_TYPE = "content_export.requested"
 MAX_OBJECT_BYTES = 50 * 1024 * 1024  # larger attachments are listed, not copied
+# What a build holds in memory at once: one upload chunk (a multiple of 256 KiB, as resumable
+# uploads require) and one read of a copied object, whatever the archive's size.
+UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+# A download URL is a bearer credential: short-lived, and issued again on each authorized request.
+DOWNLOAD_URL_SECONDS = 300
 
 
 class ExportMessage(pydantic.BaseModel):
@@ -41,6 +50,13 @@ class PaymentRequired(Exception):
         self.currency = currency
 
 
+def check_paid(outstanding: tuple[int, str]) -> None:
+    """Content is released only while nothing is owed (clause 3.2(b)(ii))."""
+    amount, currency = outstanding
+    if amount > 0:
+        raise PaymentRequired(amount, currency)
+
+
 def new_export_id() -> str:
     return secrets.token_urlsafe(18)
 
@@ -49,9 +65,7 @@ def create_request(
     db: Any, account_id: str, outstanding: tuple[int, str], now: datetime, valid_days: int, writer: Any
 ) -> dict:
     """Queues an export through `writer` (a batch or transaction): it commits with what else that writes."""
-    amount, currency = outstanding
-    if amount > 0:
-        raise PaymentRequired(amount, currency)
+    check_paid(outstanding)
     export_id = new_export_id()
     record = {
         "export_id": export_id,
@@ -68,44 +82,94 @@ def _json_line(path: str, data: dict) -> str:
     return json.dumps({"path": path, "data": data}, ensure_ascii=False, default=str, sort_keys=True)
 
 
-def _documents(db: Any, location: Location, account_id: str) -> list[tuple[str, dict]]:
+def _documents(db: Any, location: Location, account_id: str) -> Iterator[tuple[str, dict]]:
     from google.cloud.firestore import FieldFilter
 
     if location.kind == "document":
         snap = db.document(location.resolve(account_id)).get()
-        return [(snap.reference.path, snap.to_dict() or {})] if snap.exists else []
+        if snap.exists:
+            yield snap.reference.path, snap.to_dict() or {}
+        return
     if location.kind == "collection":
-        return [(s.reference.path, s.to_dict() or {}) for s in db.collection(location.resolve(account_id)).stream()]
-    query = db.collection(location.collection).where(filter=FieldFilter(location.owner_field, "==", account_id))
-    return [(s.reference.path, s.to_dict() or {}) for s in query.stream()]
+        snaps = db.collection(location.resolve(account_id)).stream()
+    else:
+        owned = FieldFilter(location.owner_field, "==", account_id)
+        snaps = db.collection(location.collection).where(filter=owned).stream()
+    for snap in snaps:
+        yield snap.reference.path, snap.to_dict() or {}
 
 
-def build_archive(
-    db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, account_id: str
-) -> tuple[bytes, dict[str, int]]:
-    """The zip of every data-map location of the account, and a count per location."""
-    buffer = io.BytesIO()
+class _Digesting:
+    """A write-only stream to `sink` that keeps the SHA-256 and length of what passed through.
+
+    It cannot seek, so zipfile writes each entry's sizes after its data: the archive goes out
+    as it is made and is never whole in memory.
+    """
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._sink.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        """Nothing: a resumable upload is finalised by closing it, not by a flush."""
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+@contextlib.contextmanager
+def streamed_archive(bucket: Any, object_name: str) -> Iterator[tuple[zipfile.ZipFile, _Digesting]]:
+    """A zip written straight into `object_name` by a resumable upload; its digest is final on exit.
+
+    On an error the upload is cancelled, so no partial archive replaces an earlier object.
+    """
+    blob = bucket.blob(object_name, chunk_size=UPLOAD_CHUNK_BYTES)
+    with blob.open("wb", content_type="application/zip") as sink:
+        out = _Digesting(sink)
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            yield archive, out
+
+
+def write_archive(
+    db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, account_id: str, archive: zipfile.ZipFile
+) -> dict[str, int]:
+    """Writes every data-map location of the account into `archive`; a count per location."""
     counts: dict[str, int] = {}
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for location in data_map.locations:
-            if location.kind == "storage":
-                if location.bucket == "exports":
-                    continue  # earlier exports are not content
-                n = 0
-                for blob in storage.list_blobs(buckets[location.bucket or ""], prefix=location.resolve(account_id)):
-                    name = f"{location.id}/{blob.name.removeprefix(location.resolve(account_id))}"
-                    if (blob.size or 0) <= MAX_OBJECT_BYTES:
-                        archive.writestr(name, blob.download_as_bytes())
-                    else:
-                        archive.writestr(name + ".too-large.txt", f"{blob.size} bytes; ask support for this file\n")
-                    n += 1
-                counts[location.id] = n
-                continue
-            docs = _documents(db, location, account_id)
-            counts[location.id] = len(docs)
-            archive.writestr(f"{location.id}.jsonl", "".join(_json_line(p, d) + "\n" for p, d in docs))
-        archive.writestr("manifest.json", json.dumps({"account_id": account_id, "counts": counts}, indent=2))
-    return buffer.getvalue(), counts
+    for location in data_map.locations:
+        if location.kind == "storage":
+            if location.bucket == "exports":
+                continue  # earlier exports are not content
+            n = 0
+            for blob in storage.list_blobs(buckets[location.bucket or ""], prefix=location.resolve(account_id)):
+                name = f"{location.id}/{blob.name.removeprefix(location.resolve(account_id))}"
+                if (blob.size or 0) <= MAX_OBJECT_BYTES:
+                    with blob.open("rb", chunk_size=READ_CHUNK_BYTES) as src, archive.open(name, "w") as dst:
+                        shutil.copyfileobj(src, dst, READ_CHUNK_BYTES)
+                else:
+                    archive.writestr(name + ".too-large.txt", f"{blob.size} bytes; ask support for this file\n")
+                n += 1
+            counts[location.id] = n
+            continue
+        n = 0
+        # force_zip64: the size is unknown until the end, and may pass 2 GiB.
+        with archive.open(f"{location.id}.jsonl", "w", force_zip64=True) as dst:
+            for path, data in _documents(db, location, account_id):
+                dst.write((_json_line(path, data) + "\n").encode())
+                n += 1
+        counts[location.id] = n
+    archive.writestr("manifest.json", json.dumps({"account_id": account_id, "counts": counts}, indent=2))
+    return counts
 
 
 def run_export(
@@ -119,23 +183,38 @@ def run_export(
         return "unknown"
     if record.get("status") == "ready":
         return "duplicate"
-    payload, counts = build_archive(db, storage, buckets, data_map, message.account_id)
-    store_ready(
-        storage.bucket(buckets["exports"]), ref, f"{message.account_id}/{message.export_id}.zip", payload, counts, now
-    )
+    object_name = f"{message.account_id}/{message.export_id}.zip"
+    with streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
+        counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
+    mark_ready(ref, object_name, out, counts, now)
     return "ready"
 
 
-def store_ready(bucket: Any, ref: Any, object_name: str, payload: bytes, counts: dict[str, int], now: datetime) -> None:
-    """Uploads a finished archive and marks its request ready, with the checksum the download carries."""
-    bucket.blob(object_name).upload_from_string(payload, content_type="application/zip")
+def mark_ready(ref: Any, object_name: str, out: _Digesting, counts: dict[str, int], now: datetime) -> None:
+    """Marks a request ready once its archive is stored, with the checksum the download names."""
     ref.update(
         {
             "status": "ready",
             "object": object_name,
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "size": len(payload),
+            "sha256": out.sha256,
+            "size": out.size,
             "counts": counts,
             "ready_at": now,
         }
     )
+
+
+def download_link(
+    bucket: Any, object_name: str, filename: str, credentials: Any, endpoint: str, now: datetime
+) -> dict[str, Any]:
+    """A V4 signed URL to a finished archive: the bytes go from Storage to the caller, not through a function."""
+    valid = timedelta(seconds=DOWNLOAD_URL_SECONDS)
+    url = bucket.blob(object_name).generate_signed_url(
+        version="v4",
+        expiration=valid,
+        method="GET",
+        api_access_endpoint=endpoint,
+        credentials=credentials,
+        response_disposition=f'attachment; filename="{filename}"',
+    )
+    return {"url": url, "expires_at": now.replace(microsecond=0) + valid}

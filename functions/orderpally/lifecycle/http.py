@@ -53,6 +53,8 @@ class StaffTerminationBody(pydantic.BaseModel):
 
 
 class StaffCancellationBody(pydantic.BaseModel):
+    """Undoing a staff action (a termination, a legal hold) needs a reason."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
     reason: str = pydantic.Field(min_length=5, max_length=2000)
@@ -264,6 +266,8 @@ def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
     principal = access.require_staff(request, "admin", "security")
     if not 1 <= len(hold_id) <= 64 or not hold_id.isalnum():
         raise web.Problem(404, "hold-not-found", "Not found", "No such legal hold.")
+    # Ending a hold lets deletion go on: as accountable as placing it.
+    body = web.parse_json(request, StaffCancellationBody)
     try:
         hold = service.release_hold(
             effects(),
@@ -271,6 +275,7 @@ def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
             actor=_actor(principal),
             client_address=access.client_address(request),
             now=datetime.now(UTC),
+            reason=body.reason,
         )
     except service.LifecycleConflict as exc:
         raise _conflict(exc) from None
@@ -288,9 +293,19 @@ def _exporter(request: flask.Request) -> Principal:
         raise access.forbidden("Staff cannot export a customer's content.")
     if principal.kind == "api_key" and not principal.has_scope(EXPORT_SCOPE):
         raise access.forbidden(f"This key lacks the {EXPORT_SCOPE} scope.")
-    if principal.kind == "customer" and not principal.email_verified:
+    if principal.kind == "customer" and not principal.identity_proven:
         raise web.Problem(403, "email-not-verified", "Email not verified", "Verify your email address first.")
     return principal
+
+
+def _payment_required(exc: content_export.PaymentRequired) -> web.Problem:
+    return web.Problem(
+        402,
+        "payment-required",
+        "Payment required",
+        f"Content can be retrieved once every amount due is paid; {exc.amount} {exc.currency} is outstanding.",
+        extra={"outstanding_amount": exc.amount, "currency": exc.currency},
+    )
 
 
 def request_export(request: flask.Request) -> flask.Response:
@@ -311,13 +326,7 @@ def request_export(request: flask.Request) -> flask.Response:
             writer=batch,
         )
     except content_export.PaymentRequired as exc:
-        raise web.Problem(
-            402,
-            "payment-required",
-            "Payment required",
-            f"Content can be retrieved once every amount due is paid; {exc.amount} {exc.currency} is outstanding.",
-            extra={"outstanding_amount": exc.amount, "currency": exc.currency},
-        ) from None
+        raise _payment_required(exc) from None
     event = audit.AuditEvent(
         "export.requested", _actor(principal), access.client_address(request), None, {"export_id": record["export_id"]}
     )
@@ -358,15 +367,28 @@ def download_export(request: flask.Request, export_id: str) -> flask.Response:
         raise web.Problem(409, "export-not-ready", "Not ready", "The export is still being prepared.")
     if record["expires_at"] <= datetime.now(UTC):
         raise web.Problem(410, "export-expired", "Expired", "This export has expired; request a new one.")
-    blob = clients.storage_client().bucket(settings().exports_bucket).blob(record["object"])
-    payload = blob.download_as_bytes(**clients.while_a_client_waits())
+    db = clients.firestore_client()
+    try:
+        # Retrieval, not only the request, waits until nothing is owed (clause 3.2(b)(ii)).
+        content_export.check_paid(billing.outstanding(db, principal.account_id))
+    except content_export.PaymentRequired as exc:
+        raise _payment_required(exc) from None
+    link = content_export.download_link(
+        clients.storage_client().bucket(settings().exports_bucket),
+        record["object"],
+        f"orderpally-export-{export_id}.zip",
+        clients.url_signing_credentials(),
+        clients.storage_download_endpoint(),
+        datetime.now(UTC),
+    )
+    # Recorded before the link leaves: every URL handed out is in the trail.
     audit.record(
         principal.account_id,
         audit.AuditEvent(
             "export.downloaded", _actor(principal), access.client_address(request), None, {"export_id": export_id}
         ),
     )
-    return web.zip_download(payload, f"orderpally-export-{export_id}.zip", record["sha256"])
+    return web.download_link(request, link, record["sha256"], record["size"])
 
 
 def notify_export_ready(account_id: str, export_id: str) -> None:

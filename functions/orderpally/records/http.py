@@ -13,6 +13,7 @@ from orderpally.access import http as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
+from orderpally.lifecycle import export
 from orderpally.messaging.requests import EmailRequest, request_email
 from orderpally.records import service
 
@@ -70,12 +71,15 @@ def download(request: flask.Request, request_id: str) -> flask.Response:
         raise web.Problem(409, "records-not-ready", "Not ready", "The records are still being collected.")
     if record["expires_at"] <= datetime.now(UTC):
         raise web.Problem(410, "records-expired", "Expired", "This file has expired; request the records again.")
-    payload = (
-        clients.storage_client()
-        .bucket(settings().exports_bucket)
-        .blob(record["object"])
-        .download_as_bytes(**clients.while_a_client_waits())
+    link = export.download_link(
+        clients.storage_client().bucket(settings().exports_bucket),
+        record["object"],
+        f"orderpally-records-{request_id}.zip",
+        clients.url_signing_credentials(),
+        clients.storage_download_endpoint(),
+        datetime.now(UTC),
     )
+    # Recorded before the link leaves: every URL handed out is in the trail.
     audit.record(
         principal.account_id,
         audit.AuditEvent(
@@ -86,12 +90,20 @@ def download(request: flask.Request, request_id: str) -> flask.Response:
             {"request_id": request_id},
         ),
     )
-    return web.zip_download(payload, f"orderpally-records-{request_id}.zip", record["sha256"])
+    return web.download_link(request, link, record["sha256"], record["size"])
 
 
 def staff_pending(request: flask.Request) -> flask.Response:
-    access.require_staff(request, "support", "admin")
-    return web.json_response({"pending": service.pending(clients.firestore_client(), datetime.now(UTC))})
+    principal, reason = access.require_staff_read(request, "support", "admin")
+    pending = service.pending(clients.firestore_client(), datetime.now(UTC))
+    actor = audit.Actor(kind="staff", id=principal.account_id, role=",".join(sorted(principal.roles)) or None)
+    # Each listed customer sees that staff looked at their pending request, and why.
+    for account_id in sorted({row["account_id"] for row in pending}):
+        audit.record(
+            account_id,
+            audit.AuditEvent("staff.read", actor, access.client_address(request), reason, {"what": "records_requests"}),
+        )
+    return web.json_response({"pending": pending})
 
 
 def build(message: service.RecordsMessage) -> None:

@@ -3,7 +3,8 @@
 `records_requests/{id}` records each request; a topic-triggered builder
 collects the account's audit trail (sign-in history included), the incidents
 it reported and the notices mailed to it, and writes one archive into the
-exports bucket (`<account_id>/records/<id>.zip`) that the customer downloads.
+exports bucket (`<account_id>/records/<id>.zip`) that the customer downloads
+through a short-lived signed URL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pydantic
 
 from orderpally import audit, fields
-from orderpally.lifecycle.export import store_ready
+from orderpally.lifecycle.export import mark_ready, streamed_archive
 
 RECORDS = "records_requests"
 TOPIC = "records-request"
@@ -132,23 +133,27 @@ def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[di
     return sorted(rows, key=lambda row: row["at"])
 
 
-def archive(rows: list[dict[str, Any]], account_id: str, wanted: dict[str, str]) -> bytes:
+def write_archive(zipped: zipfile.ZipFile, rows: list[dict[str, Any]], account_id: str, wanted: dict[str, str]) -> None:
+    """records.jsonl, records.csv and manifest.json, each written into the zip as it is made."""
+
     def plain(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "at": row["at"].astimezone(UTC).isoformat()}
 
-    lines = "".join(json.dumps(plain(r), ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**plain(row), "details": json.dumps(row["details"], ensure_ascii=False, sort_keys=True)})
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
-        zipped.writestr("records.jsonl", lines)
+    def text(name: str) -> io.TextIOWrapper:
+        # force_zip64: the size is unknown until the end, and may pass 2 GiB.
+        return io.TextIOWrapper(zipped.open(name, "w", force_zip64=True), "utf-8", newline="")
+
+    with text("records.jsonl") as lines:
+        for row in rows:
+            lines.write(json.dumps(plain(row), ensure_ascii=False, sort_keys=True) + "\n")
+    with text("records.csv") as table:
         # With a byte-order mark, spreadsheet programs read the Chinese text as UTF-8.
-        zipped.writestr("records.csv", "\ufeff" + table.getvalue())
-        zipped.writestr("manifest.json", json.dumps({"account_id": account_id, **wanted, "rows": len(rows)}, indent=2))
-    return buffer.getvalue()
+        table.write("\ufeff")
+        writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**plain(row), "details": json.dumps(row["details"], ensure_ascii=False, sort_keys=True)})
+    zipped.writestr("manifest.json", json.dumps({"account_id": account_id, **wanted, "rows": len(rows)}, indent=2))
 
 
 def run(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
@@ -161,10 +166,10 @@ def run(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
         return "duplicate"
     wanted = RecordsRange.model_validate({"from": record["from"], "to": record["to"]})
     rows = collect(db, message.account_id, *wanted.bounds())
-    payload = archive(rows, message.account_id, {"from": record["from"], "to": record["to"]})
-    store_ready(
-        bucket, ref, f"{message.account_id}/records/{message.request_id}.zip", payload, {"rows": len(rows)}, now
-    )
+    object_name = f"{message.account_id}/records/{message.request_id}.zip"
+    with streamed_archive(bucket, object_name) as (zipped, out):
+        write_archive(zipped, rows, message.account_id, {"from": record["from"], "to": record["to"]})
+    mark_ready(ref, object_name, out, {"rows": len(rows)}, now)
     return "ready"
 
 
