@@ -223,17 +223,19 @@ def missing_index(query: Query, indexes: Indexes) -> Need | None:
 # --- reading terraform/*.tf ----------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """python-hcl2 keeps quotes and ${...}; strip both (as tests/infra/conftest.py does)."""
+def plain_hcl(value: Any) -> Any:
+    """python-hcl2 keeps quotes and ${...}; strip both (tests/infra reads Terraform with this too)."""
     if isinstance(value, str):
         if len(value) >= 2 and value[0] == value[-1] == '"':
             return value[1:-1]
         match = re.fullmatch(r"\$\{(.*)\}", value, flags=re.DOTALL)
         return match.group(1) if match else value
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain_hcl(v) for v in value]
     if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items() if k not in ("__is_block__", "__inline_comments__")}
+        return {
+            plain_hcl(k): plain_hcl(v) for k, v in value.items() if k not in ("__is_block__", "__inline_comments__")
+        }
     return value
 
 
@@ -272,7 +274,7 @@ def load_terraform(directory: Path) -> Indexes:
     documents = []
     for path in sorted(directory.glob("*.tf")):
         with path.open() as handle:
-            documents.append(_plain(hcl2.load(handle)))
+            documents.append(plain_hcl(hcl2.load(handle)))
     local_values: dict[str, Any] = {}
     for document in documents:
         for block in document.get("locals", []):

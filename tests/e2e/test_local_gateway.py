@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,8 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def gateway(running_stack):
-    dead = unused_port()  # nothing listens here
-    routes = {"/incidents": running_stack.url("incidents"), "/gone": f"http://127.0.0.1:{dead}"}
+def own_gateway(routes: dict[str, str], *options: str) -> Iterator[str]:
+    """A gateway of the test's own on a free port, with `routes`; yields its URL, then stops it."""
     port = unused_port()
     process = subprocess.Popen(
         [
@@ -38,7 +37,7 @@ def gateway(running_stack):
             str(REPO / "infra" / "local" / "gateway.py"),
             f"--port={port}",
             f"--routes={json.dumps(routes)}",
-            "--read-timeout=2",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -47,13 +46,20 @@ def gateway(running_stack):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            requests.get(url + "/health-of-nothing", timeout=1)
+            requests.get(url + "/nothing", timeout=1)
             break
         except requests.ConnectionError:
             time.sleep(0.1)
     yield url
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture
+def gateway(running_stack):
+    dead = unused_port()  # nothing listens here
+    routes = {"/incidents": running_stack.url("incidents"), "/gone": f"http://127.0.0.1:{dead}"}
+    yield from own_gateway(routes, "--read-timeout=2")
 
 
 def test_a_body_shorter_than_its_length_is_answered_408_not_held_open(gateway):
@@ -118,29 +124,7 @@ def limits_gateway():
     upstream = make_server("127.0.0.1", 0, upstream_app, threaded=True)
     thread = threading.Thread(target=upstream.serve_forever, daemon=True)
     thread.start()
-    port = unused_port()
-    routes = {"/fn": f"http://127.0.0.1:{upstream.server_port}"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "infra" / "local" / "gateway.py"),
-            f"--port={port}",
-            f"--routes={json.dumps(routes)}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url + "/nothing", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    yield from own_gateway({"/fn": f"http://127.0.0.1:{upstream.server_port}"})
     upstream.shutdown()
 
 

@@ -6,29 +6,16 @@ turns both into the text a reader of the .tf files would see.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 import hcl2
 import pytest
 import yaml
 
+from firestore_indexes import plain_hcl as plain  # the local stack's reader of the same files
+
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, str):
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            return value[1:-1]
-        match = re.fullmatch(r"\$\{(.*)\}", value, flags=re.DOTALL)
-        return match.group(1) if match else value
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {plain(k): plain(v) for k, v in value.items() if k not in ("__is_block__", "__inline_comments__")}
-    return value
 
 
 class Terraform:
