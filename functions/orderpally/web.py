@@ -174,7 +174,7 @@ class Router:
 # not send Authorization across origins.
 CORS_REQUEST_HEADERS = ("Content-Type", "X-CSRF-Token", "Idempotency-Key")
 CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-CORS_EXPOSED_HEADERS = ("Retry-After", "Content-Disposition", "Digest", "Location")
+CORS_EXPOSED_HEADERS = ("Retry-After", "Content-Disposition", "Location")
 CORS_MAX_AGE_SECONDS = 600
 
 
@@ -223,6 +223,9 @@ def serve(request: flask.Request, handler: Callable[[flask.Request], flask.Respo
             response = _answer(request, handler)
     finally:
         structured_logging.unbind_trace(token)
+    if response.status_code == 204:
+        # No content, so no content type (Flask's default would say text/html).
+        response.headers.pop("Content-Type", None)
     return _with_cors(request, response)
 
 

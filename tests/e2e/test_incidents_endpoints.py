@@ -334,3 +334,19 @@ def test_concurrent_uploads_keep_the_limit_and_every_file(running_stack):
     assert sorted(o.name for o in objects) == sorted(entry["object"] for entry in stored)  # no orphans
     history = [e for e in audit.chain_page(service.chain(reference), 100) if e["action"] == "incident.attachment"]
     assert len(history) == len(numbers)
+
+
+def test_a_staff_read_of_a_retained_report_starts_no_trail_for_its_pseudonym(running_stack):
+    from orderpally.incidents import service
+
+    reference = submit(running_stack, report()).json()["reference"]
+    pseudonym = "pseudonym:0123456789abcdef01234567"
+    db = clients.firestore_client()
+    db.document(f"{service.INCIDENTS}/{reference}").update({"reporter_account_id": pseudonym})
+    security = create_identity(roles=["security"])
+    opened = requests.get(
+        running_stack.url("staff") + f"/staff/incidents/{reference}", params=WHY, headers=browser_headers(security)
+    )
+    assert opened.status_code == 200
+    assert not db.document(f"audit_chains/{pseudonym}").get().exists
+    assert list(db.collection(f"accounts/{pseudonym}/audit_trail").stream()) == []

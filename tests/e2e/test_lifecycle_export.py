@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from orderpally import clients, events
+from orderpally.access import api_keys
 from orderpally.config import settings
 from orderpally.lifecycle import billing
 from orderpally.lifecycle import export as content_export
@@ -42,6 +43,9 @@ def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
     db = clients.firestore_client()
     db.collection(f"accounts/{alice.uid}/audit_trail").add({"action": "sign_in"})
     db.document("orders/o-1").set({"store_id": alice.uid, "consumer_id": "someone", "amount": 990})
+    now = datetime.now(UTC)
+    pepper = settings().secret("API_KEY_PEPPER")
+    api_keys.create(db, alice.uid, "shop", ["audit:read"], now + timedelta(days=1), pepper, now)
     clients.storage_client().bucket(settings().attachments_bucket).blob(f"{alice.uid}/report.png").upload_from_string(
         b"png"
     )
@@ -81,6 +85,10 @@ def test_export_is_refused_while_unpaid_and_delivered_once_paid(running_stack):
     profile = [json.loads(line) for line in archive.read("account_profile.jsonl").decode().splitlines()]
     assert profile[0]["data"]["email"] == alice.email
     assert len(archive.read("audit_trail.jsonl").decode().splitlines()) >= 1
+    # The customer's keys, but not their keyed hashes: the service's secret, not their content.
+    keys = [json.loads(line)["data"] for line in archive.read("api_keys.jsonl").decode().splitlines()]
+    assert [k["name"] for k in keys] == ["shop"]
+    assert all("hash" not in k for k in keys)
 
 
 def test_someone_else_s_export_does_not_exist_for_you_and_expired_ones_are_gone(running_stack):

@@ -214,3 +214,9 @@ def test_answers_and_problems_name_a_frontend_origin_and_no_other():
     assert "Origin" in foreign.headers["Vary"]
     plain = call(answered, method="GET")
     assert "Access-Control-Allow-Origin" not in plain.headers
+
+
+def test_an_empty_answer_has_no_content_type():
+    response = call(lambda request: flask.Response(status=204), method="DELETE", data=None)
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers

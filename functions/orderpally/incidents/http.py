@@ -17,6 +17,7 @@ from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.incidents import rules, service
+from orderpally.lifecycle.rules import PSEUDONYM_PREFIX
 from orderpally.messaging.requests import EmailRequest, request_email, send_staged
 
 ALERT_DEADLINE = "incident-deadline"
@@ -365,9 +366,11 @@ def _reporter_sees(
     incident: dict[str, Any], reference: str, actor: audit.Actor, request: flask.Request, reason: str, what: str
 ) -> None:
     """A staff read of a report reaches its signed-in reporter's own trail, with the reason."""
-    if incident.get("reporter_account_id"):
+    reporter = incident.get("reporter_account_id") or ""
+    # A retained report names a pseudonym: nobody's trail, and none to start.
+    if reporter and not reporter.startswith(PSEUDONYM_PREFIX):
         audit.record(
-            incident["reporter_account_id"],
+            reporter,
             audit.AuditEvent(
                 "staff.read", actor, access.client_address(request), reason, {"reference": reference, "what": what}
             ),

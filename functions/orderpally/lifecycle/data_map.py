@@ -41,6 +41,8 @@ class Location(pydantic.BaseModel):
     personal_fields: list[str] = pydantic.Field(default_factory=list)
     # The field that dates a retained record (its fiscal year, or its own day).
     dated_by: str | None = None
+    # Fields that are secrets of the service's, not the customer's content: left out of exports.
+    not_exported: list[str] = pydantic.Field(default_factory=list)
     bucket: Literal["exports", "attachments"] | None = None
     prefix: str | None = None
 

@@ -165,7 +165,8 @@ def write_archive(
         # force_zip64: the size is unknown until the end, and may pass 2 GiB.
         with archive.open(f"{location.id}.jsonl", "w", force_zip64=True) as dst:
             for path, data in _documents(db, location, account_id):
-                dst.write((_json_line(path, data) + "\n").encode())
+                shown = {k: v for k, v in data.items() if k not in location.not_exported}
+                dst.write((_json_line(path, shown) + "\n").encode())
                 n += 1
         counts[location.id] = n
     archive.writestr("manifest.json", json.dumps({"account_id": account_id, "counts": counts}, indent=2))
