@@ -28,6 +28,17 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
+def read_reply(client: socket.socket) -> bytes:
+    """An HTTP answer with a JSON body, read off a raw socket until the body closes."""
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+        chunk = client.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
 def own_gateway(routes: dict[str, str], *options: str) -> Iterator[str]:
     """A gateway of the test's own on a free port, with `routes`; yields its URL, then stops it."""
     port = unused_port()
@@ -70,12 +81,7 @@ def test_a_body_shorter_than_its_length_is_answered_408_not_held_open(gateway):
             b'Content-Length: 100\r\n\r\n{"short":'
         )
         started = time.monotonic()
-        reply = b""
-        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-            chunk = client.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_reply(client)
     assert time.monotonic() - started < 10
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408")
@@ -143,12 +149,7 @@ def test_a_request_over_32_mib_is_a_413_problem_and_never_reaches_the_function(l
             + f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
             + b"x" * 1024
         )
-        reply = b""
-        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-            chunk = client.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_reply(client)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413")
     assert b"application/problem+json" in head
