@@ -88,7 +88,20 @@ def transaction_contended(exc: BaseException) -> bool:
 
 
 def backend_unavailable(exc: BaseException) -> bool:
-    """A failure of a backing service (down, slow, contended, cut off), worth a retry; not a bug."""
+    """A failure of a backing service (down, slow, contended, cut off), worth a retry; not a bug.
+
+    An error raised while handling such a failure is one too: when a transaction's begin is cut
+    off, the library's rollback then raises `ValueError` ("no transaction ID") over it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if _backend_failure(exc):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def _backend_failure(exc: BaseException) -> bool:
     import requests
     from google.api_core import exceptions as gexc
 

@@ -11,7 +11,9 @@ import contextvars
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 TRACE_KEY = "logging.googleapis.com/trace"
@@ -54,7 +56,24 @@ class CloudLoggingFormatter(logging.Formatter):
         if record.exc_info:
             # The type only: exception text can carry request data.
             entry["error_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            if record.exc_info[1] is not None:
+                entry.update(_whereabouts(record.exc_info[1]))
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _whereabouts(exc: BaseException) -> dict[str, Any]:
+    """What raised, without any message: the types of the exception chain, outermost first, and
+    the innermost frames of the first as `file:line function` (code locations carry no data)."""
+    chain: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 5:
+        chain.append(type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    return {
+        "error_chain": chain,
+        "error_at": [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames],
+    }
 
 
 _configured = False

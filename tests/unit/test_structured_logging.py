@@ -56,3 +56,22 @@ def test_exception_text_is_not_logged():
         entry = format_record("failed", level=logging.ERROR, exc_info=sys.exc_info())
     assert entry["error_type"] == "ValueError"
     assert "hunter2" not in json.dumps(entry)
+
+
+def test_an_error_logs_its_chain_and_where_it_was_raised_without_text():
+    def rollback_after(cut: Exception) -> None:
+        try:
+            raise cut
+        except ConnectionError:
+            raise ValueError("token=abc123")  # noqa: B904 - the context is what is logged
+
+    try:
+        rollback_after(ConnectionError("10.0.0.9 refused"))
+    except ValueError:
+        entry = format_record("failed", level=logging.ERROR, exc_info=sys.exc_info())
+    assert entry["error_chain"] == ["ValueError", "ConnectionError"]
+    assert entry["error_at"][-1].startswith("test_structured_logging.py:")
+    assert entry["error_at"][-1].endswith(" rollback_after")
+    text = json.dumps(entry)
+    assert "abc123" not in text
+    assert "10.0.0.9" not in text

@@ -109,6 +109,36 @@ def test_a_transaction_lost_to_an_outage_or_contention_is_503(lost):
     assert call(failing, method="GET").status_code == 503
 
 
+class CutOffFirestoreApi:
+    """The transport under a real Firestore client whose connection dropped mid-request."""
+
+    def begin_transaction(self, **_):
+        raise gexc.DeadlineExceeded("begin cut off")
+
+    def rollback(self, **_):
+        raise AssertionError("nothing began, so nothing is rolled back")
+
+
+def test_a_transaction_whose_begin_is_cut_off_is_503():
+    # The library's rollback then raises ValueError("... no transaction ID ...") over the cut.
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    client = firestore.Client(project="p", credentials=AnonymousCredentials())
+    client._firestore_api_internal = CutOffFirestoreApi()
+
+    @firestore.transactional
+    def write(transaction):
+        transaction.set(client.document("c/d"), {"a": 1})
+
+    def failing(request):
+        write(client.transaction())
+
+    with pytest.raises(ValueError, match="no transaction ID"):
+        failing(None)
+    assert call(failing, method="GET").status_code == 503
+
+
 def test_other_invalid_arguments_are_bugs():
     def failing(request):
         raise gexc.InvalidArgument("Property name is reserved.")
