@@ -98,11 +98,12 @@ class Settings:
     # The account that signs; empty in production, where the metadata server names it.
     service_account_email: str = ""
     # Browser sessions
-    frontend_origins: tuple[str, ...] = ("http://localhost:3000",)
+    frontend_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
     session_lifetime_seconds: int = 5 * 24 * 3600
-    # How many proxies in front of the functions append to X-Forwarded-For
-    # (the Google load balancer appends the client and its own address).
-    trusted_proxy_hops: int = 0
+    # How many proxies in front of the functions append to X-Forwarded-For (the Google load
+    # balancer appends the client and its own address; the local gateway does the same). A
+    # request that did not come through them (a test calling a function's port) has no address.
+    trusted_proxy_hops: int = 2
 
     def secret(self, name: str) -> bytes:
         """A mounted secret; the local stack falls back to a fixed, non-secret value."""
@@ -190,9 +191,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
         iam_credentials_base_url=_iam_credentials_base_url(env, environment),
         service_account_email=_service_account_email(env, project_id, emulators),
-        frontend_origins=_origins(env.get("FRONTEND_ORIGINS", "http://localhost:3000")),
+        frontend_origins=_origins(env.get("FRONTEND_ORIGINS", ",".join(Settings.frontend_origins))),
         session_lifetime_seconds=_session_lifetime(env),
-        trusted_proxy_hops=_at_least(env, "TRUSTED_PROXY_HOPS", 0 if environment in ("local", "test") else 2, 0),
+        trusted_proxy_hops=_at_least(env, "TRUSTED_PROXY_HOPS", 2, 0),
     )
     _require_deployed_settings(env, environment)
     return loaded

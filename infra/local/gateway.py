@@ -3,9 +3,10 @@
 Production serves every HTTP function under one domain through a URL map
 built from `infra/functions.yaml`; locally this process does the same, so a
 frontend (and mailed links, and the contract fuzzer) need one base URL. It
-adds X-Forwarded-For like the load balancer, which the functions trust only
-when TRUSTED_PROXY_HOPS says so, and holds requests and responses to the size
-limits that production's functions have and the emulators do not.
+adds X-Forwarded-For as the load balancer does (the client's address, then its
+own), which the functions read with the same TRUSTED_PROXY_HOPS=2 as in
+production, and holds requests and responses to the size limits that
+production's functions have and the emulators do not.
 """
 
 from __future__ import annotations
@@ -73,9 +74,7 @@ class Gateway:
         except (OSError, ClientDisconnected):
             return problem(408, "request-timeout", "The request body did not arrive")(environ, start_response)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        forwarded = request.headers.get("X-Forwarded-For")
-        client = request.remote_addr or ""
-        headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
+        headers["X-Forwarded-For"] = forwarded_for(request.headers.get("X-Forwarded-For"), request.remote_addr, environ)
         # The path exactly as the client sent it, still percent-encoded: decoding it here
         # would turn an encoded "#" or "?" inside a path parameter into URL syntax.
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
@@ -105,6 +104,14 @@ class Gateway:
             return response_too_large()(environ, start_response)
         out = Response(body, status=upstream.status_code, headers=passed)
         return out(environ, start_response)
+
+
+def forwarded_for(supplied: str | None, client: str | None, environ: dict) -> str:
+    """X-Forwarded-For as Google's external Application Load Balancer sends it on: whatever the
+    client supplied, then the client's address, then the load balancer's own. The functions take
+    the second-to-last entry (TRUSTED_PROXY_HOPS=2), so a supplied value is never believed."""
+    own = environ.get("SERVER_NAME") or "127.0.0.1"
+    return ", ".join(part for part in (supplied, client or "", own) if part is not None)
 
 
 def response_too_large() -> Response:

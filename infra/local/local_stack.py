@@ -34,6 +34,10 @@ import facebook_standin
 import iam_proxy
 from smtp_sink import clear_mailbox
 
+# The origins a frontend may call the local API from (CORS with credentials); FRONTEND_ORIGINS
+# replaces them. One per host name a developer may use, since a page must call the API by the same.
+DEFAULT_FRONTEND_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000"
+
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = REPO / "infra" / "functions.yaml"
 FUNCTIONS_DIR = REPO / "functions"
@@ -345,8 +349,25 @@ class LocalStack:
             "FACEBOOK_TIMEOUT_SECONDS": "2",
             "FACEBOOK_REDIRECT_URI": self.gateway_url + "/auth/facebook/callback",
             "PUBLIC_BASE_URL": self.gateway_url,
+            "FRONTEND_ORIGINS": ",".join(self.frontend_origins),
             **self.extra_env,
         }
+
+    @property
+    def frontend_origins(self) -> list[str]:
+        raw = self.extra_env.get("FRONTEND_ORIGINS") or os.environ.get("FRONTEND_ORIGINS") or DEFAULT_FRONTEND_ORIGINS
+        return [origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip()]
+
+    def frontend_pairings(self) -> list[tuple[str, str]]:
+        """Each allowed frontend origin with the gateway address its pages must call: the same host
+        name. The session cookie is SameSite=Lax, and localhost and 127.0.0.1 are different sites,
+        so a page on one that calls the other signs in and is then refused (401) on every call."""
+        pairs = []
+        for origin in self.frontend_origins:
+            host = origin.split("://", 1)[1].rsplit(":", 1)[0]
+            if origin.startswith("http://") and host in ("localhost", "127.0.0.1"):
+                pairs.append((origin, f"http://{host}:{self.ports.gateway}"))
+        return pairs
 
     @property
     def gateway_url(self) -> str:
@@ -630,6 +651,10 @@ class LocalStack:
                 f"sign in with Facebook at {self.gateway_url}/auth/facebook/start",
             ),
             ("gateway", self.gateway_url, "every HTTP route below under one address, as the load balancer serves it"),
+            *(
+                ("frontend", origin, f"a page here calls the API at {api} (the same host name, for its cookies)")
+                for origin, api in self.frontend_pairings()
+            ),
         ]
         for info in self.functions:
             trigger = info.entry.trigger

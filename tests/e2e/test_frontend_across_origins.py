@@ -84,8 +84,13 @@ def run_page(browser, url: str) -> dict:
     return json.loads(browser.title)
 
 
-def page_for(running_stack, customer) -> bytes:
-    api = f"http://localhost:{running_stack.ports.gateway}"
+def paired_api(running_stack, page_origin: str) -> str:
+    """The API address `make run` prints beside this frontend origin."""
+    return dict(running_stack.frontend_pairings())[page_origin]
+
+
+def page_for(running_stack, customer, api: str | None = None) -> bytes:
+    api = api or paired_api(running_stack, frontend.page_origin(running_stack.ports.gateway))
     text = PAGE.replace("API", json.dumps(api), 1).replace("EMAIL", json.dumps(customer.email), 1)
     return text.replace("PASSWORD", json.dumps(PASSWORD), 1).encode()
 
@@ -111,3 +116,16 @@ def test_a_page_on_another_origin_reads_nothing(running_stack, page_server):
         # 127.0.0.1 is another origin than localhost, and not a frontend's.
         seen = run_page(browser, f"http://127.0.0.1:{frontend.page_port(running_stack.ports.gateway)}/app")
     assert seen.keys() == {"error"}  # the first fetch already fails: no CORS answer to read
+
+
+def test_a_page_that_calls_the_api_by_the_other_host_name_is_refused_after_sign_in(running_stack, page_server):
+    # What the README warns of: localhost and 127.0.0.1 are different sites, so the browser keeps
+    # the SameSite=Lax session cookie from the next call although sign-in itself succeeded.
+    customer = create_customer()
+    origin = frontend.page_origin(running_stack.ports.gateway)
+    assert paired_api(running_stack, origin).startswith("http://localhost:")
+    page_server["/app"] = page_for(running_stack, customer, f"http://127.0.0.1:{running_stack.ports.gateway}")
+    with running_chromium("en", javascript=True) as browser:
+        seen = run_page(browser, origin + "/app")
+    assert seen["sign_in"] == 200
+    assert seen["trail"] == 401

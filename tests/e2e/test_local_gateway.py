@@ -174,3 +174,39 @@ def test_a_streamed_response_is_not_held_to_the_limit(limits_gateway):
     streamed = requests.get(limits_gateway + f"/fn/stream?n={MAX_BODY_BYTES + 1}", timeout=60)
     assert streamed.status_code == 200
     assert len(streamed.content) == MAX_BODY_BYTES + 1
+
+
+# --- client addresses, as the load balancer forwards them ---------------------------------------
+
+
+def post_from(source: str, port: int, path: str, body: dict, headers: dict[str, str] | None = None) -> int:
+    """POST through the gateway from a loopback address of the test's choosing (all of
+    127.0.0.0/8 reaches the gateway), so that callers can differ by address as in production."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_callers_are_told_apart_by_address_and_a_forged_forwarded_for_is_not_believed(running_stack):
+    import random
+
+    from orderpally.access import limiter
+    from orderpally.incidents.http import ANONYMOUS_PER_ADDRESS
+
+    port = running_stack.ports.gateway
+    report = {"category": "other", "description": "a page that imitates our sign-in", "contact_email": "g@example.com"}
+    first, second = (f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{n}" for n in (2, 3))
+    for _ in range(limiter.configured(ANONYMOUS_PER_ADDRESS).max_attempts):
+        assert post_from(first, port, "/incidents", report) == 201
+    assert post_from(first, port, "/incidents", report) == 429
+    # Claiming to be someone else does not buy a new allowance: the gateway appends the real
+    # address, and the function reads the entry the load balancer wrote, not the client's.
+    forged = {"X-Forwarded-For": f"203.0.113.{random.randint(1, 250)}"}
+    assert post_from(first, port, "/incidents", report, forged) == 429
+    # Another address has its own allowance.
+    assert post_from(second, port, "/incidents", report) == 201

@@ -37,3 +37,17 @@ def test_push_endpoint_carries_the_topic_path():
     entry = next(e for e in local_stack.load_catalogue() if e.kind == "topic")
     info = local_stack.FunctionProcessInfo(entry, 9000)
     assert info.push_endpoint("p") == f"http://127.0.0.1:9000/projects/p/topics/{entry.trigger['topic']}"
+
+
+def test_the_frontend_pairings_printed_are_the_ones_the_readme_documents(tmp_path, monkeypatch):
+    monkeypatch.delenv("FRONTEND_ORIGINS", raising=False)  # the test stack's own
+    stack = local_stack.LocalStack(local_stack.Ports.from_env({}), tmp_path)
+    pairings = stack.frontend_pairings()
+    assert pairings == [
+        ("http://localhost:3000", "http://localhost:8100"),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:8100"),
+    ]
+    readme = (local_stack.REPO / "README.md").read_text()
+    for origin, api in pairings:
+        assert f"| `{origin}` | `{api}` |" in readme
+        assert f"a page here calls the API at {api}" in stack.table()
