@@ -288,7 +288,9 @@ def load_terraform(directory: Path) -> Indexes:
                     for each in _for_each_values(body, local_values):
                         collection = _resolve(str(body["collection"]), each)
                         if rtype == "google_firestore_index":
-                            fields = tuple((str(f["field_path"]), _mode(f)) for f in body.get("fields", []))
+                            fields = tuple(
+                                (_resolve(str(f["field_path"]), each), _mode(f)) for f in body.get("fields", [])
+                            )
                             scope = str(body.get("query_scope", COLLECTION))
                             composites.append(CompositeIndex(collection, fields, scope))
                         elif "index_config" in body:  # without it, the field keeps the automatic indexes

@@ -23,7 +23,9 @@ raise in production: gRPC PERMISSION_DENIED (Pub/Sub), HTTP 403 JSON errors
 every RunQuery / RunAggregationQuery is checked against the indexes in
 terraform/*.tf (firestore_indexes.py); one production could not serve is
 answered FAILED_PRECONDITION "The query requires an index..." and written to
-`<state dir>/iam/index-violations.jsonl`, which the tests assert empty. Every
+`<state dir>/iam/index-violations.jsonl`, which the tests assert empty. A Commit
+or BatchWrite of more than 500 writes is refused INVALID_ARGUMENT, as production
+refuses it. Every
 refusal is also written to `<state dir>/iam/refusals.jsonl`, and every distinct
 query shape to `queries.jsonl`.
 
@@ -60,6 +62,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import firestore_indexes
 
 OWNER = "owner"
+MAX_WRITES_PER_REQUEST = 500  # Firestore's limit on one Commit or BatchWrite
 HTTP2_PREFACE = b"PRI"
 BASELINE_ROLES = ("project:roles/datastore.user", "project:roles/logging.logWriter")
 
@@ -441,6 +444,17 @@ class GrpcForwarder:
             # roles/pubsub.publisher holds pubsub.topics.publish only: nothing else is allowed.
             self.proxy.record_refusal(self.identity, "pubsub", method)
             return grpc.StatusCode.PERMISSION_DENIED, "User not authorized to perform this action."
+        if method in ("/google.firestore.v1.Firestore/Commit", "/google.firestore.v1.Firestore/BatchWrite"):
+            if first is None:
+                return None
+            from google.cloud.firestore_v1 import types
+
+            kind = types.CommitRequest if method.endswith("Commit") else types.BatchWriteRequest
+            if len(kind.deserialize(first).writes) > MAX_WRITES_PER_REQUEST:
+                # As production answers; the emulator commits any number.
+                self.proxy.record_refusal(self.identity, "firestore", f"{method}: over {MAX_WRITES_PER_REQUEST} writes")
+                return grpc.StatusCode.INVALID_ARGUMENT, "maximum 500 writes allowed per request"
+            return None
         if method in ("/google.firestore.v1.Firestore/RunQuery", "/google.firestore.v1.Firestore/RunAggregationQuery"):
             if first is None:
                 return None
@@ -462,9 +476,9 @@ class GrpcForwarder:
     def forward(self, channel: Any, method: str, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
         import grpc
 
-        checked = method.endswith(("/Publish", "/RunQuery", "/RunAggregationQuery")) or method.startswith(
-            ("/google.pubsub.", "/google.iam.v1.")
-        )
+        checked = method.endswith(
+            ("/Publish", "/RunQuery", "/RunAggregationQuery", "Firestore/Commit", "Firestore/BatchWrite")
+        ) or method.startswith(("/google.pubsub.", "/google.iam.v1."))
         if checked:
             # Unary requests (and RunQuery's) carry one message: read it before forwarding.
             first = next(requests, None)

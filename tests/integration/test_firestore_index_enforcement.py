@@ -24,3 +24,19 @@ def test_a_query_needing_an_undeclared_composite_index_fails_as_in_production():
     assert "kind ASCENDING, at ASCENDING" in refused.value.message
     with pytest.raises(exceptions.FailedPrecondition):  # aggregations too
         needing.count().get()
+
+
+def test_a_commit_of_more_than_500_writes_fails_as_in_production():
+    db = clients.firestore_client()
+    probe = db.collection("write_limit_probe")
+    too_many = db.batch()
+    for n in range(501):
+        too_many.set(probe.document(f"d{n}"), {"n": n})
+    with pytest.raises(exceptions.InvalidArgument, match="maximum 500 writes"):
+        too_many.commit()
+    assert list(probe.limit(1).stream()) == []  # nothing of it was written
+    enough = db.batch()
+    for n in range(500):
+        enough.set(probe.document(f"d{n}"), {"n": n})
+    enough.commit()
+    assert probe.count().get()[0][0].value == 500
