@@ -11,7 +11,7 @@ start pays for its own code only, not for the other functions'.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,7 +168,7 @@ def notices(request: flask.Request) -> flask.Response:
 # --- Scheduled (HTTP, POST from Cloud Scheduler) and topic functions ------------------
 
 
-def _handle(cloud_event: CloudEvent, spec: Any, handler: Callable[[Any, Any], None]) -> None:
+def _handle(cloud_event: CloudEvent, spec: Any, handler: Callable[[Any, Any], object]) -> None:
     from orderpally import events
 
     events.handle_event(cloud_event, spec, handler)
@@ -178,8 +178,9 @@ def _handle(cloud_event: CloudEvent, spec: Any, handler: Callable[[Any, Any], No
 def _event_spec(function: str, message_type: str, payload: type, lease_seconds: int | None = None) -> Any:
     from orderpally import events
 
-    extra = {"lease_seconds": lease_seconds} if lease_seconds else {}
-    return events.EventSpec(function=function, message_type=message_type, payload=payload, **extra)
+    if lease_seconds:
+        return events.EventSpec(function, message_type, payload, lease_seconds=lease_seconds)
+    return events.EventSpec(function=function, message_type=message_type, payload=payload)
 
 
 @functions_framework.http
@@ -356,7 +357,7 @@ def fan_out_notice(cloud_event: CloudEvent) -> None:
     from orderpally.notices import fanout as notice_fanout
     from orderpally.notices import http as notices_http
 
-    def publish_emails(requests: list[email_requests.EmailRequest]) -> None:
+    def publish_emails(requests: Sequence[email_requests.EmailRequest]) -> None:
         # Publish the page at once, then wait: the cursor moves only when Pub/Sub holds every request.
         futures = [
             events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, r.model_dump(mode="json"))

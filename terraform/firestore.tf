@@ -62,6 +62,44 @@ resource "google_firestore_index" "due_terminations" {
   }
 }
 
+# The retention purge's reports made without an account, oldest first (lifecycle/deletion.py).
+resource "google_firestore_index" "ownerless_incidents" {
+  database   = google_firestore_database.main.name
+  collection = "incidents"
+
+  fields {
+    field_path = "reporter_account_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+}
+
+# An account's breach notices under any incident, and their purge (lifecycle/deletion.py): a
+# collection-group query needs its single-field index declared; the collection scope stays.
+resource "google_firestore_field" "breach_recipients" {
+  for_each = toset(["account_id", "retained_until"])
+
+  database   = google_firestore_database.main.name
+  collection = "breach_recipients"
+  field      = each.value
+
+  index_config {
+    indexes {
+      order = "ASCENDING"
+    }
+    indexes {
+      order = "DESCENDING"
+    }
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION_GROUP"
+    }
+  }
+}
+
 # The notices feed filtered by kind, newest first (notices/service.py).
 resource "google_firestore_index" "notices_by_kind" {
   database   = google_firestore_database.main.name
@@ -73,6 +111,23 @@ resource "google_firestore_index" "notices_by_kind" {
   }
   fields {
     field_path = "first_published_at"
+    order      = "DESCENDING"
+  }
+}
+
+# The staff incident list, newest first, filtered by any of state, severity and category
+# (incidents/http.py); Firestore merges these for a list filtered by two or three.
+resource "google_firestore_index" "incidents_newest" {
+  for_each   = toset(["state", "severity", "category"])
+  database   = google_firestore_database.main.name
+  collection = "incidents"
+
+  fields {
+    field_path = each.key
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
     order      = "DESCENDING"
   }
 }

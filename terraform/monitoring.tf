@@ -110,6 +110,7 @@ locals {
     staged-email-unreadable    = "A staged notice email cannot be read back, so the redrive cannot send it"
     smtp-tls-unavailable       = "The mail relay offers no TLS: notice emails wait for redelivery"
     identity-misconfigured     = "Identity Platform refuses the service's API key or configuration: nobody can sign in"
+    billing-sequence-gap       = "Billing events wait behind a missing sequence number for over 30 minutes: replay it (exports are refused meanwhile)"
   }
 }
 

@@ -28,9 +28,12 @@ Language = Literal["zh-TW", "en"]
 AccountKind = Literal["store", "consumer"]
 
 
-def preferred_language(stored: object, fallback: str = DEFAULT_LANGUAGE) -> str:
+def preferred_language(stored: object, fallback: str = DEFAULT_LANGUAGE) -> Language:
     """The stored preference when it is one we write in, else the fallback."""
-    return stored if stored in LANGUAGES else (fallback if fallback in LANGUAGES else DEFAULT_LANGUAGE)
+    for choice in (stored, fallback):
+        if choice == "zh-TW" or choice == "en":
+            return choice
+    return "zh-TW"
 
 
 def trail_is_open(db: Any, account_id: str) -> bool:

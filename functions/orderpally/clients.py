@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from orderpally.config import settings
 
 if TYPE_CHECKING:
+    import google.cloud.pubsub_v1 as pubsub_v1
+    import google.cloud.storage as storage
     from firebase_admin import App
     from google.auth.credentials import Signing
-    from google.cloud import firestore, pubsub_v1, storage
+    from google.cloud import firestore
 
 
 # No Firestore call may outlast this: an outage becomes a quick, retryable error
@@ -126,7 +128,7 @@ def _backend_failure(exc: BaseException) -> bool:
 
 @functools.cache
 def publisher() -> pubsub_v1.PublisherClient:
-    from google.cloud import pubsub_v1
+    import google.cloud.pubsub_v1 as pubsub_v1
 
     return pubsub_v1.PublisherClient()
 
@@ -146,7 +148,7 @@ def while_a_client_waits() -> dict[str, Any]:
 
 @functools.cache
 def storage_client() -> storage.Client:
-    from google.cloud import storage
+    import google.cloud.storage as storage
 
     cfg = settings()
     if "STORAGE_EMULATOR_HOST" in cfg.emulator_hosts:
@@ -202,7 +204,7 @@ def url_signing_credentials() -> Signing:
         email = email or getattr(credentials, "service_account_email", "")
         if email in ("", "default"):  # Compute credentials learn their email from the metadata server
             credentials.refresh(Request())
-            email = credentials.service_account_email
+            email = credentials.service_account_email  # type: ignore[attr-defined]  # Compute credentials
         session = AuthorizedSession(credentials)
     if not email:
         raise RuntimeError("no service account to sign as: set SERVICE_ACCOUNT_EMAIL")

@@ -290,7 +290,7 @@ def _record_drop(spec: EventSpec[Any], event_id: str, status: str, reason: str, 
 def handle_event(
     cloud_event: Any,
     spec: EventSpec[Payload],
-    handler: Callable[[Payload, EventContext], None],
+    handler: Callable[[Payload, EventContext], object],
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> str:

@@ -8,6 +8,7 @@ backend outage is a 503 they may retry, not a 500.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import flask
 import pydantic
+from werkzeug.datastructures import HeaderSet
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -196,8 +198,8 @@ def _preflight(request: flask.Request) -> flask.Response:
         detail = f"Allowed methods: {', '.join(CORS_METHODS)}; headers: {', '.join(CORS_REQUEST_HEADERS)}."
         return Problem(403, "cors-request", "Cross-origin request refused", detail).to_response(request.path)
     response = flask.Response(status=204)
-    response.access_control_allow_methods = CORS_METHODS
-    response.access_control_allow_headers = CORS_REQUEST_HEADERS
+    response.access_control_allow_methods = HeaderSet(CORS_METHODS)
+    response.access_control_allow_headers = HeaderSet(CORS_REQUEST_HEADERS)
     response.access_control_max_age = CORS_MAX_AGE_SECONDS
     return response
 
@@ -209,7 +211,7 @@ def _with_cors(request: flask.Request, response: flask.Response) -> flask.Respon
     if origin is not None:
         response.access_control_allow_origin = origin
         response.access_control_allow_credentials = True
-        response.access_control_expose_headers = CORS_EXPOSED_HEADERS
+        response.access_control_expose_headers = HeaderSet(CORS_EXPOSED_HEADERS)
     return response
 
 
@@ -262,6 +264,11 @@ def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[fl
     return wrapped
 
 
+def repr_digest(sha256_hex: str) -> str:
+    """An RFC 9530 `Repr-Digest` value for bytes with this SHA-256: `sha-256=:<base64>:`."""
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"
+
+
 def download_link(request: flask.Request, link: dict[str, Any], sha256: str, size: int) -> flask.Response:
     """A finished archive, as a short-lived signed URL to it in Cloud Storage (never the bytes:
     a function's response is capped at 32 MiB).
@@ -269,7 +276,13 @@ def download_link(request: flask.Request, link: dict[str, Any], sha256: str, siz
     303 to the URL, with the link in a JSON body too; 200 with only the JSON for a caller that
     asks for JSON, since fetch() follows a redirect itself and could not read that body.
     """
-    body = {"url": link["url"], "expires_at": link["expires_at"].isoformat(), "sha256": sha256, "size": size}
+    body = {
+        "url": link["url"],
+        "expires_at": link["expires_at"].isoformat(),
+        "sha256": sha256,
+        "repr_digest": repr_digest(sha256),
+        "size": size,
+    }
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         return json_response(body)
     return json_response(body, 303, headers={"Location": link["url"]})

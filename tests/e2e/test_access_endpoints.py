@@ -88,9 +88,17 @@ def test_sign_up_verify_sign_in_and_use_an_api_key(running_stack):
     )
 
     verification = next(m for m in mails_to(running_stack.mailbox, email) if "Confirm" in str(m["Subject"]))
-    assert requests.get(link_in(verification), timeout=30).status_code == 200
+    followed = requests.get(link_in(verification), timeout=30, allow_redirects=False)
+    # The link verifies the address and returns the browser to the frontend.
+    assert followed.status_code == 303
+    assert followed.headers["Location"].startswith(FRONTEND_ORIGIN + "/")
+    # The session tells what Firebase Auth holds now, and that this session predates it.
+    state = browser.call("GET", "auth", "/auth/session").json()
+    assert (state["email_verified"], state["session_email_verified"]) == (True, False)
+    assert state["csrf_token"] == browser.cookies["__Host-op_csrf"]  # recoverable after a reload
     browser.sign_in(email)
-    assert browser.call("GET", "auth", "/auth/session").json()["email_verified"] is True
+    state = browser.call("GET", "auth", "/auth/session").json()
+    assert (state["email_verified"], state["session_email_verified"]) == (True, True)
 
     created = browser.call("POST", "account", "/account/api-keys", json={"name": "shop sync", "scopes": ["audit:read"]})
     assert created.status_code == 201, created.text

@@ -53,11 +53,14 @@ MATRIX: dict[str, str] = {
     # B asking for A's key learns nothing; a key may revoke only itself
     "DELETE /account/api-keys/{key_id}": "401 204 404 403 403 403 403 403 401 401",
     "GET /account/audit-trail": "401 200 200 403 403 403 200 403 401 401",
-    "POST /account/exports": "401 202 202 403 403 403 202 403 401 401",
+    # A already has an export in progress (seeded), so A's callers get 409 pointing at it
+    "POST /account/exports": "401 409 202 403 403 403 409 403 401 401",
     "GET /account/exports/{export_id}": "401 200 404 403 403 403 200 403 401 401",
     "GET /account/exports/{export_id}/download": "401 409 404 403 403 403 409 403 401 401",
     "POST /account/termination": "401 422 422 403 403 403 403 403 401 401",
     "GET /account/termination": "401 200 200 403 403 403 200 200 401 401",
+    # the secret link mailed at termination, no sign-in: without its token, 422 for everyone
+    "GET /account/deletion-certificate": "422 422 422 422 422 422 422 422 422 422",
     "DELETE /account/termination": "401 409 409 403 403 403 403 403 401 401",
     "POST /account/records-requests": "401 422 422 403 403 403 403 403 401 401",
     "GET /account/records-requests/{request_id}": "401 200 404 403 403 403 403 403 401 401",
@@ -79,6 +82,8 @@ MATRIX: dict[str, str] = {
     "GET /staff/accounts/{account_id}": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 422 422 403 403 401 401",
+    "GET /staff/accounts/{account_id}/billing": "401 403 403 422 422 422 403 403 401 401",
+    "GET /staff/accounts/{account_id}/deletion-certificate": "401 403 403 422 422 422 403 403 401 401",
     "PUT /staff/staff-roles/{account_id}": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/accounts/{account_id}/termination": "401 403 403 403 403 422 403 403 401 401",
     "POST /staff/accounts/{account_id}/termination/cancellation": "401 403 403 403 403 422 403 403 401 401",
@@ -161,6 +166,8 @@ def _objects(owner: str) -> dict[str, str]:
             "expires_at": now + timedelta(days=1),
         }
     )
+    # The archive limit's record of that export, still in progress.
+    db.document(f"archive_quotas/{owner}").set({"export": {"day": "2000-01-01", "count": 1, "active_id": "e" * 20}})
     db.document(f"records_requests/{'r' * 20}").set(
         {
             "request_id": "r" * 20,

@@ -2,8 +2,9 @@
 
 Headless Chromium loads a page served by this test on one of the frontend origins
 (FRONTEND_ORIGINS of the test stack); the page signs in at the gateway with
-`fetch(..., {credentials: "include"})`, reads its audit trail and creates an API
-key with the CSRF token, as a frontend would. The same page served from an origin
+`fetch(..., {credentials: "include"})`, recovers the CSRF token from `GET /auth/session`
+as after a reload, reads its audit trail and creates an API key with that token, as a
+frontend would. The same page served from an origin
 that is not a frontend can read nothing back.
 """
 
@@ -29,6 +30,10 @@ PAGE = """<!doctype html><html><head><title>pending</title></head><body><script>
     let r = await fetch(api + "/auth/sign-in", {method: "POST", credentials: "include",
       headers: {"Content-Type": "application/json"}, body: JSON.stringify({email: EMAIL, password: PASSWORD})});
     seen.sign_in = r.status;
+    await r.json();
+    // As after a reload: the page kept nothing, and cannot read the API's CSRF cookie.
+    r = await fetch(api + "/auth/session", {credentials: "include"});
+    seen.session = r.status;
     const csrf = (await r.json()).csrf_token;
     r = await fetch(api + "/account/audit-trail", {credentials: "include"});
     seen.trail = r.status;
@@ -102,6 +107,7 @@ def test_a_frontend_page_signs_in_reads_and_writes_across_origins(running_stack,
         seen = run_page(browser, frontend.page_origin(running_stack.ports.gateway) + "/app")
     assert "error" not in seen, seen
     assert seen["sign_in"] == 200
+    assert seen["session"] == 200
     assert seen["trail"] == 200
     assert "sign_in.succeeded" in seen["trail_actions"]
     assert seen["key"] == 201

@@ -350,3 +350,31 @@ def test_a_staff_read_of_a_retained_report_starts_no_trail_for_its_pseudonym(run
     assert opened.status_code == 200
     assert not db.document(f"audit_chains/{pseudonym}").get().exists
     assert list(db.collection(f"accounts/{pseudonym}/audit_trail").stream()) == []
+
+
+def test_the_staff_list_holds_the_newest_reports_when_there_are_more_than_it_shows(running_stack):
+    from orderpally.incidents.http import STAFF_LIST_LIMIT
+
+    db = clients.firestore_client()
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    batch = db.batch()
+    # Older reports whose references sort before any real one ("OPI-..."), so that a list that
+    # took the first documents by name before sorting would show only these.
+    for n in range(STAFF_LIST_LIMIT):
+        fields = {"category": "other", "state": "received", "severity": "medium"}
+        batch.set(
+            db.collection("incidents").document(f"OPA-{n:04d}"),
+            {**fields, "created_at": long_ago + timedelta(minutes=n)},
+        )
+    batch.commit()
+    newest = submit(running_stack, report()).json()["reference"]
+    security = create_identity(roles=["security"])
+    listed = requests.get(
+        running_stack.url("staff") + "/staff/incidents",
+        params={"state": "received", "reason": "weekly triage of open reports"},
+        headers=browser_headers(security),
+        timeout=30,
+    ).json()["incidents"]
+    assert len(listed) == STAFF_LIST_LIMIT
+    assert listed[0]["reference"] == newest
+    assert listed[1]["reference"] == f"OPA-{STAFF_LIST_LIMIT - 1:04d}"

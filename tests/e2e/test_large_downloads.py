@@ -4,6 +4,7 @@ frontend calls it: the API answers with a short-lived signed Cloud Storage URL, 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -201,4 +202,7 @@ def test_records_larger_than_a_function_may_answer_download_whole(running_stack,
     assert f'filename="orderpally-records-{request_id}.zip"' in download.headers["Content-Disposition"]
     assert download.content == payload
     assert hashlib.sha256(download.content).hexdigest() == link.json()["sha256"]
+    # The same digest as an RFC 9530 Repr-Digest value (a structured-field byte sequence).
+    expected = base64.b64encode(hashlib.sha256(download.content).digest()).decode()
+    assert link.json()["repr_digest"] == f"sha-256=:{expected}:"
     assert [e["details"]["request_id"] for e in actions(alice.uid, "records.downloaded")] == [request_id]

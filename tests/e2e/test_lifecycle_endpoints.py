@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -322,3 +323,75 @@ def test_a_hold_released_by_several_at_once_is_released_and_audited_once(running
         )
     assert sorted(answers) == [200] + [409] * 5
     assert audit_actions(alice.uid).count("legal_hold.released") == 1
+
+
+# --- issue #15, findings 28 and 29: the certificate and billing over HTTP ---------------------
+
+
+def test_staff_read_an_account_s_billing_with_a_reason_and_the_customer_sees_the_read(running_stack):
+    from orderpally.lifecycle import billing
+
+    alice = create_customer()
+    db = clients.firestore_client()
+    now = datetime.now(UTC)
+    for sequence, kind, amount in ((1, "invoice_issued", 800), (3, "payment_received", 800)):
+        event = billing.BillingEvent(
+            account_id=alice.uid, sequence=sequence, kind=kind, amount=amount, reference=f"R{sequence}", occurred_at=now
+        )
+        with contextlib.suppress(billing.OutOfOrder):
+            billing.record_event(db, event)
+    support = browser_headers(create_identity(roles=["support"]))
+    base = running_stack.url("staff") + f"/staff/accounts/{alice.uid}/billing"
+    assert requests.get(base, headers=support, timeout=10).status_code == 422  # no reason
+    read = requests.get(base + "?reason=customer+asks+about+invoice+R1", headers=support, timeout=10)
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert (body["outstanding_amount"], body["last_sequence"], body["waiting_for_sequence"]) == (800, 1, 2)
+    assert [e["sequence"] for e in body["applied_events"]] == [1]
+    assert body["applied_events"][0]["applied_at"]
+    assert "staff.read" in audit_actions(alice.uid)
+    customer = browser_headers(alice)
+    assert requests.get(base + "?reason=customer+asks", headers=customer, timeout=10).status_code == 403
+
+
+def test_the_deletion_certificate_for_staff_and_behind_the_customer_s_link(running_stack):
+    from orderpally.lifecycle import certificates
+
+    db = clients.firestore_client()
+    uid = create_customer().uid
+    batch = db.batch()
+    link = certificates.issue_link(batch, db, uid, "", datetime.now(UTC))
+    batch.commit()
+    gateway = running_stack.gateway_url
+    pending = requests.get(gateway + link, timeout=10)
+    assert pending.status_code == 200
+    assert pending.json()["status"] == "pending"
+    assert pending.headers["Cache-Control"] == "no-store"
+    # The deletion has run: the account is gone, its certificate stays.
+    db.document(f"accounts/{uid}").delete()
+    db.document(f"{deletion.CERTIFICATES}/{uid}").set(
+        {
+            "account_id": uid,
+            "status": "completed",
+            "certified_at": datetime.now(UTC),
+            "locations": {
+                "account_profile": {"kind": "document", "retention_class": "delete", "counts": {"deleted": 1}}
+            },
+        }
+    )
+    shown = requests.get(gateway + link, timeout=10).json()
+    assert shown["status"] == "completed"
+    assert uid not in repr(shown)
+    assert requests.get(gateway + certificates.LINK_PATH + "?token=" + "x" * 43, timeout=10).status_code == 404
+
+    admin = browser_headers(create_identity(roles=["admin"]))
+    path = f"/staff/accounts/{uid}/deletion-certificate?reason=proof+for+the+regulator"
+    staff = requests.get(gateway + path, headers=admin, timeout=10)
+    assert staff.status_code == 200, staff.text
+    assert staff.json()["account_id"] == uid
+    # The account's trail is gone: the read is kept beside the certificate instead.
+    reads = [s.to_dict() for s in db.collection(certificates.CLOSED_ACCOUNT_READS).stream()]
+    assert {"account_id": uid, "what": "deletion_certificate", "reason": "proof for the regulator"}.items() <= next(
+        r for r in reads if r["account_id"] == uid
+    ).items()
+    assert not db.collection(f"accounts/{uid}/audit_trail").get()

@@ -107,3 +107,35 @@ def test_someone_else_s_export_does_not_exist_for_you_and_expired_ones_are_gone(
     ref.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
     alice_cookie = {"Cookie": browser_headers(alice)["Cookie"]}
     assert requests.get(f"{base}/{export_id}/download", headers=alice_cookie, timeout=10).status_code == 410
+
+
+def test_one_export_at_a_time_and_the_refusal_points_at_it(running_stack):
+    base = running_stack.url("account") + "/account/exports"
+    alice = create_customer()
+    db = clients.firestore_client()
+    now = datetime.now(UTC)
+    # An export of Alice's still being built, as its quota slot records it.
+    db.document(f"{content_export.EXPORTS}/{'q' * 20}").set(
+        {"export_id": "q" * 20, "account_id": alice.uid, "status": "queued", "requested_at": now, "expires_at": now}
+    )
+    db.document(f"archive_quotas/{alice.uid}").set({"export": {"day": "2000-01-01", "count": 1, "active_id": "q" * 20}})
+    refused = requests.post(base, headers=browser_headers(alice), timeout=10)
+    assert refused.status_code == 409
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert refused.json()["in_progress"] == "q" * 20
+    assert refused.headers["Location"] == f"/account/exports/{'q' * 20}"
+    assert [s.id for s in db.collection(content_export.EXPORTS).stream() if s.get("account_id") == alice.uid] == [
+        "q" * 20
+    ]
+
+
+def test_an_export_is_refused_while_billing_waits_behind_a_gap(running_stack):
+    base = running_stack.url("account") + "/account/exports"
+    alice = create_customer()
+    db = clients.firestore_client()
+    publish_billing(alice.uid, 2, "payment_received", 100)  # 1, an invoice, has not arrived
+    wait_for(lambda: billing.read_state(db, alice.uid).waiting_for == 1)
+    refused = requests.post(base, headers=browser_headers(alice), timeout=10)
+    assert refused.status_code == 409
+    assert refused.json()["type"] == "urn:orderpally:problem:billing-unsettled"
+    assert refused.headers["Retry-After"]

@@ -91,3 +91,27 @@ def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):
     assert clients.firestore_client().document(f"records_requests/{request_id}").get().to_dict()["counts"][
         "rows"
     ] == len(lines)
+
+
+def test_records_requests_are_limited_per_day_with_retry_after(running_stack):
+    from datetime import UTC, datetime
+
+    from orderpally.lifecycle import archive_limits as limits
+    from orderpally.records import service
+
+    alice = create_customer()
+    db = clients.firestore_client()
+    today = limits.taipei_day(datetime.now(UTC))
+    # Today's five are used up (the last one already built).
+    db.document(f"{service.RECORDS}/{'d' * 20}").set({"account_id": alice.uid, "status": "ready"})
+    db.document(f"{limits.QUOTAS}/{alice.uid}").set(
+        {"records": {"day": today, "count": limits.RECORDS.per_day, "active_id": "d" * 20}}
+    )
+    base = running_stack.url("account") + "/account/records-requests"
+    refused = requests.post(
+        base, json={"from": "2026-01-01", "to": "2026-01-31"}, headers=browser_headers(alice), timeout=10
+    )
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "urn:orderpally:problem:archive-limit"
+    assert 0 < int(refused.headers["Retry-After"]) <= 86401
+    assert [s.id for s in db.collection(service.RECORDS).stream() if s.get("account_id") == alice.uid] == ["d" * 20]

@@ -267,3 +267,14 @@ def test_structured_queries_from_the_wire_become_plain_queries():
         where=Junction("AND", (Condition("kind", "EQUAL"), Condition("gone", "IS_NULL"))),
         orders=(("at", DESC),),
     )
+
+
+def test_the_staff_incident_list_is_served_newest_first_under_any_filters():
+    indexes = load_terraform(Path(__file__).resolve().parents[2] / "terraform")
+    newest = (("created_at", DESC),)
+    for filters in [(), ("state",), ("severity",), ("state", "category"), ("state", "severity", "category")]:
+        where = conj(*((name, "EQUAL") for name in filters)) if len(filters) > 1 else None
+        if len(filters) == 1:
+            where = Condition(filters[0], "EQUAL")
+        assert missing_index(Query("incidents", where=where, orders=newest), indexes) is None, filters
+    assert missing_index(Query("incidents", where=Condition("assignee", "EQUAL"), orders=newest), indexes)

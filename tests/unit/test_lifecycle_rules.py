@@ -82,6 +82,9 @@ def test_the_shipped_data_map_is_valid_and_retains_only_with_a_legal_basis():
         if retention.action == "retain_pseudonymised":
             assert retention.legal_basis
             assert location.kind == "owned"
+    # Every collection and sub-collection the map names has a class: nothing is kept forever.
+    assert {"terminations", "breach_recipients"} <= {loc.collection for loc in dm.locations}
+    assert {"history", "breach_recipients", "terminations"}.isdisjoint(dm.not_customer_data)
     assert dm.retention_classes["accounting_voucher"].years == 5
     assert dm.retention_classes["accounting_book"].years == 10
 
@@ -98,6 +101,9 @@ def a_document(data_map_yaml: dict) -> dict:
         (lambda m: a_document(m).update(path="accounts/fixed"), "account_id"),
         (lambda m: m["retention_classes"]["accounting_book"].pop("legal_basis"), "legal basis"),
         (lambda m: a_document(m).update(retention="accounting_book"), "only owned"),
+        (lambda m: a_document(m).update(ownerless=True), "ownerless"),
+        (lambda m: a_document(m).update(objects="files[].name"), "bucket"),
+        (lambda m: m["locations"][0].update(children=[{"collection": "fixed/history"}]), "document"),
     ],
 )
 def test_a_broken_data_map_is_refused(change, message):
@@ -105,3 +111,75 @@ def test_a_broken_data_map_is_refused(change, message):
     change(raw)
     with pytest.raises(ValueError, match=message):
         data_map.parse(yaml.safe_dump(raw, allow_unicode=True))
+
+
+def test_a_retained_record_names_the_account_nowhere_after_pseudonymising():
+    record = {
+        "reporter_account_id": "alice",
+        "description": "my shop",
+        "attachments": [{"object": "alice/incidents/OPI-1/a.png", "size": 3}],
+        "actor": {"kind": "customer", "id": "alice"},
+        "note": "see alice/incidents and malice-x",
+        "details": {"text": "Dear Alice", "number": 1},
+    }
+    out = rules.pseudonymised_record(
+        record, "reporter_account_id", ["description", "attachments[].object", "details.text"], "alice", KEY
+    )
+    alias = rules.pseudonym("alice", KEY)
+    assert out["reporter_account_id"] == alias
+    assert out["description"] is None
+    assert out["attachments"] == [{"object": None, "size": 3}]
+    assert out["actor"] == {"kind": "customer", "id": alias}
+    assert out["note"] == f"see {alias}/incidents and malice-x"  # whole ids only
+    assert out["details"] == {"text": None, "number": 1}
+    assert not rules.mentions(out, "alice")
+    assert rules.mentions(record, "alice")
+    assert rules.changed_fields(record, out).keys() == {
+        "reporter_account_id",
+        "description",
+        "attachments",
+        "actor",
+        "note",
+        "details",
+    }
+
+
+def test_values_at_reads_nested_and_listed_fields():
+    data = {"attachments": [{"object": "a"}, {"object": None}, "x"], "m": {"f": "v"}, "top": ""}
+    assert rules.values_at(data, "attachments[].object") == ["a"]
+    assert rules.values_at(data, "m.f") == ["v"]
+    assert rules.values_at(data, "top") == []
+    assert rules.values_at({}, "attachments[].object") == []
+
+
+def test_an_ownerless_record_expires_years_after_its_own_day():
+    assert rules.is_expired(date(2026, 3, 2), 5, False, date(2031, 3, 2))
+    assert not rules.is_expired(date(2026, 3, 2), 5, False, date(2031, 3, 1))
+    assert rules.oldest_kept_day(date(2031, 3, 2), 5) == date(2026, 3, 2)
+
+
+def test_the_data_map_classifies_sub_collections_by_their_parents():
+    dm = data_map.load()
+    assert dm.classifies("incidents/OPI-1/history")
+    assert dm.classifies("incidents/OPI-1/breach_recipients")
+    assert dm.classifies("audit_chains/incident-OPI-1/audit_pending")
+    assert dm.classifies("accounts/a/audit_trail")
+    assert not dm.classifies("incidents/OPI-1/stray")
+    assert not dm.classifies("accounts/a/history")
+
+
+def test_the_readmes_retention_table_matches_the_data_map():
+    import re
+
+    import local_stack
+
+    readme = (local_stack.REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\s*\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", readme, re.MULTILINE)
+    table = {name: (kept.strip(), start.strip()) for name, kept, start in rows}
+    expected = {}
+    for name, cls in data_map.load().retention_classes.items():
+        if cls.action == "delete":
+            expected[name] = ("—", "—")
+        else:
+            expected[name] = (f"{cls.years} years", "annual closing" if cls.from_annual_closing else "record date")
+    assert table == expected

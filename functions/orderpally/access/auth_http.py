@@ -2,11 +2,16 @@
 
 Answers never tell whether an email address is registered: sign-up and reset
 always answer 202 and mail the address what fits; sign-in answers one 401 for
-an unknown address, a wrong password and a disabled account alike.
+an unknown address, a wrong password and a disabled account alike. Nor does
+their timing: registered and unregistered addresses make the same round trips
+before the answer (the registered one's audit entry is staged, linked by the
+trail's next reader; its mail is staged and published without waiting).
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,18 +24,39 @@ from orderpally.access import http as access
 from orderpally.access import identity_toolkit, limiter, passwords, sessions
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS, AccountKind, Language, trail_is_open
-from orderpally.messaging.requests import EmailRequest, request_email, send_staged, stage_email, unstage_email
+from orderpally.config import settings
+from orderpally.messaging.requests import (
+    MESSAGE_TYPE,
+    TOPIC,
+    EmailRequest,
+    request_email,
+    send_staged,
+    stage_email,
+    unstage_email,
+)
 
-# Per client address, every attempt; per address and account, failures only (so a
-# victim is never locked out from their own address by someone else's guesses);
-# per account across addresses, failures, loose enough to only slow a distributed guess.
+# Password attempts count as failures until they succeed (then they are given back).
+# A browser without a device cookie for the account: per client address; per address and
+# account; per account across addresses, loose enough to only slow a distributed guess.
+# Strangers can exhaust that last one, so a browser with the account's device cookie is
+# exempt from all three and limited only on its own counter (OWASP device cookies).
 SIGN_IN_PER_ADDRESS = limiter.Limit("sign-in-address", 30, timedelta(minutes=10))
 SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS = limiter.Limit("sign-in-account-address", 5, timedelta(minutes=15))
 SIGN_IN_FAILURES_PER_ACCOUNT = limiter.Limit("sign-in-account", 100, timedelta(hours=1))
+SIGN_IN_FAILURES_PER_DEVICE = limiter.Limit("sign-in-device", 10, timedelta(minutes=15))
+# The current password at a password change: per session, which only its holder can use.
+PASSWORD_CHECKS_PER_SESSION = limiter.Limit("password-check-session", 5, timedelta(minutes=15))
+# Tallies only (never refuse): the write an unregistered address makes where a registered one
+# stages its audit entry, so both answer after the same round trips.
+UNREGISTERED_SIGN_IN_FAILURES = limiter.Limit("sign-in-unregistered", 1_000_000, timedelta(hours=1))
+UNREGISTERED_RESETS = limiter.Limit("reset-unregistered", 1_000_000, timedelta(hours=1))
 SIGN_UP_PER_ADDRESS = limiter.Limit("sign-up-address", 10, timedelta(hours=1))
 RESET_PER_ADDRESS = limiter.Limit("reset-address", 10, timedelta(hours=1))
 RESET_PER_ACCOUNT = limiter.Limit("reset-account", 3, timedelta(hours=1))
 MAX_PASSWORD_INPUT = 1024  # bounded before anything hashes it
+# Read where an unregistered address has no account: the same Firestore read a registered one makes.
+NO_ACCOUNT = "~unregistered"
+CSRF_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def _email(value: str) -> str:
@@ -94,14 +120,20 @@ def _actor(principal: Principal) -> audit.Actor:
     return audit.Actor(kind=principal.kind, id=principal.account_id, role=",".join(sorted(principal.roles)) or None)
 
 
+def _event(
+    request: flask.Request, account_id: str, action: str, actor: audit.Actor | None = None, **details: Any
+) -> audit.AuditEvent:
+    actor = actor or audit.Actor(kind="customer", id=account_id)
+    return audit.AuditEvent(action, actor, access.client_address(request), None, details)
+
+
 def audit_event(
     request: flask.Request, account_id: str, action: str, actor: audit.Actor | None = None, **details: Any
 ) -> None:
-    actor = actor or audit.Actor(kind="customer", id=account_id)
-    audit.record(account_id, audit.AuditEvent(action, actor, access.client_address(request), None, details))
+    audit.record(account_id, _event(request, account_id, action, actor, **details))
 
 
-def _mail(template: str, to: str, key: str, account_id: str | None, language: str | None, **data: Any) -> None:
+def _mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> None:
     request_email(
         EmailRequest(
             idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
@@ -118,6 +150,30 @@ def mail_to(account_id: str, email: str, template: str, key: str, **data: Any) -
     _mail(template, email, key, account_id, None, **data)
 
 
+def publish_later(db: Any, notice: EmailRequest) -> None:
+    """Publishes a mail staged in the outbox without holding the answer for Pub/Sub's reply.
+
+    Once published it leaves the outbox; if the publish fails or never finishes, the
+    archive-redrive schedule publishes it (its idempotency key keeps it to one mail).
+    """
+
+    def published(future: Any) -> None:
+        if future.exception() is None:
+            with events.left_for_later("unstaging a published mail"):
+                unstage_email(db, notice)
+
+    with events.left_for_later(f"{notice.template} email"):
+        events.publish_async(TOPIC, MESSAGE_TYPE, notice.model_dump(mode="json")).add_done_callback(published)
+
+
+def action_code_settings() -> Any:
+    """Mailed links return the browser to the frontend (its first origin), which asks
+    `GET /auth/session` for the account's state; frontend origins are authorised domains."""
+    from firebase_admin import auth
+
+    return auth.ActionCodeSettings(url=settings().frontend_origins[0] + "/")
+
+
 def _accepted() -> flask.Response:
     return web.json_response(
         {"status": "accepted", "detail": "If the address can receive mail, a message is on its way."}, 202
@@ -126,6 +182,7 @@ def _accepted() -> flask.Response:
 
 def sign_up(request: flask.Request) -> flask.Response:
     from firebase_admin import auth
+    from firebase_admin import exceptions as firebase_exceptions
 
     access.check_origin(request)
     body = web.parse_json(request, SignUpBody)
@@ -146,9 +203,39 @@ def sign_up(request: flask.Request) -> flask.Response:
             app=clients.firebase_app(),
         )
     except auth.EmailAlreadyExistsError:
-        _mail("sign_up_existing", email, f"sign_up_existing:{email}:{now:%Y%m%d%H}", None, body.language)
+        # The Auth round trips a new address makes after its creation (its user read back, its
+        # verification link), made here too so the time does not tell; the link is not sent.
+        uid_for(email)
+        with contextlib.suppress(firebase_exceptions.FirebaseError):
+            auth.generate_email_verification_link(
+                email, action_code_settings=action_code_settings(), app=clients.firebase_app()
+            )
+        notice = EmailRequest(
+            idempotency_key=f"sign_up_existing:{email}:{now:%Y%m%d%H}",
+            template="sign_up_existing",
+            to_email=email,
+            language=body.language,
+        )
+        batch = db.batch()
+        stage_email(batch, db, notice, now)
+        batch.commit()
+        publish_later(db, notice)
         return _accepted()
-    db.collection(ACCOUNTS).document(user.uid).create(
+    link = auth.generate_email_verification_link(
+        email, action_code_settings=action_code_settings(), app=clients.firebase_app()
+    )
+    notice = EmailRequest(
+        idempotency_key=f"verify_email:{user.uid}:1",
+        template="verify_email",
+        to_email=email,
+        account_id=user.uid,
+        language=body.language,
+        data={"display_name": body.display_name, "link": link},
+    )
+    # The account, its first trail entry and its mail in one commit, like an existing address's one.
+    batch = db.batch()
+    batch.create(
+        db.collection(ACCOUNTS).document(user.uid),
         {
             "kind": body.kind,
             "display_name": body.display_name,
@@ -158,19 +245,12 @@ def sign_up(request: flask.Request) -> flask.Response:
             "plan": None,
             "features": [],
             "created_at": now,
-        }
+        },
     )
-    link = auth.generate_email_verification_link(email, app=clients.firebase_app())
-    _mail(
-        "verify_email",
-        email,
-        f"verify_email:{user.uid}:1",
-        user.uid,
-        body.language,
-        display_name=body.display_name,
-        link=link,
-    )
-    audit_event(request, user.uid, "account.created")
+    audit.stage(batch, audit.account_chain(user.uid), _event(request, user.uid, "account.created"), now)
+    stage_email(batch, db, notice, now)
+    batch.commit()
+    publish_later(db, notice)
     return _accepted()
 
 
@@ -178,7 +258,9 @@ def resend_verification(request: flask.Request) -> flask.Response:
     from firebase_admin import auth
 
     principal = access.require_customer(request)
-    if principal.email_verified:
+    user = auth.get_user(principal.account_id, app=clients.firebase_app())
+    # Firebase Auth's state, not the session's claim: the link may have been followed since sign-in.
+    if user.email_verified:
         raise web.Problem(409, "email-already-verified", "Already verified", "This email address is verified.")
     db = clients.firestore_client()
     now = datetime.now(UTC)
@@ -186,10 +268,11 @@ def resend_verification(request: flask.Request) -> flask.Response:
         limiter.hit(db, RESET_PER_ACCOUNT, f"verify:{principal.account_id}", now)
     except limiter.Limited as exc:
         raise too_many(exc) from None
-    user = auth.get_user(principal.account_id, app=clients.firebase_app())
     if not user.email:  # e.g. a Facebook account with a phone number only: nothing to verify
         raise web.Problem(409, "no-email-address", "No email address", "This account has no email address.")
-    link = auth.generate_email_verification_link(user.email, app=clients.firebase_app())
+    link = auth.generate_email_verification_link(
+        user.email, action_code_settings=action_code_settings(), app=clients.firebase_app()
+    )
     _mail(
         "verify_email",
         user.email,
@@ -202,21 +285,43 @@ def resend_verification(request: flask.Request) -> flask.Response:
     return _accepted()
 
 
-def _failure_counters(address: str, email: str) -> tuple[tuple[limiter.Limit, str], ...]:
-    return ((SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS, f"{email}|{address}"), (SIGN_IN_FAILURES_PER_ACCOUNT, email))
+def sign_in_counters(address: str, email: str, device: str | None) -> tuple[tuple[limiter.Limit, str], ...]:
+    """The counters a password attempt is counted on: a trusted browser (`device`, the nonce of its
+    device cookie for this account) only on its own, so strangers' guesses never lock it out."""
+    if device:
+        return ((SIGN_IN_FAILURES_PER_DEVICE, device),)
+    return (
+        (SIGN_IN_PER_ADDRESS, address),
+        (SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS, f"{email}|{address}"),
+        (SIGN_IN_FAILURES_PER_ACCOUNT, email),
+    )
 
 
-def _check_sign_in_limits(db: Any, address: str, email: str, now: datetime) -> None:
+def _count_attempt(db: Any, counters: tuple[tuple[limiter.Limit, str], ...], now: datetime) -> None:
     """Counts the attempt, as a failure until it succeeds: concurrent guesses cannot all slip in under the limit."""
     try:
-        limiter.hit_all(db, [(SIGN_IN_PER_ADDRESS, address), *_failure_counters(address, email)], now)
+        limiter.hit_all(db, counters, now)
     except limiter.Limited as exc:
         raise too_many(exc) from None
 
 
-def _forgive_attempt(db: Any, address: str, email: str, now: datetime) -> None:
-    """A successful sign-in was no failure."""
-    limiter.refund_all(db, _failure_counters(address, email), now)
+def trusted_device(request: flask.Request, email: str, now: datetime) -> sessions.Device | None:
+    """The browser's device cookie, if it proves an earlier password sign-in to this account that
+    neither "sign out everywhere" nor a password change has ended since."""
+    from firebase_admin import auth
+
+    token = request.cookies.get(sessions.DEVICE_COOKIE)
+    if not token:
+        return None
+    device = sessions.read_device(settings().secret("API_KEY_PEPPER"), token, email, now)
+    if device is None:
+        return None
+    # Only a browser that signed in to this address before gets here: the lookup reveals nothing.
+    try:
+        user = auth.get_user_by_email(email, app=clients.firebase_app())
+    except auth.UserNotFoundError:
+        return None
+    return None if sessions.device_revoked(device, user.tokens_valid_after_timestamp) else device
 
 
 def uid_for(email: str) -> str | None:
@@ -243,31 +348,51 @@ def identity_unavailable(exc: identity_toolkit.IdentityUnavailable) -> web.Probl
 def _verify_password(request: flask.Request, email: str, password: str, now: datetime) -> identity_toolkit.SignedIn:
     """Checks the password under the sign-in limits; audits a failure on the account it names."""
     db = clients.firestore_client()
-    address = address_key(request)
-    _check_sign_in_limits(db, address, email, now)
+    device = trusted_device(request, email, now)
+    counters = sign_in_counters(address_key(request), email, device.nonce if device else None)
+    _count_attempt(db, counters, now)
     try:
         signed_in = identity_toolkit.sign_in_with_password(email, password)
     except identity_toolkit.WrongCredentials:
-        uid = uid_for(email)
-        if uid and trail_is_open(db, uid):
-            audit_event(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
+        _record_failure(request, db, email, now)
         raise wrong_credentials() from None
     except identity_toolkit.IdentityUnavailable as exc:
         # Nobody checked the password (Identity Platform down, or refusing our API key or
         # configuration): no failure is counted and nothing is written to the account's trail.
-        _forgive_attempt(db, address, email, now)
+        limiter.refund_all(db, counters, now)
         raise identity_unavailable(exc) from None
-    _forgive_attempt(db, address, email, now)
+    limiter.refund_all(db, counters, now)  # a success was no failure, on any counter
     return signed_in
 
 
-def _session_body(principal_uid: str, email_verified: bool, roles: list[str], csrf: str) -> dict[str, Any]:
+def _record_failure(request: flask.Request, db: Any, email: str, now: datetime) -> None:
+    """The failure in the named account's trail: staged, for the trail's next reader to link.
+
+    Registered or not, the same round trips: a user lookup, an account read, one commit.
+    """
+    uid = uid_for(email)
+    open_trail = trail_is_open(db, uid or NO_ACCOUNT)
+    batch = db.batch()
+    if uid and open_trail:
+        event = _event(request, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
+        audit.stage(batch, audit.account_chain(uid), event, now)
+    else:
+        limiter.tally(batch, db, UNREGISTERED_SIGN_IN_FAILURES, email, now)
+    batch.commit()
+
+
+def _session_body(
+    principal_uid: str, email_verified: bool, roles: list[str], csrf: str, session_email_verified: bool | None = None
+) -> dict[str, Any]:
     account = clients.firestore_client().collection(ACCOUNTS).document(principal_uid).get().to_dict() or {}
     return {
         "account_id": principal_uid,
         "kind": "staff" if roles else account.get("kind"),
         "roles": roles,
         "email_verified": email_verified,
+        # What this session proves (actions that need a verified address go by it): false while
+        # email_verified is true means the address was verified after sign-in; sign in again.
+        "session_email_verified": email_verified if session_email_verified is None else session_email_verified,
         "display_name": account.get("display_name"),
         "language": account.get("language"),
         "csrf_token": csrf,
@@ -275,7 +400,11 @@ def _session_body(principal_uid: str, email_verified: bool, roles: list[str], cs
 
 
 def start_session(
-    request: flask.Request, signed_in: identity_toolkit.SignedIn, method: str, redirect_to: str | None = None
+    request: flask.Request,
+    signed_in: identity_toolkit.SignedIn,
+    method: str,
+    redirect_to: str | None = None,
+    trusted_email: str | None = None,
 ) -> flask.Response:
     """Sets the session cookies on a JSON answer, or on a redirect after a browser round trip."""
     from firebase_admin import auth
@@ -289,6 +418,9 @@ def start_session(
     else:
         response = web.json_response(_session_body(signed_in.uid, bool(claims.get("email_verified")), roles, csrf))
     sessions.set_cookies(response, cookie, csrf)
+    if trusted_email:  # a password sign-in: this browser is now trusted for the account
+        secret = settings().secret("API_KEY_PEPPER")
+        sessions.set_device_cookie(response, sessions.device_token(secret, trusted_email, datetime.now(UTC)))
     audit_event(request, signed_in.uid, "sign_in.succeeded", method=method)
     return response
 
@@ -297,17 +429,33 @@ def sign_in(request: flask.Request) -> flask.Response:
     access.check_origin(request)
     body = web.parse_json(request, SignInBody)
     now = datetime.now(UTC)
-    signed_in = _verify_password(request, _email(body.email), body.password, now)
-    return start_session(request, signed_in, "password")
+    email = _email(body.email)
+    signed_in = _verify_password(request, email, body.password, now)
+    return start_session(request, signed_in, "password", trusted_email=email)
 
 
 def current_session(request: flask.Request) -> flask.Response:
+    """The session, with its CSRF token (a frontend on another origin cannot read the cookie) and
+    the address's verification state as Firebase Auth holds it now."""
+    from firebase_admin import auth
+
     principal = access.require_principal(request)
     if principal.kind == "api_key":
         raise access.forbidden("API keys have no session.")
-    body = _session_body(principal.account_id, principal.email_verified, sorted(principal.roles), "")
-    body.pop("csrf_token")
-    return web.json_response(body)
+    user = auth.get_user(principal.account_id, app=clients.firebase_app())
+    # Only frontend origins get CORS answers (web.py), so no other site's page can read the token.
+    csrf = request.cookies.get(access.CSRF_COOKIE, "")
+    fresh = not CSRF_TOKEN_SHAPE.fullmatch(csrf)
+    if fresh:  # lost or mangled: a new one, set like at sign-in
+        csrf = secrets.token_urlsafe(32)
+    body = _session_body(
+        principal.account_id, bool(user.email_verified), sorted(principal.roles), csrf, principal.email_verified
+    )
+    response = web.json_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    if fresh:
+        sessions.set_csrf_cookie(response, csrf)
+    return response
 
 
 def sign_out(request: flask.Request) -> flask.Response:
@@ -317,11 +465,13 @@ def sign_out(request: flask.Request) -> flask.Response:
     everywhere = request.path.endswith("/everywhere")
     now = datetime.now(UTC)
     if everywhere:
-        sessions.revoke_all(principal.account_id)
+        sessions.revoke_all(principal.account_id)  # device cookies issued before end too
     sessions.revoke_one(clients.firestore_client(), request.cookies[access.SESSION_COOKIE], now)
     audit_event(request, principal.account_id, "sign_out.everywhere" if everywhere else "sign_out", _actor(principal))
     response = flask.Response(status=204)
     sessions.clear_cookies(response)
+    if everywhere:
+        sessions.clear_device_cookie(response)
     return response
 
 
@@ -339,11 +489,34 @@ def request_password_reset(request: flask.Request) -> flask.Response:
         if exc.limit is RESET_PER_ADDRESS:
             raise too_many(exc) from None
         return _accepted()  # a per-account limit must not tell the address is registered
+    # Registered or not, the same round trips before the answer: a user lookup, an account read,
+    # a link request (refused for an unknown address), one commit; the mail is published after.
     uid = uid_for(email)
-    if uid and trail_is_open(db, uid):  # a terminated account gets no reset link and no new trail
-        link = auth.generate_password_reset_link(email, app=clients.firebase_app())
-        _mail("password_reset", email, f"password_reset:{uid}:{now.isoformat()}", uid, None, link=link)
-        audit_event(request, uid, "password_reset.requested", audit.Actor(kind="anonymous", id="unknown"))
+    open_trail = trail_is_open(db, uid or NO_ACCOUNT)
+    try:
+        link = auth.generate_password_reset_link(
+            email, action_code_settings=action_code_settings(), app=clients.firebase_app()
+        )
+    except (auth.EmailNotFoundError, auth.UserNotFoundError):
+        link = None
+    batch = db.batch()
+    notice = None
+    if uid and open_trail and link:  # a terminated account gets no reset link and no new trail
+        notice = EmailRequest(
+            idempotency_key=f"password_reset:{uid}:{now.isoformat()}",
+            template="password_reset",
+            to_email=email,
+            account_id=uid,
+            data={"link": link},
+        )
+        stage_email(batch, db, notice, now)
+        event = _event(request, uid, "password_reset.requested", audit.Actor(kind="anonymous", id="unknown"))
+        audit.stage(batch, audit.account_chain(uid), event, now)
+    else:
+        limiter.tally(batch, db, UNREGISTERED_RESETS, email, now)
+    batch.commit()
+    if notice is not None:
+        publish_later(db, notice)
     return _accepted()
 
 
@@ -357,8 +530,8 @@ def change_password(request: flask.Request) -> flask.Response:
     _weak_password(body.new_password, "new_password")
     now = datetime.now(UTC)
     user = auth.get_user(principal.account_id, app=clients.firebase_app())
-    _verify_password(request, user.email, body.current_password, now)
     db = clients.firestore_client()
+    _check_current_password(request, db, principal, user.email, body.current_password, now)
     notice = EmailRequest(
         idempotency_key=f"password_changed:{user.uid}:{now.isoformat()}",
         template="password_changed",
@@ -380,9 +553,31 @@ def change_password(request: flask.Request) -> flask.Response:
     audit_event(request, user.uid, "password.changed", _actor(principal))
     with events.left_for_later("password-changed email"):
         send_staged(db, notice)
-    # Every session ended with the old password; this browser continues with a new one.
-    signed_in = _verify_password(request, user.email, body.new_password, datetime.now(UTC))
-    return start_session(request, signed_in, "password_change")
+    # Every session ended with the old password; this browser continues with a new one. The
+    # password was set a moment ago, so no guess is being checked: no sign-in limit applies.
+    try:
+        signed_in = identity_toolkit.sign_in_with_password(user.email, body.new_password)
+    except identity_toolkit.IdentityUnavailable as exc:
+        raise identity_unavailable(exc) from None
+    return start_session(request, signed_in, "password_change", trusted_email=_email(user.email))
+
+
+def _check_current_password(
+    request: flask.Request, db: Any, principal: Principal, email: str, password: str, now: datetime
+) -> None:
+    """The current password at a change, limited per session: the signed-in holder's own counter,
+    which no stranger's guesses at the sign-in form can fill."""
+    counters = ((PASSWORD_CHECKS_PER_SESSION, access.session_digest(request.cookies[access.SESSION_COOKIE])),)
+    _count_attempt(db, counters, now)
+    try:
+        identity_toolkit.sign_in_with_password(email, password)
+    except identity_toolkit.WrongCredentials:
+        audit_event(request, principal.account_id, "password_change.failed", _actor(principal))
+        raise wrong_credentials() from None
+    except identity_toolkit.IdentityUnavailable as exc:
+        limiter.refund_all(db, counters, now)
+        raise identity_unavailable(exc) from None
+    limiter.refund_all(db, counters, now)
 
 
 def register(routes: web.Router) -> None:

@@ -93,3 +93,16 @@ def refund_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) ->
         index, _ = _window(limit, now)
         batch.set(_ref(db, limit, key, index), {"count": firestore.Increment(-1)}, merge=True)
     batch.commit()
+
+
+def tally(writer: Any, db: Any, limit: Limit, key: str, now: datetime) -> None:
+    """Counts one event on `limit`'s counter through `writer` (a batch), judging nothing."""
+    from google.cloud import firestore
+
+    limit = configured(limit)
+    index, ends = _window(limit, now)
+    writer.set(
+        _ref(db, limit, key, index),
+        {"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window},
+        merge=True,
+    )

@@ -35,7 +35,8 @@ def _claim(db: Any, slot: str, now: datetime) -> dict | None:
         snapshot = ref.get(transaction=transaction)
         if snapshot.exists:
             record = snapshot.to_dict() or {}
-            stale = record.get("status") == "starting" and record.get("claimed_at") < now - CLAIM_TIMEOUT
+            claimed_at = record.get("claimed_at")
+            stale = record.get("status") == "starting" and (claimed_at is None or claimed_at < now - CLAIM_TIMEOUT)
             if record.get("status") != "failed" and not stale:
                 return record
         transaction.set(

@@ -14,7 +14,7 @@ from orderpally import audit, clients, events, structured_logging, web
 from orderpally.access import auth_http, limiter
 from orderpally.access import http as access
 from orderpally.access.principal import Principal
-from orderpally.accounts import ACCOUNTS
+from orderpally.accounts import ACCOUNTS, Language
 from orderpally.config import settings
 from orderpally.incidents import rules, service
 from orderpally.lifecycle.rules import PSEUDONYM_PREFIX
@@ -24,6 +24,7 @@ ALERT_DEADLINE = "incident-deadline"
 INTAKE_FAULTS = "incident_intake"  # the fault suite's crash points between intake steps
 ANONYMOUS_PER_ADDRESS = limiter.Limit("incident-address", 5, timedelta(hours=1))
 CUSTOMER_PER_ACCOUNT = limiter.Limit("incident-account", 20, timedelta(hours=1))
+STAFF_LIST_LIMIT = 200
 SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires less than a year ahead
 
 _log = structured_logging.get_logger("orderpally.incidents")
@@ -67,7 +68,7 @@ def _links(reference: str, status_token: str, confirm_token: str | None) -> dict
     }
 
 
-def _mail(template: str, to: str, key: str, account_id: str | None, language: str | None, **data: Any) -> None:
+def _mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> None:
     request_email(
         EmailRequest(
             idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
@@ -288,6 +289,9 @@ def staff_attachment(request: flask.Request, reference: str, number: str) -> fla
     if not number.isdigit() or not 1 <= int(number) <= len(attachments):
         raise web.Problem(404, "attachment-not-found", "Not found", "No such attachment.")
     entry = attachments[int(number) - 1]
+    if not entry.get("object"):
+        # Deleted with the reporter's account; the retained record keeps only its size and digest.
+        raise web.Problem(410, "attachment-deleted", "Deleted", "The file was deleted with the reporter's account.")
     actor = _staff_actor(principal)
     # On the record, in the incident's history and the reporter's trail, before the file leaves.
     service.history(
@@ -383,13 +387,14 @@ def staff_list(request: flask.Request) -> flask.Response:
     query = web.validate({k: v for k, v in request.args.items() if k != access.STAFF_REASON}, ListQuery)
     from google.cloud import firestore
 
-    ref = clients.firestore_client().collection(service.INCIDENTS)
+    ref: Any = clients.firestore_client().collection(service.INCIDENTS)
     for name in ("state", "severity", "category"):
         value = getattr(query, name)
         if value:
             ref = ref.where(filter=firestore.FieldFilter(name, "==", value))
-    found = [_summary(snap.id, snap.to_dict()) for snap in ref.limit(200).stream()]
-    return web.json_response({"incidents": sorted(found, key=lambda i: i["created_at"], reverse=True)})
+    # Newest first in the query itself, so the limit keeps the newest (indexes in firestore.tf).
+    newest = ref.order_by("created_at", direction=firestore.Query.DESCENDING).limit(STAFF_LIST_LIMIT)
+    return web.json_response({"incidents": [_summary(snap.id, snap.to_dict() or {}) for snap in newest.stream()]})
 
 
 def staff_open(request: flask.Request, reference: str) -> flask.Response:

@@ -484,21 +484,26 @@ def breach_key(reference: str, account_id: str) -> str:
     return f"breach_notice:{reference}:{account_id}"
 
 
-def breach_recipients(db: Any, reference: str) -> list[dict[str, Any]]:
-    """Each affected account and when its notice was sent (from the delivery ledger)."""
+def breach_proof(db: Any, reference: str, account_id: str) -> dict[str, Any]:
+    """The delivery's status and time of the account's notice, kept on its recipient record when
+    the account is deleted (the delivery ledger goes with the account; the proof stays)."""
     from orderpally.messaging import delivery
 
+    sent = db.collection(delivery.DELIVERIES).document(delivery.delivery_id(breach_key(reference, account_id))).get()
+    record = sent.to_dict() or {}
+    return {"status": record.get("status", "queued"), "notified_at": record.get("sent_at")}
+
+
+def breach_recipients(db: Any, reference: str) -> list[dict[str, Any]]:
+    """Each affected account and when its notice was sent (from the delivery ledger, or for a
+    deleted account, from the proof kept on its pseudonymised record)."""
     rows = []
     for snap in db.collection(INCIDENTS).document(reference).collection(BREACH_RECIPIENTS).stream():
         entry = snap.to_dict()
-        sent = db.collection(delivery.DELIVERIES).document(delivery.delivery_id(breach_key(reference, snap.id))).get()
-        record = sent.to_dict() or {}
-        rows.append(
-            {
-                "account_id": snap.id,
-                "requested_at": entry["requested_at"],
-                "status": record.get("status", "queued"),
-                "notified_at": record.get("sent_at"),
-            }
+        proof = (
+            {"status": entry.get("status", "queued"), "notified_at": entry.get("notified_at")}
+            if "retained_until" in entry
+            else breach_proof(db, reference, snap.id)
         )
+        rows.append({"account_id": entry.get("account_id", snap.id), "requested_at": entry["requested_at"], **proof})
     return sorted(rows, key=lambda row: row["account_id"])

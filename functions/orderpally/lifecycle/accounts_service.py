@@ -21,7 +21,7 @@ import pydantic
 from orderpally import audit, events, outbox, structured_logging
 from orderpally.access import api_keys
 from orderpally.accounts import ACCOUNTS, preferred_language
-from orderpally.lifecycle import deletion
+from orderpally.lifecycle import certificates, deletion
 from orderpally.lifecycle.termination import (
     Basis,
     account_status_with_termination,
@@ -53,6 +53,7 @@ class Effects:
     auth_app: Any
     send_email: Callable[[EmailRequest], object]
     publish_deletion: Callable[[str], object]
+    public_base_url: str = ""  # where the deletion certificate's link points
 
 
 def _account(db: Any, account_id: str) -> dict:
@@ -308,12 +309,15 @@ def _execute(effects: Effects, account_id: str, basis: str, now: datetime) -> No
     if account and account.get("status") != "terminated":  # not again after a crash past this commit
         batch = db.batch()
         batch.update(account_ref, {"status": "terminated", "terminated_at": now})
+        # The last mail the account can get: it carries the link that shows the deletion
+        # certificate once the deletion is done, since no address is kept to mail it then.
+        link = certificates.issue_link(batch, db, account_id, effects.public_base_url, now)
         announcement = outbox.stage(
             batch,
             db,
             account_id,
             audit.AuditEvent("account.terminated", audit.SYSTEM),
-            _notice(account_id, account, "account_terminated", "final", {}),
+            _notice(account_id, account, "account_terminated", "final", {"certificate_url": link}),
             now,
         )
         batch.commit()

@@ -4,24 +4,37 @@ released only when every amount due is paid).
 Events for one account carry a gapless `sequence`; they are applied in order,
 exactly once: an old sequence is a duplicate, a future one waits (retry) for
 the missing one. Amounts are integers in the currency's minor unit.
+
+A future event is not applied, but it is noted (`highest_seen`, `gap_since`): while
+an account has events waiting behind a gap, what it owes is unknown, so the payment
+gate refuses (`BillingUnsettled`), and a gap older than `GAP_ALERT_AFTER` is logged
+as the `billing-sequence-gap` alert on each retry.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pydantic
 
-from orderpally import events
+from orderpally import events, structured_logging
 
 BILLING_ACCOUNTS = "billing_accounts"
 BILLING_EVENTS = "billing_events"  # sub-collection: the applied events, for the records
 TOPIC = "billing-events"
 MESSAGE_TYPE = "billing.event"
+ALERT_SEQUENCE_GAP = "billing-sequence-gap"
+# Pub/Sub retries a waiting event with backoff; a gap that lasts this long is no reordering
+# in transit but an event lost upstream, and an operator must replay it.
+GAP_ALERT_AFTER = timedelta(minutes=30)
 
 # How each kind moves what the customer owes.
 DIRECTION = {"invoice_issued": 1, "payment_received": -1, "refund": 1, "credit_note": -1}
+
+_log = structured_logging.get_logger("orderpally.lifecycle.billing")
 
 
 class BillingEvent(pydantic.BaseModel):
@@ -44,40 +57,137 @@ class OutOfOrder(events.RetryableError):
     """An earlier event of this account has not arrived yet."""
 
 
-def record_event(db: Any, event: BillingEvent) -> str:
-    """Applies the event once and in order; returns applied | duplicate."""
+@dataclass(frozen=True)
+class BillingState:
+    """An account's billing as stored: what it owes, and whether events wait behind a gap."""
+
+    balance_due: int = 0
+    currency: str = "TWD"
+    last_sequence: int = 0
+    highest_seen: int = 0
+    gap_since: datetime | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return max(0, self.balance_due)
+
+    @property
+    def waiting_for(self) -> int | None:
+        """The missing sequence number while later events wait; None when nothing waits."""
+        return self.last_sequence + 1 if self.highest_seen > self.last_sequence else None
+
+    @classmethod
+    def from_document(cls, data: dict | None) -> BillingState:
+        data = data or {}
+        last = int(data.get("last_sequence", 0))
+        return cls(
+            balance_due=int(data.get("balance_due", 0)),
+            currency=data.get("currency", "TWD"),
+            last_sequence=last,
+            highest_seen=max(last, int(data.get("highest_seen", 0))),
+            gap_since=data.get("gap_since"),
+        )
+
+
+def decide(state: BillingState, event: BillingEvent, now: datetime) -> tuple[str, dict]:
+    """What an arriving event does to the stored state: (applied | duplicate | waiting, the fields to write)."""
+    if event.sequence <= state.last_sequence:
+        return "duplicate", {}
+    highest = max(state.highest_seen, event.sequence)
+    if event.sequence > state.last_sequence + 1:
+        return "waiting", {"highest_seen": highest, "gap_since": state.gap_since or now}
+    caught_up = event.sequence >= highest
+    return "applied", {
+        "account_id": event.account_id,
+        "balance_due": apply(state.balance_due, event),
+        "currency": event.currency,
+        "last_sequence": event.sequence,
+        "highest_seen": highest,
+        "gap_since": None if caught_up else state.gap_since,
+    }
+
+
+def gap_overdue(state: BillingState, now: datetime, threshold: timedelta = GAP_ALERT_AFTER) -> bool:
+    return state.waiting_for is not None and state.gap_since is not None and now - state.gap_since >= threshold
+
+
+def _ref(db: Any, account_id: str) -> Any:
+    return db.collection(BILLING_ACCOUNTS).document(account_id)
+
+
+def record_event(db: Any, event: BillingEvent, now: datetime | None = None) -> str:
+    """Applies the event once and in order; returns applied | duplicate, or raises OutOfOrder
+    after noting that the account's billing waits behind a gap."""
     from google.cloud import firestore
 
-    ref = db.collection(BILLING_ACCOUNTS).document(event.account_id)
+    now = now or datetime.now(UTC)
+    ref = _ref(db, event.account_id)
 
     @firestore.transactional
-    def update(transaction: Any) -> str:
+    def update(transaction: Any) -> tuple[str, BillingState]:
         snap = ref.get(transaction=transaction)
-        state = snap.to_dict() or {} if snap.exists else {}
-        last = int(state.get("last_sequence", 0))
-        if event.sequence <= last:
-            return "duplicate"
-        if event.sequence > last + 1:
-            raise OutOfOrder(f"waiting for sequence {last + 1}")
-        balance = apply(int(state.get("balance_due", 0)), event)
-        transaction.set(
-            ref,
-            {
-                "account_id": event.account_id,
-                "balance_due": balance,
-                "currency": event.currency,
-                "last_sequence": event.sequence,
-                "updated_at": firestore.SERVER_TIMESTAMP,
-            },
-        )
-        transaction.set(ref.collection(BILLING_EVENTS).document(str(event.sequence)), event.model_dump(mode="json"))
-        return "applied"
+        state = BillingState.from_document(snap.to_dict() if snap.exists else None)
+        outcome, fields = decide(state, event, now)
+        if outcome == "duplicate":
+            return outcome, state
+        fields["updated_at"] = firestore.SERVER_TIMESTAMP
+        # merge: a waiting event only adds its marks to what is stored.
+        transaction.set(ref, fields, merge=True)
+        if outcome == "applied":
+            applied = {**event.model_dump(mode="json"), "applied_at": firestore.SERVER_TIMESTAMP}
+            transaction.set(ref.collection(BILLING_EVENTS).document(str(event.sequence)), applied)
+        return outcome, BillingState.from_document({**_plain(state), **fields})
 
-    return update(db.transaction())
+    outcome, state = update(db.transaction())
+    fields = {"account_id": event.account_id, "sequence": event.sequence, "kind": event.kind}
+    if outcome == "waiting":
+        if gap_overdue(state, now):
+            structured_logging.log(
+                _log,
+                logging.ERROR,
+                "billing events wait behind a missing sequence number; replay it",
+                alert=ALERT_SEQUENCE_GAP,
+                waiting_for=state.waiting_for,
+                gap_since=state.gap_since.isoformat() if state.gap_since else None,
+                **fields,
+            )
+        raise OutOfOrder(f"waiting for sequence {state.waiting_for}")
+    if outcome == "applied":
+        # The operator's sign that an event took effect (no amounts: the staff read shows them).
+        structured_logging.log(_log, logging.INFO, "billing event applied", waiting_for=state.waiting_for, **fields)
+    return outcome
+
+
+def _plain(state: BillingState) -> dict:
+    return {
+        "balance_due": state.balance_due,
+        "currency": state.currency,
+        "last_sequence": state.last_sequence,
+        "highest_seen": state.highest_seen,
+        "gap_since": state.gap_since,
+    }
+
+
+def read_state(db: Any, account_id: str, transaction: Any = None) -> BillingState:
+    """The account's billing; inside `transaction` when given, so a concurrent event conflicts with it."""
+    snap = _ref(db, account_id).get(transaction=transaction)
+    return BillingState.from_document(snap.to_dict() if snap.exists else None)
 
 
 def outstanding(db: Any, account_id: str) -> tuple[int, str]:
     """(amount due, currency); nothing is due for an account with no billing yet."""
-    snap = db.collection(BILLING_ACCOUNTS).document(account_id).get()
-    state = snap.to_dict() or {} if snap.exists else {}
-    return max(0, int(state.get("balance_due", 0))), state.get("currency", "TWD")
+    state = read_state(db, account_id)
+    return state.outstanding, state.currency
+
+
+def applied_events(db: Any, account_id: str, limit: int = 50) -> list[dict]:
+    """The most recently applied events, newest first, each with when it was applied."""
+    from google.cloud import firestore
+
+    query = (
+        _ref(db, account_id)
+        .collection(BILLING_EVENTS)
+        .order_by("sequence", direction=firestore.Query.DESCENDING)
+        .limit(limit)
+    )
+    return [snap.to_dict() or {} for snap in query.stream()]

@@ -24,7 +24,7 @@ import pydantic
 
 from orderpally import structured_logging
 from orderpally.lifecycle import rules
-from orderpally.lifecycle.data_map import DataMap, Location
+from orderpally.lifecycle.data_map import Child, DataMap, Location
 
 JOBS = "deletion_jobs"
 CERTIFICATES = "deletion_certificates"
@@ -56,11 +56,48 @@ class Ports:
     storage: Any
     buckets: dict[str, str]  # data-map bucket name -> real bucket
     pseudonym_key: bytes
-    continue_later: Callable[[str], None]  # republish the job's message
+    continue_later: Callable[[str], object]  # republish the job's message
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     sleep: Callable[[float], None] = time.sleep
     # Test hook: called before each chunk commits; raise to simulate a crash there.
     fault: Callable[[str], None] | None = None
+
+
+MAX_WRITES = 400  # per batch, under Firestore's 500
+
+
+def _write_in_batches(db: Any, writes: list[tuple[str, Any, dict | None]]) -> None:
+    """Commits ("set" | "update" | "delete", ref, data) writes in order, a batch at a time.
+
+    A move (set, then delete) never straddles two batches, so a crash leaves no document twice."""
+    batch, pending = db.batch(), 0
+    for index, (op, ref, data) in enumerate(writes):
+        if op == "set":
+            batch.set(ref, data)
+        elif op == "update":
+            batch.update(ref, data)
+        else:
+            batch.delete(ref)
+        pending += 1
+        moving = op == "set" and index + 1 < len(writes) and writes[index + 1][0] == "delete"
+        if pending >= MAX_WRITES and not moving:
+            batch.commit()
+            batch, pending = db.batch(), 0
+    if pending:
+        batch.commit()
+
+
+def _field_path(name: str) -> str:
+    from google.cloud.firestore_v1 import field_path
+
+    return field_path.FieldPath(name).to_api_repr()
+
+
+def _proof_of_mail(db: Any, ref: Any, account_id: str) -> dict:
+    """What the delivery ledger says about the mail this record proves, before the ledger goes."""
+    from orderpally.incidents import service as incidents
+
+    return incidents.breach_proof(db, ref.parent.parent.id, account_id)
 
 
 class JobBusy(Exception):
@@ -162,20 +199,22 @@ class _Run:
 
         db = self.ports.db
         retention = self.map.retention_of(location)
+        if location.deferred_until:
+            return 0  # the retention purge pseudonymises it once `deferred_until` is true
         if location.kind == "document":
             snap = db.document(location.resolve(self.account_id)).get()
             docs = [snap] if snap.exists else []
         elif location.kind == "collection":
             docs = list(db.collection(location.resolve(self.account_id)).limit(self.budget.chunk_size).stream())
         else:
-            query = db.collection(location.collection).where(
-                filter=FieldFilter(location.owner_field, "==", self.account_id)
-            )
+            base = db.collection_group(location.collection) if location.group else db.collection(location.collection)
+            query = base.where(filter=FieldFilter(location.owner, "==", self.account_id))
             docs = list(query.limit(self.budget.chunk_size).stream())
         if not docs:
             return 0
         batch = db.batch()
         deleted = pseudonymised = 0
+        ops = len(docs)
         for snap in docs:
             data = snap.to_dict() or {}
             keep_for_other_party = location.kind == "owned" and self._other_party_keeps(location, data)
@@ -183,21 +222,95 @@ class _Run:
                 batch.delete(snap.reference)
                 deleted += 1
                 continue
+            kept = dict(data)
+            if retention.action == "retain_pseudonymised":
+                # What hangs off the record is stripped first, each commit re-runnable: the record
+                # itself changes last, and until then the next query finds it again.
+                ops += self._strip_dependents(location, snap.reference, data)
+                if location.proof_of_mail:
+                    kept |= _proof_of_mail(db, snap.reference, self.account_id)
             # The data map allows keeping only owned documents, which always have an owner field.
-            updates = rules.pseudonymised_fields(
-                location.owner_field or "", location.personal_fields, self.account_id, self.ports.pseudonym_key
+            after = rules.pseudonymised_record(
+                kept, location.owner_field, location.personal_fields, self.account_id, self.ports.pseudonym_key
             )
             if retention.action == "retain_pseudonymised":
                 day = rules.record_day(data.get(location.dated_by or ""), self.terminated_on)
                 until = rules.retained_until(day, retention.years or 0, retention.from_annual_closing)
                 current = data.get("retained_until")
-                updates["retained_until"] = max(until.isoformat(), current) if current else until.isoformat()
-                updates["retention_basis"] = retention.legal_basis
-            batch.update(snap.reference, updates)
+                after["retained_until"] = max(until.isoformat(), current) if current else until.isoformat()
+                after["retention_basis"] = retention.legal_basis
+            self._write_pseudonymised(batch, snap.reference, data, after)
             pseudonymised += 1
         self._commit(location, batch, {"deleted": deleted, "pseudonymised": pseudonymised})
-        self._pace(len(docs))
+        self._pace(ops)
         return len(docs)
+
+    def _write_pseudonymised(self, writer: Any, ref: Any, before: dict, after: dict) -> None:
+        """Updates the document, or moves it when its own id names the account (2 writes)."""
+        new_id = rules.replace_account(
+            ref.id, self.account_id, rules.pseudonym(self.account_id, self.ports.pseudonym_key)
+        )
+        if new_id != ref.id:
+            writer.set(ref.parent.document(new_id), after)
+            writer.delete(ref)
+        else:
+            changes = rules.changed_fields(before, after)
+            if changes:
+                writer.update(ref, {_field_path(k): v for k, v in changes.items()})
+
+    def _strip_dependents(self, location: Location, ref: Any, data: dict) -> int:
+        """Deletes the record's Storage objects and pseudonymises its sub-collections; returns the writes."""
+        from google.api_core.exceptions import NotFound
+
+        writes = 0
+        if location.objects:
+            bucket = self.ports.storage.bucket(self.ports.buckets[location.bucket or ""])
+            for name in rules.values_at(data, location.objects):
+                with contextlib.suppress(NotFound):  # gone already: an earlier, crashed attempt
+                    bucket.blob(str(name)).delete()
+                writes += 1
+        for child in location.children:
+            writes += self._strip_child(location, child, ref)
+        return writes
+
+    def _strip_child(self, location: Location, child: Child, parent: Any) -> int:
+        from orderpally import audit
+
+        db = self.ports.db
+        entries = db.collection(child.resolve(child.collection, parent.path))
+        key, account = self.ports.pseudonym_key, self.account_id
+        # A document this account owns through a location of its own is left to that location.
+        owners = [loc.owner_field for loc in self.map.locations if loc.group and loc.collection == entries.id]
+        writes: list[tuple[str, Any, dict | None]] = []
+        if child.chain_head:
+            head = db.document(child.resolve(child.chain_head, parent.path))
+            audit.link(audit.Chain(entries, head))  # nothing left pending to be linked with the id later
+            previous = audit.GENESIS
+            for snap in entries.order_by("seq").stream():
+                body = snap.to_dict() or {}
+                recorded_at = body.pop("recorded_at", None)
+                new = rules.pseudonymised_record(body, None, child.personal_fields, account, key)
+                new["prev_hash"] = previous
+                # Re-sealed over the pseudonymised content, so the chain verifies again.
+                new["hash"] = previous = audit.entry_hash(new)
+                if new != body:
+                    writes.append(("set", snap.reference, {**new, "recorded_at": recorded_at}))
+            head_snap = head.get()
+            if head_snap.exists and (writes or head_snap.get("hash") != previous):
+                writes.append(("update", head, {"hash": previous, "updated_at": self.ports.now()}))
+        else:
+            for snap in entries.stream():
+                body = snap.to_dict() or {}
+                if any(body.get(field) == account for field in owners if field):
+                    continue
+                new = rules.pseudonymised_record(body, None, child.personal_fields, account, key)
+                new_id = rules.replace_account(snap.id, account, rules.pseudonym(account, key))
+                if new_id != snap.id:
+                    writes += [("set", entries.document(new_id), new), ("delete", snap.reference, None)]
+                elif new != body:
+                    writes.append(("set", snap.reference, new))
+        _write_in_batches(db, writes)
+        return len(writes)
 
     @staticmethod
     def _other_party_keeps(location: Location, data: dict) -> bool:
@@ -280,6 +393,8 @@ class _Run:
                 entry["retention_years"] = retention.years
                 entry["counted_from"] = "annual closing" if retention.from_annual_closing else "record date"
                 entry["legal_basis"] = retention.legal_basis
+            if location.deferred_until:
+                entry["deferred"] = f"pseudonymised by the retention purge once {location.deferred_until}"
             if location.id in held:
                 entry["held"] = held[location.id]
             locations[location.id] = entry
@@ -314,40 +429,122 @@ def run_job(ports: Ports, data_map: DataMap, account_id: str, budget: Budget = B
         raise
 
 
-def purge_retained(db: Any, data_map: DataMap, pseudonym_key: bytes, today: date, limit: int = 400) -> int:
-    """Deletes retained, pseudonymised records whose retention date has passed, unless held.
+def purge_retained(
+    db: Any,
+    data_map: DataMap,
+    pseudonym_key: bytes,
+    today: date,
+    limit: int = 400,
+    *,
+    storage: Any = None,
+    buckets: dict[str, str] | None = None,
+) -> int:
+    """Ends retained records whose retention date has passed, unless held; returns how many went.
 
-    A record whose other party is still a live account is kept for that party:
-    only its retention marks are removed. Held records are passed over, page by page, so
-    however many there are they never stall the purge of the rest; at most `limit`
-    records are changed per collection and run.
+    A record goes with its sub-collections and Storage objects (`children`, `objects`), which go
+    first: a crash part-way leaves the record, and the next run finds it again. A record whose
+    other party is still a live account is kept for that party: only its retention marks are
+    removed. Reports without an account (`ownerless`) end by their own date. Records deferred
+    by the deletion job are pseudonymised here once they are ready. Held records are passed
+    over, page by page, so however many there are they never stall the purge of the rest; at
+    most `limit` records are changed per collection and run.
     """
-    from google.cloud import firestore
-    from google.cloud.firestore import FieldFilter
+    if storage is None or buckets is None:
+        from orderpally import clients
+        from orderpally.config import settings
 
-    holds = [snap.to_dict() or {} for snap in db.collection(HOLDS).stream()]
-    held_pseudonyms = {
-        rules.pseudonym(hold["account_id"], pseudonym_key) for hold in holds if not hold.get("released_at")
-    }
+        storage = storage or clients.storage_client()
+        buckets = buckets or {"exports": settings().exports_bucket, "attachments": settings().attachments_bucket}
+    holds = [{"id": snap.id, **(snap.to_dict() or {})} for snap in db.collection(HOLDS).stream()]
+    holds = [hold for hold in holds if not hold.get("released_at")]
+    purge = _Purge(db, storage, buckets, data_map, pseudonym_key, today, limit, holds)
+    for location in data_map.locations:
+        if location.deferred_until:
+            purge.pseudonymise_deferred(location)
     purged = 0
-    for collection in sorted({loc.collection for loc in data_map.locations if loc.kind == "owned"}):
-        owned = [loc for loc in data_map.locations if loc.collection == collection]
-        expired = (
-            db.collection(collection)
-            .where(filter=FieldFilter("retained_until", "<=", today.isoformat()))
-            .order_by("retained_until")
-        )
-        changed, last = 0, None
-        while changed < limit:
-            page = list((expired.start_after(last) if last else expired).limit(PURGE_PAGE).stream())
+    for collection, locations in sorted(data_map.owned_by_collection().items()):
+        purged += purge.expired(collection, locations)
+    for location in data_map.locations:
+        if location.ownerless:
+            purged += purge.ownerless(location)
+    return purged
+
+
+PURGE_PAGE = 400  # under Firestore's 500 writes a batch
+
+
+class _Purge:
+    def __init__(
+        self,
+        db: Any,
+        storage: Any,
+        buckets: dict[str, str],
+        data_map: DataMap,
+        key: bytes,
+        today: date,
+        limit: int,
+        holds: list[dict],
+    ) -> None:
+        self.db, self.storage, self.buckets, self.map = db, storage, buckets, data_map
+        self.key, self.today, self.limit, self.holds = key, today, limit, holds
+        self.held_pseudonyms = {rules.pseudonym(hold["account_id"], key) for hold in holds if hold.get("account_id")}
+
+    def _pages(self, query: Any) -> Any:
+        last = None
+        while True:
+            page = list((query.start_after(last) if last else query).limit(PURGE_PAGE).stream())
             if not page:
-                break
+                return
             last = page[-1]
-            batch, pending = db.batch(), 0
+            yield page
+
+    def _delete_dependents(self, locations: list[Location], snap: Any) -> None:
+        """The record's objects, sub-collections and chain heads; each step may run again."""
+        from google.api_core.exceptions import NotFound
+
+        from orderpally import audit
+
+        data = snap.to_dict() or {}
+        writes: list[tuple[str, Any, dict | None]] = []
+        seen: set[str] = set()
+        for location in locations:
+            if location.objects:
+                bucket = self.storage.bucket(self.buckets[location.bucket or ""])
+                for name in rules.values_at(data, location.objects):
+                    with contextlib.suppress(NotFound):
+                        bucket.blob(str(name)).delete()
+            for child in location.children:
+                paths = [child.resolve(child.collection, snap.reference.path)]
+                head = child.resolve(child.chain_head, snap.reference.path) if child.chain_head else None
+                if head:
+                    paths.append(f"{head}/{audit.PENDING}")
+                for path in paths:
+                    if path in seen:
+                        continue
+                    seen.add(path)
+                    writes += [("delete", ref, None) for ref in self.db.collection(path).list_documents()]
+                if head:
+                    writes.append(("delete", self.db.document(head), None))
+        _write_in_batches(self.db, writes)
+
+    def expired(self, collection: str, locations: list[Location]) -> int:
+        from google.cloud import firestore
+        from google.cloud.firestore import FieldFilter
+
+        group = any(loc.group for loc in locations)
+        base = self.db.collection_group(collection) if group else self.db.collection(collection)
+        query = base.where(filter=FieldFilter("retained_until", "<=", self.today.isoformat())).order_by(
+            "retained_until"
+        )
+        purged = changed = 0
+        for page in self._pages(query):
+            if changed >= self.limit:
+                break
+            batch, pending = self.db.batch(), 0
             for snap in page:
                 data = snap.to_dict() or {}
-                parties = [data.get(loc.owner_field) for loc in owned]
-                if any(p in held_pseudonyms for p in parties) or changed + pending >= limit:
+                parties = [data.get(loc.owner_field) for loc in locations]
+                if any(p in self.held_pseudonyms for p in parties) or changed + pending >= self.limit:
                     continue
                 live = [p for p in parties if isinstance(p, str) and p and not p.startswith(rules.PSEUDONYM_PREFIX)]
                 if live:
@@ -356,13 +553,75 @@ def purge_retained(db: Any, data_map: DataMap, pseudonym_key: bytes, today: date
                         {"retained_until": firestore.DELETE_FIELD, "retention_basis": firestore.DELETE_FIELD},
                     )
                 else:
+                    self._delete_dependents(locations, snap)
                     batch.delete(snap.reference)
                     purged += 1
                 pending += 1
             if pending:
                 batch.commit()
             changed += pending
-    return purged
+        return purged
 
+    def ownerless(self, location: Location) -> int:
+        """Records nobody owns (no account, so no hold), ended `years` after their own day."""
+        from google.cloud.firestore import FieldFilter
 
-PURGE_PAGE = 400  # under Firestore's 500 writes a batch
+        retention = self.map.retention_of(location)
+        oldest = rules.oldest_kept_day(self.today, retention.years or 0)
+        bound = datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC) + timedelta(days=1)
+        query = (
+            self.db.collection(location.collection)
+            .where(filter=FieldFilter(location.owner, "==", None))
+            .where(filter=FieldFilter(location.date_field, "<", bound))
+            .order_by(location.date_field)
+        )
+        purged = 0
+        for page in self._pages(query):
+            batch = self.db.batch()
+            for snap in page:
+                if purged >= self.limit:
+                    break
+                data = snap.to_dict() or {}
+                day = rules.record_day(data.get(location.dated_by or ""), self.today)
+                if not rules.is_expired(day, retention.years or 0, retention.from_annual_closing, self.today):
+                    continue
+                self._delete_dependents(self.map.owned_by_collection()[location.collection or ""], snap)
+                batch.delete(snap.reference)
+                purged += 1
+            batch.commit()
+            if purged >= self.limit:
+                break
+        return purged
+
+    def pseudonymise_deferred(self, location: Location) -> int:
+        """Pseudonymises the records the deletion job left until `deferred_until` became true."""
+        from google.cloud.firestore import FieldFilter
+
+        retention = self.map.retention_of(location)
+        field = location.deferred_until or ""
+        query = self.db.collection(location.collection).where(filter=FieldFilter(field, "==", True))
+        done = 0
+        for snap in query.limit(self.limit).stream():
+            data = snap.to_dict() or {}
+            account_id = data.get(location.owner_field or "")
+            if not isinstance(account_id, str) or not account_id or account_id.startswith(rules.PSEUDONYM_PREFIX):
+                continue
+            account_holds = [hold for hold in self.holds if hold.get("account_id") == account_id]
+            if rules.covered_by_hold(location.id, account_holds):
+                continue
+            after = rules.pseudonymised_record(
+                data, location.owner_field, location.personal_fields, account_id, self.key
+            )
+            after.pop(field, None)  # so neither this query nor the job that waited on it finds it again
+            day = rules.record_day(data.get(location.dated_by or ""), self.today)
+            after["retained_until"] = rules.retained_until(
+                day, retention.years or 0, retention.from_annual_closing
+            ).isoformat()
+            after["retention_basis"] = retention.legal_basis
+            new_id = rules.replace_account(snap.id, account_id, rules.pseudonym(account_id, self.key))
+            moves: list[tuple[str, Any, dict | None]] = [("set", snap.reference.parent.document(new_id), after)]
+            if new_id != snap.id:
+                moves.append(("delete", snap.reference, None))
+            _write_in_batches(self.db, moves)  # one batch: the record moves whole, or not at all
+            done += 1
+        return done

@@ -22,6 +22,8 @@ from typing import Any
 
 import pydantic
 
+from orderpally.lifecycle import billing
+from orderpally.lifecycle.billing import BillingState
 from orderpally.lifecycle.data_map import DataMap, Location
 
 EXPORTS = "content_exports"
@@ -50,6 +52,14 @@ class PaymentRequired(Exception):
         self.currency = currency
 
 
+class BillingUnsettled(Exception):
+    """Billing events wait behind a missing one: what is owed is unknown, so nothing is released."""
+
+    def __init__(self, waiting_for: int) -> None:
+        super().__init__(f"billing waits for event {waiting_for}")
+        self.waiting_for = waiting_for
+
+
 def check_paid(outstanding: tuple[int, str]) -> None:
     """Content is released only while nothing is owed (clause 3.2(b)(ii))."""
     amount, currency = outstanding
@@ -57,16 +67,30 @@ def check_paid(outstanding: tuple[int, str]) -> None:
         raise PaymentRequired(amount, currency)
 
 
+def check_settled(state: BillingState) -> None:
+    """The gate at request, build and download: nothing owed, and no billing event
+    waiting behind a gap (the missing one may be an invoice)."""
+    if state.waiting_for is not None:
+        raise BillingUnsettled(state.waiting_for)
+    check_paid((state.outstanding, state.currency))
+
+
 def new_export_id() -> str:
     return secrets.token_urlsafe(18)
 
 
 def create_request(
-    db: Any, account_id: str, outstanding: tuple[int, str], now: datetime, valid_days: int, writer: Any
+    db: Any,
+    account_id: str,
+    outstanding: tuple[int, str],
+    now: datetime,
+    valid_days: int,
+    writer: Any,
+    export_id: str | None = None,
 ) -> dict:
     """Queues an export through `writer` (a batch or transaction): it commits with what else that writes."""
     check_paid(outstanding)
-    export_id = new_export_id()
+    export_id = export_id or new_export_id()
     record = {
         "export_id": export_id,
         "account_id": account_id,
@@ -93,7 +117,7 @@ def _documents(db: Any, location: Location, account_id: str) -> Iterator[tuple[s
     if location.kind == "collection":
         snaps = db.collection(location.resolve(account_id)).stream()
     else:
-        owned = FieldFilter(location.owner_field, "==", account_id)
+        owned = FieldFilter(location.owner, "==", account_id)
         snaps = db.collection(location.collection).where(filter=owned).stream()
     for snap in snaps:
         yield snap.reference.path, snap.to_dict() or {}
@@ -122,6 +146,9 @@ class _Digesting:
 
     def flush(self) -> None:
         """Nothing: a resumable upload is finalised by closing it, not by a flush."""
+
+    def close(self) -> None:
+        """Nothing: `streamed_archive` closes the upload once the archive is whole."""
 
     @property
     def sha256(self) -> str:
@@ -184,11 +211,26 @@ def run_export(
         return "unknown"
     if record.get("status") == "ready":
         return "duplicate"
+    if record.get("status") == "refused":
+        return "refused"
+    # Checked again here: an invoice may have arrived (or queued behind a gap) since the request.
+    try:
+        check_settled(billing.read_state(db, message.account_id))
+    except (PaymentRequired, BillingUnsettled) as exc:
+        ref.update({"status": "refused", "refused": refusal(exc), "refused_at": now})
+        return "refused"
     object_name = f"{message.account_id}/{message.export_id}.zip"
     with streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
         counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
     mark_ready(ref, object_name, out, counts, now)
     return "ready"
+
+
+def refusal(exc: PaymentRequired | BillingUnsettled) -> dict[str, Any]:
+    """Why content was not released, as the customer is told it."""
+    if isinstance(exc, PaymentRequired):
+        return {"reason": "payment-required", "outstanding_amount": exc.amount, "currency": exc.currency}
+    return {"reason": "billing-unsettled"}
 
 
 def mark_ready(ref: Any, object_name: str, out: _Digesting, counts: dict[str, int], now: datetime) -> None:

@@ -3,8 +3,9 @@ termination, suspension and legal holds. Decode, check the caller, delegate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import flask
 import pydantic
@@ -15,7 +16,8 @@ from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.lifecycle import accounts_service as service
-from orderpally.lifecycle import billing, data_map, deletion
+from orderpally.lifecycle import archive_limits as limits
+from orderpally.lifecycle import billing, certificates, data_map, deletion
 from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import termination as rules
 from orderpally.messaging.requests import EmailRequest, request_email
@@ -92,6 +94,7 @@ def effects() -> service.Effects:
         publish_deletion=lambda account_id: events.publish(
             deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account_id}
         ),
+        public_base_url=settings().public_base_url,
     )
 
 
@@ -308,30 +311,64 @@ def _payment_required(exc: content_export.PaymentRequired) -> web.Problem:
     )
 
 
+def _billing_unsettled() -> web.Problem:
+    return web.Problem(
+        409,
+        "billing-unsettled",
+        "Billing not settled",
+        "Some of this account's billing has not reached us yet, so what is owed is not known; "
+        "content can be retrieved once it has. Try again later, or contact customer service.",
+        headers={"Retry-After": "900"},
+    )
+
+
+def _refused(exc: Exception) -> web.Problem:
+    if isinstance(exc, content_export.PaymentRequired):
+        return _payment_required(exc)
+    return _billing_unsettled()
+
+
+EXPORT_PATH = "/account/exports/{id}"
+
+
 def request_export(request: flask.Request) -> flask.Response:
+    from google.cloud import firestore
+
     principal = _exporter(request)
     db = clients.firestore_client()
     account = db.collection(ACCOUNTS).document(principal.account_id).get().to_dict() or {}
     if account.get("status") in ("terminated", "suspended", None):
         raise web.Problem(409, "account-not-active", "Not possible now", "This account cannot export its content.")
     now = datetime.now(UTC)
-    batch = db.batch()
-    try:
+    export_id = content_export.new_export_id()
+    event = audit.AuditEvent(
+        "export.requested", _actor(principal), access.client_address(request), None, {"export_id": export_id}
+    )
+
+    # The balance is read in the transaction that records the request: a billing event
+    # committed in between makes it retry and read again. The build and the download check again.
+    @firestore.transactional
+    def write(transaction: Any) -> tuple[dict, outbox.Staged]:
+        state = billing.read_state(db, principal.account_id, transaction)
+        content_export.check_settled(state)
+        limits.reserve(transaction, db, principal.account_id, limits.EXPORTS, content_export.EXPORTS, export_id, now)
         record = content_export.create_request(
             db,
             principal.account_id,
-            billing.outstanding(db, principal.account_id),
+            (state.outstanding, state.currency),
             now,
             settings().export_valid_days,
-            writer=batch,
+            writer=transaction,
+            export_id=export_id,
         )
-    except content_export.PaymentRequired as exc:
-        raise _payment_required(exc) from None
-    event = audit.AuditEvent(
-        "export.requested", _actor(principal), access.client_address(request), None, {"export_id": record["export_id"]}
-    )
-    staged = outbox.stage(batch, db, principal.account_id, event, None, now)
-    batch.commit()
+        return record, outbox.stage(transaction, db, principal.account_id, event, None, now)
+
+    try:
+        record, staged = write(db.transaction())
+    except (content_export.PaymentRequired, content_export.BillingUnsettled) as exc:
+        raise _refused(exc) from None
+    except (limits.InProgress, limits.DailyLimitReached) as exc:
+        raise limits.problem(exc, "export", EXPORT_PATH) from None
     outbox.announce(db, staged)
     with events.left_for_later("content export build"):  # archive-redrive publishes a request left queued
         events.publish(
@@ -370,9 +407,9 @@ def download_export(request: flask.Request, export_id: str) -> flask.Response:
     db = clients.firestore_client()
     try:
         # Retrieval, not only the request, waits until nothing is owed (clause 3.2(b)(ii)).
-        content_export.check_paid(billing.outstanding(db, principal.account_id))
-    except content_export.PaymentRequired as exc:
-        raise _payment_required(exc) from None
+        content_export.check_settled(billing.read_state(db, principal.account_id))
+    except (content_export.PaymentRequired, content_export.BillingUnsettled) as exc:
+        raise _refused(exc) from None
     link = content_export.download_link(
         clients.storage_client().bucket(settings().exports_bucket),
         record["object"],
@@ -406,10 +443,100 @@ def notify_export_ready(account_id: str, export_id: str) -> None:
     request_email(message)
 
 
+class StaffReadQuery(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    reason: str  # checked by access.require_staff_read
+
+
+class CertificateQuery(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    token: str = pydantic.Field(min_length=20, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def _staff_read(request: flask.Request, account_id: str, what: str, exists: Callable[[str], bool]) -> str:
+    """Checks a staff read and records it before the data leaves: in the customer's trail
+    while it takes entries, else beside the certificate (a terminated account's trail is closed)."""
+    principal, reason = access.require_staff_read(request, "support", "security", "admin")
+    web.validate(request.args.to_dict(), StaffReadQuery)
+    account_id = _valid_account_id(account_id)
+    db = clients.firestore_client()
+    account = db.collection(ACCOUNTS).document(account_id).get().to_dict()
+    if account is None and not exists(account_id):
+        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
+    actor = _actor(principal)
+    if account is not None and account.get("status") != "terminated":
+        audit.record(
+            account_id,
+            audit.AuditEvent("staff.read", actor, access.client_address(request), reason, {"what": what}),
+        )
+    else:
+        certificates.record_closed_account_read(db, account_id, actor.role, reason, what, datetime.now(UTC))
+    return account_id
+
+
+def staff_read_billing(request: flask.Request, account_id: str) -> flask.Response:
+    """The account's balance, whether events wait behind a gap, and the events applied, newest first."""
+    db = clients.firestore_client()
+    account_id = _staff_read(
+        request, account_id, "billing", lambda a: db.collection(billing.BILLING_ACCOUNTS).document(a).get().exists
+    )
+    state = billing.read_state(db, account_id)
+    now = datetime.now(UTC)
+    body = {
+        "account_id": account_id,
+        "balance_due": state.balance_due,
+        "outstanding_amount": state.outstanding,
+        "currency": state.currency,
+        "last_sequence": state.last_sequence,
+        "highest_seen_sequence": state.highest_seen,
+        "waiting_for_sequence": state.waiting_for,
+        "gap_since": state.gap_since.isoformat() if state.gap_since else None,
+        "gap_overdue": billing.gap_overdue(state, now),
+        "applied_events": [_serialise(e) for e in billing.applied_events(db, account_id)],
+    }
+    return web.json_response(body)
+
+
+def staff_read_certificate(request: flask.Request, account_id: str) -> flask.Response:
+    """The whole deletion certificate, holds included, for staff."""
+    db = clients.firestore_client()
+    account_id = _staff_read(
+        request, account_id, "deletion_certificate", lambda a: certificates.certificate(db, a) is not None
+    )
+    found = certificates.certificate(db, account_id)
+    if found is None:
+        raise web.Problem(404, "certificate-not-found", "Not found", "This account has no deletion certificate yet.")
+    return web.json_response(_serialise_deep(certificates.staff_view(account_id, found)))
+
+
+def customer_certificate(request: flask.Request) -> flask.Response:
+    """The certificate behind the secret link mailed at termination; it needs no sign-in,
+    since the account it certifies is gone."""
+    query = web.validate(request.args.to_dict(), CertificateQuery)
+    found = certificates.for_token(clients.firestore_client(), query.token)
+    if found is None:
+        raise web.Problem(404, "certificate-not-found", "Not found", "This link is not valid.")
+    response = web.json_response(found)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _serialise_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _serialise_deep(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_serialise_deep(v) for v in value]
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def register(account_routes: web.Router, staff_routes: web.Router) -> None:
     account_routes.route("/account/exports", methods=["POST"])(request_export)
     account_routes.route("/account/exports/<export_id>", methods=["GET"])(get_export)
     account_routes.route("/account/exports/<export_id>/download", methods=["GET"])(download_export)
+    account_routes.route("/account/deletion-certificate", methods=["GET"])(customer_certificate)
     account_routes.route("/account/termination", methods=["POST"])(request_termination)
     account_routes.route("/account/termination", methods=["GET"])(get_termination)
     account_routes.route("/account/termination", methods=["DELETE"])(cancel_termination)
@@ -420,3 +547,5 @@ def register(account_routes: web.Router, staff_routes: web.Router) -> None:
     staff_routes.route("/staff/accounts/<account_id>/suspension", methods=["POST", "DELETE"])(staff_suspend)
     staff_routes.route("/staff/accounts/<account_id>/legal-holds", methods=["POST"])(staff_place_hold)
     staff_routes.route("/staff/legal-holds/<hold_id>", methods=["DELETE"])(staff_release_hold)
+    staff_routes.route("/staff/accounts/<account_id>/billing", methods=["GET"])(staff_read_billing)
+    staff_routes.route("/staff/accounts/<account_id>/deletion-certificate", methods=["GET"])(staff_read_certificate)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import UTC, date, datetime
+from typing import Any
 
 PSEUDONYM_PREFIX = "pseudonym:"
 REMOVED = None  # personal fields become null: the type of the record stays obvious
@@ -25,6 +27,82 @@ def pseudonymised_fields(owner_field: str, personal_fields: list[str], account_i
     updates: dict = {field: REMOVED for field in personal_fields}
     updates[owner_field] = pseudonym(account_id, key)
     return updates
+
+
+def _id_pattern(account_id: str) -> re.Pattern[str]:
+    # The id as a whole token (a path segment, a word), not inside a longer id.
+    return re.compile(rf"(?<![A-Za-z0-9_-]){re.escape(account_id)}(?![A-Za-z0-9_-])")
+
+
+def mentions(value: Any, account_id: str) -> bool:
+    """Whether the account id appears anywhere in the value (nested fields, lists, map keys, paths)."""
+    pattern = _id_pattern(account_id)
+    if isinstance(value, str):
+        return bool(pattern.search(value))
+    if isinstance(value, dict):
+        return any(mentions(k, account_id) or mentions(v, account_id) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(mentions(v, account_id) for v in value)
+    return False
+
+
+def replace_account(value: Any, account_id: str, alias: str) -> Any:
+    """The value with every mention of the account id (in any field, list or path) turned into `alias`."""
+    if isinstance(value, str):
+        return _id_pattern(account_id).sub(alias, value)
+    if isinstance(value, dict):
+        return {replace_account(k, account_id, alias): replace_account(v, account_id, alias) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_account(v, account_id, alias) for v in value]
+    return value
+
+
+def without_personal(data: dict, paths: list[str]) -> dict:
+    """`data` with each personal field nulled: `name`, `map.field`, or `list[].field` (each item's)."""
+    result = dict(data)
+    for path in paths:
+        head, _, rest = path.partition(".")
+        if head.endswith("[]"):
+            name = head[:-2]
+            items = result.get(name)
+            if isinstance(items, list):
+                result[name] = [without_personal(i, [rest]) if isinstance(i, dict) else i for i in items]
+        elif rest:
+            if isinstance(result.get(head), dict):
+                result[head] = without_personal(result[head], [rest])
+        elif head in result:
+            result[head] = REMOVED
+    return result
+
+
+def values_at(data: dict, path: str) -> list[Any]:
+    """The non-empty values at `name`, `map.field` or `list[].field` of `data`."""
+    head, _, rest = path.partition(".")
+    if head.endswith("[]"):
+        items = data.get(head[:-2])
+        found = [v for i in items if isinstance(i, dict) for v in values_at(i, rest)] if isinstance(items, list) else []
+        return found
+    value = data.get(head)
+    if rest:
+        return values_at(value, rest) if isinstance(value, dict) else []
+    return [value] if value not in (None, "", [], {}) else []
+
+
+def pseudonymised_record(
+    data: dict, owner_field: str | None, personal_fields: list[str], account_id: str, key: bytes
+) -> dict:
+    """The record stripped of one account: its personal fields nulled, and every remaining mention of
+    the account id (owner field, actor ids, object paths) replaced by the pseudonym."""
+    alias = pseudonym(account_id, key)
+    result = replace_account(without_personal(data, personal_fields), account_id, alias)
+    if owner_field:
+        result[owner_field] = alias
+    return result
+
+
+def changed_fields(before: dict, after: dict) -> dict:
+    """The top-level fields of `after` that differ from `before` (an update's payload)."""
+    return {k: v for k, v in after.items() if k not in before or before[k] != v}
 
 
 def add_years(day: date, years: int) -> date:
@@ -52,6 +130,15 @@ def retained_until(record_day: date, years: int, from_annual_closing: bool = Tru
     record's own day for a class that is not counted from the closing."""
     start = annual_closing(record_day) if from_annual_closing else record_day
     return add_years(start, years)
+
+
+def is_expired(record: date, years: int, from_annual_closing: bool, today: date) -> bool:
+    return retained_until(record, years, from_annual_closing) <= today
+
+
+def oldest_kept_day(today: date, years: int) -> date:
+    """A record dated after this day is still within `years` of its own day (and of its closing)."""
+    return add_years(today, -years)
 
 
 def record_day(value: object, fallback: date) -> date:

@@ -109,13 +109,15 @@ def smtp_sender(connect: Callable[[], smtplib.SMTP]) -> Sender:
                 code, reply = command(*args)
                 if code >= 400:
                     raise RelayRefused(RelayReply(code, reply.decode(errors="replace")))
+            answer: bytes | str
             try:
-                code, reply = conn.data(message.as_bytes(policy=email.policy.SMTP))  # CRLF line ends
+                code, answer = conn.data(message.as_bytes(policy=email.policy.SMTP))  # CRLF line ends
             except smtplib.SMTPResponseException as exc:  # the relay refused to take DATA at all
-                code, reply = exc.smtp_code, exc.smtp_error
+                code, answer = exc.smtp_code, exc.smtp_error
+            text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
             if code >= 400:
-                raise RelayRefused(RelayReply(code, reply.decode(errors="replace")))
-            return RelayReply(code, reply.decode(errors="replace"))
+                raise RelayRefused(RelayReply(code, text))
+            return RelayReply(code, text)
 
     return send
 

@@ -47,7 +47,7 @@ class Ports:
     db: Any
     # Publishes the requests and returns once Pub/Sub has accepted every one.
     publish_emails: Callable[[Sequence[EmailRequest]], None]
-    continue_later: Callable[[str], None]
+    continue_later: Callable[[str], object]
     notices_url: str
     page_size: int = 500
     time_budget_seconds: float = 300.0

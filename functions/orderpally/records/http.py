@@ -13,6 +13,7 @@ from orderpally.access import http as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
+from orderpally.lifecycle import archive_limits as limits
 from orderpally.lifecycle import export
 from orderpally.messaging.requests import EmailRequest, request_email
 from orderpally.records import service
@@ -26,22 +27,44 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items() if k != "object"}
 
 
+RECORDS_PATH = "/account/records-requests/{id}"
+
+
 def create(request: flask.Request) -> flask.Response:
+    from google.cloud import firestore
+
     principal = access.require_customer(request)
     wanted = web.parse_json(request, service.RecordsRange)
     now = datetime.now(UTC)
     db = clients.firestore_client()
-    batch = db.batch()
-    record = service.create(db, principal.account_id, wanted, now, settings().export_valid_days, writer=batch)
+    request_id = service.new_request_id()
     event = audit.AuditEvent(
         "records.requested",
         audit.Actor("customer", principal.account_id),
         access.client_address(request),
         None,
-        {"request_id": record["request_id"], "from": record["from"], "to": record["to"]},
+        {"request_id": request_id, "from": wanted.date_from.isoformat(), "to": wanted.date_to.isoformat()},
     )
-    staged = outbox.stage(batch, db, principal.account_id, event, None, now)
-    batch.commit()
+
+    # The limit is taken in the transaction that records the request: two at once cannot both pass.
+    @firestore.transactional
+    def write(transaction: Any) -> tuple[dict[str, Any], outbox.Staged]:
+        limits.reserve(transaction, db, principal.account_id, limits.RECORDS, service.RECORDS, request_id, now)
+        record = service.create(
+            db,
+            principal.account_id,
+            wanted,
+            now,
+            settings().export_valid_days,
+            writer=transaction,
+            request_id=request_id,
+        )
+        return record, outbox.stage(transaction, db, principal.account_id, event, None, now)
+
+    try:
+        record, staged = write(db.transaction())
+    except (limits.InProgress, limits.DailyLimitReached) as exc:
+        raise limits.problem(exc, "records request", RECORDS_PATH) from None
     outbox.announce(db, staged)
     with events.left_for_later("records build"):  # archive-redrive publishes a request left queued
         message = {"request_id": record["request_id"], "account_id": principal.account_id}

@@ -56,11 +56,21 @@ class RecordsMessage(pydantic.BaseModel):
     account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
 
 
+def new_request_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
 def create(
-    db: Any, account_id: str, wanted: RecordsRange, now: datetime, valid_days: int, writer: Any
+    db: Any,
+    account_id: str,
+    wanted: RecordsRange,
+    now: datetime,
+    valid_days: int,
+    writer: Any,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """Queues a records request through `writer` (a batch or transaction): it commits with what else that writes."""
-    request_id = secrets.token_urlsafe(18)
+    request_id = request_id or new_request_id()
     record = {
         "request_id": request_id,
         "account_id": account_id,
