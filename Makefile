@@ -61,6 +61,7 @@ run: setup-run
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	terraform fmt -check -recursive terraform
 
 test: setup lint
