@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 
 EMULATOR_VARIABLES = (
@@ -309,13 +310,16 @@ def _rate_limits(raw: str) -> dict[str, tuple[int, int]]:
     return limits
 
 
-def _incident_deadlines(raw: str) -> str:
-    from orderpally.incidents.rules import parse_deadlines
+# `critical=1/24,high=4/72`: hours to first response / to resolution, per severity. The shape
+# is checked here, at start-up; the severity names by the incidents capability that reads it.
+_DEADLINE_ENTRY = re.compile(r"[a-z]+=([0-9]{1,6})/([0-9]{1,6})")
 
-    try:
-        parse_deadlines(raw)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+
+def _incident_deadlines(raw: str) -> str:
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        entry = _DEADLINE_ENTRY.fullmatch(part)
+        if not entry or int(entry.group(1)) > int(entry.group(2)):
+            raise ConfigurationError(f"INCIDENT_DEADLINES: bad entry {part!r}")
     return raw
 
 

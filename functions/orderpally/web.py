@@ -24,7 +24,6 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from orderpally import clients, structured_logging
-from orderpally.access.principal import origin_allowed
 from orderpally.config import settings
 
 PROBLEM_TYPE_PREFIX = "urn:orderpally:problem:"
@@ -262,6 +261,11 @@ def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[fl
         return serve(request, handler)
 
     return wrapped
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """Is `origin` (a request's Origin header) one of `allowed` (the configured frontends)?"""
+    return origin is not None and origin.rstrip("/") in allowed
 
 
 def repr_digest(sha256_hex: str) -> str:

@@ -1,4 +1,4 @@
-"""Session cookies from the Auth emulator through orderpally.access.http."""
+"""Session cookies from the Auth emulator through orderpally.access.guard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import flask
 import pytest
 
 from orderpally import clients, web
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from support.identities import create_identity, id_token
 
 pytestmark = pytest.mark.usefixtures("emulators")

@@ -18,7 +18,7 @@ from google.cloud.firestore_v1 import query as fs_query
 
 from orderpally import audit, clients, events, web
 from orderpally.access import auth_http, identity_toolkit, sessions
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from support.identities import PASSWORD, create_customer
 from support.waiting import wait_for
 

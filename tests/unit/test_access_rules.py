@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from orderpally.access.principal import Decision, Principal, account_access, origin_allowed, roles_from_claims
+from orderpally.access.principal import Decision, Principal, account_access, roles_from_claims
+from orderpally.web import origin_allowed
 
 ALICE = Principal(kind="customer", account_id="alice", email_verified=True)
 ALICE_KEY = Principal(kind="api_key", account_id="alice", scopes=frozenset({"orders:read"}), credential_id="k1")

@@ -123,3 +123,9 @@ def test_a_deployed_function_refuses_to_start_on_a_local_default(environment, va
     with pytest.raises(ConfigurationError, match=variable):
         load_settings({**env, variable: " "})
     assert load_settings({"ENVIRONMENT": "local"}).firebase_web_api_key == "local-emulator-key"
+
+
+@pytest.mark.parametrize("raw", ["critical=24/1", "critical=1", "critical=a/b", "=1/2"])
+def test_bad_incident_deadlines_are_refused_at_start_up(raw):
+    with pytest.raises(ConfigurationError, match="INCIDENT_DEADLINES"):
+        load_settings({"INCIDENT_DEADLINES": raw})

@@ -13,7 +13,7 @@ import pydantic
 
 from orderpally import audit, clients, web
 from orderpally.access import api_keys
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from orderpally.access.principal import STAFF_ROLES, Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
@@ -21,8 +21,6 @@ from orderpally.config import settings
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
 AUDIT_SCOPE = "audit:read"
-# Accounts whose keys still work; suspension and termination stop them.
-KEY_STATUSES = ("active", "terminating")
 
 
 class NewKeyBody(pydantic.BaseModel):
@@ -57,32 +55,6 @@ class PageQuery(pydantic.BaseModel):
 
 class StaffReadQuery(PageQuery):
     reason: str  # checked by access.require_staff_read; allowed here beside the paging fields
-
-
-def bearer_principal(token: str, request: flask.Request) -> Principal:
-    """The API-key verifier behind `Authorization: Bearer`: any failure is the same 401."""
-    db = clients.firestore_client()
-    now = datetime.now(UTC)
-    try:
-        record = api_keys.verify(db, token, settings().secret("API_KEY_PEPPER"), now)
-    except api_keys.KeyRejected:
-        raise access.unauthenticated("The API key is not valid (unknown, revoked or expired).") from None
-    account = db.collection(ACCOUNTS).document(record.account_id).get().to_dict() or {}
-    if account.get("status") not in KEY_STATUSES:
-        raise access.unauthenticated("The API key's account cannot use keys now.")
-    if record.needs_last_used:
-        api_keys.note_use(db, record, access.client_address(request), now)
-        if record.needs_use_audit:
-            _audit(
-                request, record.account_id, "api_key.used", audit.Actor("api_key", record.key_id), key_id=record.key_id
-            )
-    return Principal(
-        kind="api_key",
-        account_id=record.account_id,
-        email_verified=True,
-        scopes=record.scopes,
-        credential_id=record.key_id,
-    )
 
 
 def _audit(

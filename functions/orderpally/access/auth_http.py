@@ -20,7 +20,7 @@ import flask
 import pydantic
 
 from orderpally import audit, clients, events, fields, outbox, web
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from orderpally.access import identity_toolkit, limiter, passwords, sessions
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS, AccountKind, Language, trail_is_open
@@ -98,16 +98,6 @@ class PasswordChangeBody(pydantic.BaseModel):
 
     current_password: str = pydantic.Field(min_length=1, max_length=MAX_PASSWORD_INPUT)
     new_password: str = pydantic.Field(max_length=MAX_PASSWORD_INPUT)
-
-
-def too_many(exc: limiter.Limited) -> web.Problem:
-    return web.Problem(
-        429,
-        "too-many-attempts",
-        "Too many attempts",
-        f"Try again in {exc.retry_after} seconds.",
-        headers={"Retry-After": str(exc.retry_after)},
-    )
 
 
 def _weak_password(password: str, field: str) -> None:
@@ -192,7 +182,7 @@ def sign_up(request: flask.Request) -> flask.Response:
     try:
         limiter.hit(db, SIGN_UP_PER_ADDRESS, address_key(request), now)
     except limiter.Limited as exc:
-        raise too_many(exc) from None
+        raise access.too_many(exc) from None
     email = _email(body.email)
     try:
         user = auth.create_user(
@@ -267,7 +257,7 @@ def resend_verification(request: flask.Request) -> flask.Response:
     try:
         limiter.hit(db, RESET_PER_ACCOUNT, f"verify:{principal.account_id}", now)
     except limiter.Limited as exc:
-        raise too_many(exc) from None
+        raise access.too_many(exc) from None
     if not user.email:  # e.g. a Facebook account with a phone number only: nothing to verify
         raise web.Problem(409, "no-email-address", "No email address", "This account has no email address.")
     link = auth.generate_email_verification_link(
@@ -302,7 +292,7 @@ def _count_attempt(db: Any, counters: tuple[tuple[limiter.Limit, str], ...], now
     try:
         limiter.hit_all(db, counters, now)
     except limiter.Limited as exc:
-        raise too_many(exc) from None
+        raise access.too_many(exc) from None
 
 
 def trusted_device(request: flask.Request, email: str, now: datetime) -> sessions.Device | None:
@@ -487,7 +477,7 @@ def request_password_reset(request: flask.Request) -> flask.Response:
         limiter.hit_all(db, [(RESET_PER_ADDRESS, address_key(request)), (RESET_PER_ACCOUNT, email)], now)
     except limiter.Limited as exc:
         if exc.limit is RESET_PER_ADDRESS:
-            raise too_many(exc) from None
+            raise access.too_many(exc) from None
         return _accepted()  # a per-account limit must not tell the address is registered
     # Registered or not, the same round trips before the answer: a user lookup, an account read,
     # a link request (refused for an unknown address), one commit; the mail is published after.

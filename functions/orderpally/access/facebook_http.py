@@ -22,6 +22,7 @@ import pydantic
 
 from orderpally import clients, web
 from orderpally.access import auth_http, facebook, identity_toolkit, limiter
+from orderpally.access import guard as access
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 
@@ -173,7 +174,7 @@ def callback(request: flask.Request) -> flask.Response:
     try:
         limiter.hit(clients.firestore_client(), auth_http.SIGN_IN_PER_ADDRESS, auth_http.address_key(request), now)
     except limiter.Limited as exc:
-        raise auth_http.too_many(exc) from None
+        raise access.too_many(exc) from None
     try:
         token = facebook.exchange_code(query.code, settings().facebook_redirect_uri)
         user = facebook.read_user(token, facebook.verify_token(token))

@@ -67,7 +67,3 @@ def account_access(principal: Principal, account_id: str, staff_roles: tuple[str
     if principal.kind == "staff" and staff_roles and principal.has_role(*staff_roles):
         return Decision.STAFF
     return None
-
-
-def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
-    return origin is not None and origin.rstrip("/") in allowed

@@ -26,7 +26,7 @@ from typing import Any
 import flask
 
 from orderpally import clients
-from orderpally.access.http import CSRF_COOKIE, REVOKED_SESSIONS, SESSION_COOKIE, session_digest
+from orderpally.access.guard import CSRF_COOKIE, REVOKED_SESSIONS, SESSION_COOKIE, session_digest
 from orderpally.config import settings
 
 

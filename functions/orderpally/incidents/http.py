@@ -11,8 +11,8 @@ import flask
 import pydantic
 
 from orderpally import audit, clients, events, structured_logging, web
-from orderpally.access import auth_http, limiter
-from orderpally.access import http as access
+from orderpally.access import guard as access
+from orderpally.access import limiter
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS, Language
 from orderpally.config import settings
@@ -199,7 +199,7 @@ def submit(request: flask.Request) -> flask.Response:
             else:
                 limiter.hit(db, ANONYMOUS_PER_ADDRESS, address or "unknown", now)
         except limiter.Limited as exc:
-            raise auth_http.too_many(exc) from None
+            raise access.too_many(exc) from None
     try:
         done = service.submit(db, report, reporter, key, _table(), now)
     except service.IncidentError as exc:

@@ -11,7 +11,7 @@ import flask
 import pydantic
 
 from orderpally import audit, clients, events, fields, outbox, web
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings

@@ -14,7 +14,7 @@ import flask
 import pydantic
 
 from orderpally import clients, events, fields, web
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from orderpally.accounts import LANGUAGES
 from orderpally.config import settings
 from orderpally.notices import fanout, rules, service

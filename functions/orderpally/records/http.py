@@ -9,7 +9,7 @@ from typing import Any
 import flask
 
 from orderpally import audit, clients, events, outbox, web
-from orderpally.access import http as access
+from orderpally.access import guard as access
 from orderpally.access.principal import Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings

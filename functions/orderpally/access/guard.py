@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import flask
 
-from orderpally import clients, web
-from orderpally.access.principal import Principal, origin_allowed, roles_from_claims
+from orderpally import audit, clients, web
+from orderpally.access import api_keys, limiter
+from orderpally.access.principal import Principal, roles_from_claims
+from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 
 SESSION_COOKIE = "__Host-op_session"
@@ -24,6 +27,8 @@ CSRF_COOKIE = "__Host-op_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REVOKED_SESSIONS = "revoked_sessions"
+# Accounts whose API keys still work; suspension and termination stop them.
+KEY_STATUSES = ("active", "terminating")
 
 
 def unauthenticated(detail: str = "Sign in first.") -> web.Problem:
@@ -34,6 +39,16 @@ def unauthenticated(detail: str = "Sign in first.") -> web.Problem:
 
 def forbidden(detail: str = "You may not do this.") -> web.Problem:
     return web.Problem(403, "forbidden", "Forbidden", detail)
+
+
+def too_many(exc: limiter.Limited) -> web.Problem:
+    return web.Problem(
+        429,
+        "too-many-attempts",
+        "Too many attempts",
+        f"Try again in {exc.retry_after} seconds.",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 def session_digest(cookie: str) -> str:
@@ -66,6 +81,32 @@ def principal_from_session_cookie(cookie: str) -> Principal:
     )
 
 
+def bearer_principal(token: str, request: flask.Request) -> Principal:
+    """The API-key verifier behind `Authorization: Bearer`: any failure is the same 401."""
+    db = clients.firestore_client()
+    now = datetime.now(UTC)
+    try:
+        record = api_keys.verify(db, token, settings().secret("API_KEY_PEPPER"), now)
+    except api_keys.KeyRejected:
+        raise unauthenticated("The API key is not valid (unknown, revoked or expired).") from None
+    account = db.collection(ACCOUNTS).document(record.account_id).get().to_dict() or {}
+    if account.get("status") not in KEY_STATUSES:
+        raise unauthenticated("The API key's account cannot use keys now.")
+    if record.needs_last_used:
+        api_keys.note_use(db, record, client_address(request), now)
+        if record.needs_use_audit:
+            actor = audit.Actor("api_key", record.key_id)
+            event = audit.AuditEvent("api_key.used", actor, client_address(request), None, {"key_id": record.key_id})
+            audit.record(record.account_id, event)
+    return Principal(
+        kind="api_key",
+        account_id=record.account_id,
+        email_verified=True,
+        scopes=record.scopes,
+        credential_id=record.key_id,
+    )
+
+
 def authenticate(request: flask.Request) -> Principal | None:
     """The caller, None when anonymous; a Problem when credentials are present but bad."""
     header = request.headers.get("Authorization")
@@ -73,9 +114,6 @@ def authenticate(request: flask.Request) -> Principal | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("Send an API key as 'Authorization: Bearer <key>'.")
-        # Imported here: the API-key capability builds on this module.
-        from orderpally.access.account_http import bearer_principal
-
         return bearer_principal(token.strip(), request)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
@@ -146,7 +184,7 @@ def request_origin(request: flask.Request) -> str | None:
 
 def check_origin(request: flask.Request) -> None:
     """Browsers always send Origin on cross-site POSTs; a foreign or missing one is refused."""
-    if not origin_allowed(request_origin(request), settings().frontend_origins):
+    if not web.origin_allowed(request_origin(request), settings().frontend_origins):
         raise web.Problem(403, "csrf-origin", "Cross-site request refused", "The request's Origin is not allowed.")
 
 
