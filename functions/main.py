@@ -403,19 +403,22 @@ def verify_audit_chains(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def check_incident_deadlines(request: flask.Request) -> flask.Response:
-    from orderpally.incidents import http as incidents_http
+    from orderpally.incidents import intake
 
     web.require_method(request, "POST")
-    return web.json_response(incidents_http.check_deadlines(datetime.now(UTC)))
+    return web.json_response(intake.check_deadlines(datetime.now(UTC)))
 
 
 @functions_framework.cloud_event
 def build_records(cloud_event: CloudEvent) -> None:
-    from orderpally.records import http as records_http
+    from orderpally import clients
     from orderpally.records import service as records
 
-    spec = _event_spec(records_http.BUILD_FUNCTION, records.MESSAGE_TYPE, records.RecordsMessage)
-    _handle(cloud_event, spec, lambda message, _: records_http.build(message))
+    def build(message: records.RecordsMessage, _: Any) -> str:
+        bucket = clients.storage_client().bucket(settings().exports_bucket)
+        return records.build(clients.firestore_client(), bucket, message, datetime.now(UTC))
+
+    _handle(cloud_event, _event_spec(records.BUILD_FUNCTION, records.MESSAGE_TYPE, records.RecordsMessage), build)
 
 
 @functions_framework.http

@@ -36,6 +36,11 @@ def preferred_language(stored: object, fallback: str = DEFAULT_LANGUAGE) -> Lang
     return "zh-TW"
 
 
+def email_of(db: Any, account_id: str) -> str | None:
+    """The account's stored address, None when it has none (or no account is left)."""
+    return (db.collection(ACCOUNTS).document(account_id).get().to_dict() or {}).get("email") or None
+
+
 def trail_is_open(db: Any, account_id: str) -> bool:
     """May events still be written to the account's trail? Not once it is terminated or its
     profile deleted: a failed sign-in with a deleted address would bring its trail back, with

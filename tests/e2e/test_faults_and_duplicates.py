@@ -321,15 +321,15 @@ def history_actions(reference: str) -> list[str]:
     "point", ["before:history", "after:history", "before:acknowledgement", "after:acknowledgement"]
 )
 def test_an_anonymous_intake_crashed_part_way_is_finished_by_the_retry(running_stack, point):
-    from orderpally.incidents import http as incidents_http
+    from orderpally.incidents import intake
 
-    arm(incidents_http.INTAKE_FAULTS, point)
+    arm(intake.INTAKE_FAULTS, point)
     url = running_stack.url("incidents") + "/incidents"
     headers = {"Idempotency-Key": f"crash-{uuid.uuid4().hex}"}
     crashed = requests.post(url, json=incident_report(), headers=headers, timeout=30)
     assert crashed.status_code == 500
     assert crashed.headers["Content-Type"] == "application/problem+json"
-    assert wait_for(lambda: fired(incidents_http.INTAKE_FAULTS), timeout=30)
+    assert wait_for(lambda: fired(intake.INTAKE_FAULTS), timeout=30)
 
     retried = requests.post(url, json=incident_report(), headers=headers, timeout=30)
     assert retried.status_code == 200
@@ -351,11 +351,11 @@ def test_an_anonymous_intake_crashed_part_way_is_finished_by_the_retry(running_s
 @pytest.mark.parametrize("point", ["after:customer_trail", "after:page"])
 def test_a_customer_intake_crashed_part_way_is_finished_once(running_stack, point):
     from orderpally import audit
-    from orderpally.incidents import http as incidents_http
+    from orderpally.incidents import intake
     from support.identities import browser_headers
 
     customer = create_customer()
-    arm(incidents_http.INTAKE_FAULTS, point)
+    arm(intake.INTAKE_FAULTS, point)
     url = running_stack.url("incidents") + "/incidents"
     headers = {**browser_headers(customer), "Idempotency-Key": f"crash-{uuid.uuid4().hex}"}
     body = incident_report(category="account_compromise", contact_email=None)
@@ -381,9 +381,9 @@ def test_a_customer_intake_crashed_part_way_is_finished_once(running_stack, poin
 
 
 def test_an_intake_nobody_retries_is_finished_by_the_deadline_sweep(running_stack):
-    from orderpally.incidents import http as incidents_http
+    from orderpally.incidents import intake
 
-    arm(incidents_http.INTAKE_FAULTS, "before:acknowledgement")
+    arm(intake.INTAKE_FAULTS, "before:acknowledgement")
     crashed = requests.post(running_stack.url("incidents") + "/incidents", json=incident_report(), timeout=30)
     assert crashed.status_code == 500
     assert mails_to(running_stack.mailbox, "crashed-intake@example.com") == []

@@ -25,8 +25,6 @@ CORE = {"web", "config", "clients", "events", "audit", "structured_logging", "ac
 
 # Topic and schedule functions that still reach into an HTTP module for their work (#16).
 EVENT_FUNCTIONS_USING_HTTP = {
-    ("check_incident_deadlines", "orderpally.incidents.http"),
-    ("build_records", "orderpally.records.http"),
     ("fan_out_notice", "orderpally.notices.http"),
     ("release_notice_mailings", "orderpally.notices.http"),
     ("execute_due_terminations", "orderpally.lifecycle.http"),

@@ -11,16 +11,12 @@ import flask
 from orderpally import audit, clients, events, outbox, web
 from orderpally.access import guard as access
 from orderpally.access.principal import Principal
-from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.lifecycle import archive_limits as limits
 from orderpally.lifecycle import export
-from orderpally.messaging.requests import EmailRequest, request_email
 from orderpally.records import service
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
-BUILD_FUNCTION = "build_records"  # the topic function, whose fault document the suite arms
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -127,30 +123,6 @@ def staff_pending(request: flask.Request) -> flask.Response:
             audit.AuditEvent("staff.read", actor, access.client_address(request), reason, {"what": "records_requests"}),
         )
     return web.json_response({"pending": pending})
-
-
-def build(message: service.RecordsMessage) -> None:
-    db = clients.firestore_client()
-    outcome = service.run(db, clients.storage_client().bucket(settings().exports_bucket), message, datetime.now(UTC))
-    # Also on a redelivery of built records: the mail may be what the crash cut off, and its
-    # idempotency key sends it once.
-    if outcome not in ("ready", "duplicate"):
-        return
-    events.inject_fault(BUILD_FUNCTION, "before-mail")
-    account = db.collection(ACCOUNTS).document(message.account_id).get().to_dict() or {}
-    if account.get("email"):
-        request_email(
-            EmailRequest(
-                idempotency_key=f"records_ready:{message.request_id}",
-                template="records_ready",
-                to_email=account["email"],
-                account_id=message.account_id,
-                data={
-                    "request_id": message.request_id,
-                    "download_path": f"/account/records-requests/{message.request_id}/download",
-                },
-            )
-        )
 
 
 def register(account_routes: web.Router, staff_routes: web.Router) -> None:

@@ -19,8 +19,11 @@ from typing import Any
 
 import pydantic
 
-from orderpally import audit, fields
+from orderpally import accounts, audit, events, fields
 from orderpally.lifecycle.export import mark_ready, streamed_archive
+from orderpally.messaging.requests import EmailRequest, request_email
+
+BUILD_FUNCTION = "build_records"  # the topic function, whose fault document the suite arms
 
 RECORDS = "records_requests"
 TOPIC = "records-request"
@@ -181,6 +184,31 @@ def run(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
         write_archive(zipped, rows, message.account_id, {"from": record["from"], "to": record["to"]})
     mark_ready(ref, object_name, out, {"rows": len(rows)}, now)
     return "ready"
+
+
+def build(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
+    """The build topic's use case: the archive, then the mail saying it is ready. The mail goes
+    on a redelivery of built records too: it may be what a crash cut off, and its idempotency
+    key sends it once."""
+    outcome = run(db, bucket, message, now)
+    if outcome not in ("ready", "duplicate"):
+        return outcome
+    events.inject_fault(BUILD_FUNCTION, "before-mail")
+    email = accounts.email_of(db, message.account_id)
+    if email:
+        request_email(
+            EmailRequest(
+                idempotency_key=f"records_ready:{message.request_id}",
+                template="records_ready",
+                to_email=email,
+                account_id=message.account_id,
+                data={
+                    "request_id": message.request_id,
+                    "download_path": f"/account/records-requests/{message.request_id}/download",
+                },
+            )
+        )
+    return outcome
 
 
 def pending(db: Any, now: datetime, limit: int = 200) -> list[dict[str, Any]]:

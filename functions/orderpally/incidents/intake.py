@@ -1,0 +1,173 @@
+"""The use cases of a report's intake, called alike by the intake route and the deadline
+schedule: the steps after a report is stored (its history, the acknowledgement, the
+reporter's trail, the on-call page), resumed when a crash cut them off, and the sweep
+that alerts staff to deadlines near or past."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from orderpally import audit, clients, events, structured_logging
+from orderpally.accounts import Language
+from orderpally.config import settings
+from orderpally.incidents import rules, service
+from orderpally.messaging.requests import EmailRequest, request_email
+
+ALERT_DEADLINE = "incident-deadline"
+INTAKE_FAULTS = "incident_intake"  # the fault suite's crash points between intake steps
+
+_log = structured_logging.get_logger("orderpally.incidents")
+
+
+def links(reference: str, status_token: str, confirm_token: str | None) -> dict[str, str]:
+    base = f"{settings().public_base_url}/incidents/{reference}"
+    return {
+        "status_link": f"{base}?token={status_token}",
+        "confirm_link": f"{base}/confirm?token={confirm_token}" if confirm_token else "",
+    }
+
+
+def _mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> None:
+    request_email(
+        EmailRequest(
+            idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
+        )
+    )
+
+
+def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> None:
+    """Pages the security on-call for a confirmed report in a critical category.
+
+    The page is requested before it is marked sent, under a fixed idempotency key: a
+    crash in between repeats the request (the mail goes out once), never loses it,
+    and the deadline check pages whatever is still unmarked.
+    """
+    if incident["category"] not in rules.CRITICAL_CATEGORIES or not incident["confirmed"] or incident.get("paged_at"):
+        return
+    _mail(
+        "incident_page",
+        settings().security_oncall_email,
+        f"incident_page:{reference}",
+        None,
+        "en",
+        reference=reference,
+        category=incident["category"],
+        severity=incident["severity"],
+        first_response_due=incident["first_response_due"].isoformat(),
+        staff_path=f"/staff/incidents/{reference}",
+    )
+    if service.mark_paged(clients.firestore_client(), reference, now):
+        service.history(reference, "incident.paged", audit.SYSTEM)
+
+
+def finish_intake(
+    reference: str,
+    incident: dict[str, Any],
+    tokens: tuple[str, str | None],
+    address: str | None,
+    now: datetime,
+    resumed: bool = False,
+) -> None:
+    """Runs the intake steps still pending, marking each done.
+
+    A resumed intake may find a step done but not marked: trail entries are then
+    appended only if missing, and mails carry fixed keys, so nothing happens twice.
+    """
+    db = clients.firestore_client()
+    account_id = incident.get("reporter_account_id")
+
+    def write(chain: audit.Chain, event: audit.AuditEvent) -> None:
+        (audit.append_once if resumed else audit.append)(chain, event)
+
+    def history() -> None:
+        actor = service.reporter_actor(incident)
+        write(
+            service.chain(reference),
+            audit.AuditEvent("incident.received", actor, address, None, {"category": incident["category"]}),
+        )
+
+    def acknowledgement() -> None:
+        # If the first mail was requested already, this one is dropped as a duplicate; its links stay valid.
+        _mail(
+            "incident_received",
+            incident["contact_email"],
+            f"incident_received:{reference}",
+            account_id,
+            incident.get("language"),
+            reference=reference,
+            **links(reference, *tokens),
+        )
+
+    def customer_trail() -> None:
+        if account_id:
+            actor = audit.Actor("customer", account_id)
+            write(
+                audit.account_chain(account_id),
+                audit.AuditEvent("incident.reported", actor, address, None, {"reference": reference}),
+            )
+
+    def page() -> None:
+        page_on_call(reference, incident, now)
+
+    steps = {"history": history, "acknowledgement": acknowledgement, "customer_trail": customer_trail, "page": page}
+    try:
+        for step in service.INTAKE_STEPS:
+            if step in (incident.get("intake_pending") or []):
+                events.inject_fault(INTAKE_FAULTS, f"before:{step}")
+                steps[step]()
+                events.inject_fault(INTAKE_FAULTS, f"after:{step}")
+                service.intake_step_done(db, reference, step)
+    except Exception:
+        # A retry may take over at once; a process that dies here leaves it to the lease.
+        service.release_intake(db, reference)
+        raise
+
+
+def resume_intake(reference: str, address: str | None, now: datetime) -> bool:
+    """Finishes an intake a crash left part-way, unless it is still running; returns whether it did."""
+    db = clients.firestore_client()
+    incident = service.claim_unfinished_intake(db, reference, now)
+    if incident is None:
+        return False
+    tokens = service.new_intake_tokens(db, reference, incident)
+    finish_intake(reference, incident, tokens, address, now, resumed=True)
+    return True
+
+
+def check_deadlines(now: datetime) -> dict[str, int]:
+    """Alerts staff about open incidents near or past a deadline, once per incident, deadline and kind."""
+    warn = timedelta(minutes=settings().incident_warn_minutes)
+    sent = 0
+    db = clients.firestore_client()
+    for reference in service.unfinished_intakes(db, now):
+        resume_intake(reference, None, now)
+    for reference, incident in service.open_incidents(db):
+        page_on_call(reference, incident, now)  # a page that failed to go out earlier
+        for alert in rules.due_alerts(incident, now, warn):
+            due = incident[f"{alert.deadline}_due"]
+            structured_logging.log(
+                _log,
+                logging.ERROR if alert.kind == "overdue" else logging.WARNING,
+                "incident deadline",
+                reference=reference,
+                deadline=alert.deadline,
+                kind=alert.kind,
+                alert=ALERT_DEADLINE,
+            )
+            _mail(
+                "incident_deadline",
+                settings().security_oncall_email,
+                f"incident_deadline:{reference}:{alert.deadline}:{alert.kind}:{due.isoformat()}",
+                None,
+                "en",
+                reference=reference,
+                deadline=alert.deadline,
+                kind=alert.kind,
+                severity=incident["severity"],
+                due_at=due.isoformat(),
+                staff_path=f"/staff/incidents/{reference}",
+            )
+            sent += 1
+    return {"alerts": sent}
