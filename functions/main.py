@@ -11,7 +11,7 @@ start pays for its own code only, not for the other functions'.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -289,10 +289,9 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
 @web.endpoint
 def execute_due_terminations(request: flask.Request) -> flask.Response:
     from orderpally.lifecycle import accounts_service as lifecycle
-    from orderpally.lifecycle import http as lifecycle_http
 
     web.require_method(request, "POST")
-    return web.json_response(lifecycle.execute_due(lifecycle_http.effects(), datetime.now(UTC)))
+    return web.json_response(lifecycle.execute_due(lifecycle.live_effects(), datetime.now(UTC)))
 
 
 @functions_framework.cloud_event
@@ -306,28 +305,17 @@ def record_billing_event(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def build_content_export(cloud_event: CloudEvent) -> None:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.lifecycle import data_map
     from orderpally.lifecycle import export as content_export
-    from orderpally.lifecycle import http as lifecycle_http
 
-    def build(message: content_export.ExportMessage, _: Any) -> None:
+    def build(message: content_export.ExportMessage, _: Any) -> str:
         cfg = settings()
-        outcome = content_export.run_export(
-            clients.firestore_client(),
-            clients.storage_client(),
-            {"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket},
-            data_map.load(),
-            message,
-            datetime.now(UTC),
-        )
-        # Also on a redelivery of a built export: the mail may be what the crash cut off, and
-        # its idempotency key sends it once.
-        if outcome in ("ready", "duplicate"):
-            events.inject_fault(spec.function, "before-mail")
-            lifecycle_http.notify_export_ready(message.account_id, message.export_id)
+        buckets = {"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket}
+        db, storage = clients.firestore_client(), clients.storage_client()
+        return content_export.build(db, storage, buckets, data_map.load(), message, datetime.now(UTC))
 
-    spec = _event_spec("build_content_export", content_export.MESSAGE_TYPE, content_export.ExportMessage)
+    spec = _event_spec(content_export.BUILD_FUNCTION, content_export.MESSAGE_TYPE, content_export.ExportMessage)
     _handle(cloud_event, spec, build)
 
 
@@ -352,25 +340,14 @@ def send_notice_email(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def fan_out_notice(cloud_event: CloudEvent) -> None:
-    from orderpally import clients, events
-    from orderpally.messaging import requests as email_requests
+    from orderpally import clients
     from orderpally.notices import fanout as notice_fanout
-    from orderpally.notices import http as notices_http
-
-    def publish_emails(requests: Sequence[email_requests.EmailRequest]) -> None:
-        # Publish the page at once, then wait: the cursor moves only when Pub/Sub holds every request.
-        futures = [
-            events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, r.model_dump(mode="json"))
-            for r in requests
-        ]
-        for future in futures:
-            future.result(timeout=60)
 
     def fan_out(message: notice_fanout.FanoutMessage, _: Any) -> None:
         ports = notice_fanout.Ports(
             db=clients.firestore_client(),
-            publish_emails=publish_emails,
-            continue_later=notices_http.publish_fanout,
+            publish_emails=notice_fanout.publish_emails,
+            continue_later=notice_fanout.publish_job,
             notices_url=f"{settings().public_base_url}/notices/page",
         )
         notice_fanout.run(ports, message.job_id, lambda: datetime.now(UTC))
@@ -384,10 +361,9 @@ def fan_out_notice(cloud_event: CloudEvent) -> None:
 def release_notice_mailings(request: flask.Request) -> flask.Response:
     from orderpally import clients
     from orderpally.notices import fanout as notice_fanout
-    from orderpally.notices import http as notices_http
 
     web.require_method(request, "POST")
-    released = notice_fanout.release_due(clients.firestore_client(), notices_http.publish_fanout, datetime.now(UTC))
+    released = notice_fanout.release_due(clients.firestore_client(), notice_fanout.publish_job, datetime.now(UTC))
     return web.json_response({"released": released})
 
 

@@ -262,6 +262,23 @@ def set_suspension(
     outbox.announce(db, announcement, effects.send_email)
 
 
+def live_effects() -> Effects:
+    """The deployed clients, as the routes and the due-terminations schedule use them."""
+    from orderpally import clients
+    from orderpally.config import settings
+    from orderpally.messaging.requests import request_email
+
+    return Effects(
+        db=clients.firestore_client(),
+        auth_app=clients.firebase_app(),
+        send_email=request_email,
+        publish_deletion=lambda account_id: events.publish(
+            deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account_id}
+        ),
+        public_base_url=settings().public_base_url,
+    )
+
+
 def execute_due(effects: Effects, now: datetime, limit: int = 100) -> dict[str, int]:
     """Ends accounts whose termination date has come; then deletes their Firebase users once
     their deletion certificate is complete. Every step is idempotent."""

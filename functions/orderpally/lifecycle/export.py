@@ -22,12 +22,14 @@ from typing import Any
 
 import pydantic
 
+from orderpally import accounts, events
 from orderpally.lifecycle import billing
 from orderpally.lifecycle.billing import BillingState
 from orderpally.lifecycle.data_map import DataMap, Location
 
 EXPORTS = "content_exports"
 TOPIC = "content-export"
+BUILD_FUNCTION = "build_content_export"  # the topic function, whose fault document the suite arms
 MESSAGE_TYPE = "content_export.requested"
 MAX_OBJECT_BYTES = 50 * 1024 * 1024  # larger attachments are listed, not copied
 # What a build holds in memory at once: one upload chunk (a multiple of 256 KiB, as resumable
@@ -224,6 +226,35 @@ def run_export(
         counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
     mark_ready(ref, object_name, out, counts, now)
     return "ready"
+
+
+def build(
+    db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, message: ExportMessage, now: datetime
+) -> str:
+    """The build topic's use case: the archive, then the mail saying it is ready. The mail goes
+    on a redelivery of a built export too: it may be what a crash cut off, and its idempotency
+    key sends it once."""
+    from orderpally.messaging.requests import EmailRequest, request_email
+
+    outcome = run_export(db, storage, buckets, data_map, message, now)
+    if outcome not in ("ready", "duplicate"):
+        return outcome
+    events.inject_fault(BUILD_FUNCTION, "before-mail")
+    email = accounts.email_of(db, message.account_id)
+    if not email:
+        return outcome
+    try:
+        ready = EmailRequest(
+            idempotency_key=f"content_export_ready:{message.export_id}",
+            template="content_export_ready",
+            to_email=email,
+            account_id=message.account_id,
+            data={"export_id": message.export_id, "download_path": f"/account/exports/{message.export_id}/download"},
+        )
+    except pydantic.ValidationError:  # a stored address mail cannot go to: the export is ready all the same
+        return outcome
+    request_email(ready)
+    return outcome
 
 
 def refusal(exc: PaymentRequired | BillingUnsettled) -> dict[str, Any]:

@@ -17,10 +17,9 @@ from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.lifecycle import accounts_service as service
 from orderpally.lifecycle import archive_limits as limits
-from orderpally.lifecycle import billing, certificates, data_map, deletion
+from orderpally.lifecycle import billing, certificates, data_map
 from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import termination as rules
-from orderpally.messaging.requests import EmailRequest, request_email
 
 ACCOUNT_ID = r"^[A-Za-z0-9_-]{1,128}$"
 
@@ -86,18 +85,6 @@ class HoldBody(pydantic.BaseModel):
         return value
 
 
-def effects() -> service.Effects:
-    return service.Effects(
-        db=clients.firestore_client(),
-        auth_app=clients.firebase_app(),
-        send_email=request_email,
-        publish_deletion=lambda account_id: events.publish(
-            deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account_id}
-        ),
-        public_base_url=settings().public_base_url,
-    )
-
-
 def _conflict(exc: service.LifecycleConflict) -> web.Problem:
     status = 404 if exc.slug.endswith("not-found") else 409
     return web.Problem(status, exc.slug, "Not possible now" if status == 409 else "Not found", exc.detail)
@@ -138,7 +125,7 @@ def request_termination(request: flask.Request) -> flask.Response:
     try:
         terminate_at = rules.customer_termination_at(requested, now, cfg.termination_max_days_ahead)
         record = service.schedule_termination(
-            effects(),
+            service.live_effects(),
             principal.account_id,
             basis=rules.Basis.CUSTOMER_CONVENIENCE,
             terminate_at=terminate_at,
@@ -166,7 +153,7 @@ def cancel_termination(request: flask.Request) -> flask.Response:
     principal = access.require_customer(request, verified=True)
     try:
         service.cancel_termination(
-            effects(),
+            service.live_effects(),
             principal.account_id,
             actor=_actor(principal),
             client_address=access.client_address(request),
@@ -192,7 +179,7 @@ def staff_terminate(request: flask.Request, account_id: str) -> flask.Response:
             requested=body.termination_date,
         )
         record = service.schedule_termination(
-            effects(),
+            service.live_effects(),
             account_id,
             basis=basis,
             terminate_at=terminate_at,
@@ -215,7 +202,7 @@ def staff_cancel_termination(request: flask.Request, account_id: str) -> flask.R
     body = web.parse_json(request, StaffCancellationBody)
     try:
         service.cancel_termination(
-            effects(),
+            service.live_effects(),
             account_id,
             actor=_actor(principal),
             client_address=access.client_address(request),
@@ -234,7 +221,7 @@ def staff_suspend(request: flask.Request, account_id: str) -> flask.Response:
     body = web.parse_json(request, SuspensionBody) if suspending else None
     try:
         service.set_suspension(
-            effects(),
+            service.live_effects(),
             account_id,
             suspended=suspending,
             code=body.code if body else None,
@@ -273,7 +260,7 @@ def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
     body = web.parse_json(request, StaffCancellationBody)
     try:
         hold = service.release_hold(
-            effects(),
+            service.live_effects(),
             hold_id,
             actor=_actor(principal),
             client_address=access.client_address(request),
@@ -426,21 +413,6 @@ def download_export(request: flask.Request, export_id: str) -> flask.Response:
         ),
     )
     return web.download_link(request, link, record["sha256"], record["size"])
-
-
-def notify_export_ready(account_id: str, export_id: str) -> None:
-    account = clients.firestore_client().collection(ACCOUNTS).document(account_id).get().to_dict() or {}
-    try:
-        message = EmailRequest(
-            idempotency_key=f"content_export_ready:{export_id}",
-            template="content_export_ready",
-            to_email=account.get("email") or "",
-            account_id=account_id,
-            data={"export_id": export_id, "download_path": f"/account/exports/{export_id}/download"},
-        )
-    except pydantic.ValidationError:
-        return
-    request_email(message)
 
 
 class StaffReadQuery(pydantic.BaseModel):

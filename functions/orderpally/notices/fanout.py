@@ -21,6 +21,7 @@ import pydantic
 
 from orderpally import events, structured_logging
 from orderpally.accounts import ACCOUNTS
+from orderpally.messaging import requests as email_requests
 from orderpally.messaging.requests import EmailRequest
 from orderpally.notices import service
 
@@ -174,3 +175,19 @@ def release_due(
         snap.reference.update({"status": "queued", "updated_at": now})
         released += 1
     return released
+
+
+def publish_job(job_id: str) -> None:
+    """Starts (or continues) a fan-out job: its next page runs in a fresh invocation."""
+    events.publish(TOPIC, MESSAGE_TYPE, {"job_id": job_id})
+
+
+def publish_emails(requests: Sequence[EmailRequest]) -> None:
+    """Publishes a page of mails at once, then waits: the cursor moves only when Pub/Sub holds
+    every request of the page."""
+    futures = [
+        events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, r.model_dump(mode="json"))
+        for r in requests
+    ]
+    for future in futures:
+        future.result(timeout=60)

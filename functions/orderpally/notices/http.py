@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import flask
 import pydantic
 
-from orderpally import clients, events, fields, web
+from orderpally import clients, fields, web
 from orderpally.access import guard as access
 from orderpally.accounts import LANGUAGES
 from orderpally.config import settings
@@ -193,11 +193,7 @@ def _problem(exc: rules.NoticeRuleError | service.NoticeConflict) -> web.Problem
 
 def release_now(job_id: str) -> None:
     """Starts the mailing at once when it is due; the scheduled releaser covers a failure here."""
-    fanout.release_due(clients.firestore_client(), publish_fanout, datetime.now(UTC), only=job_id)
-
-
-def publish_fanout(job_id: str) -> None:
-    events.publish(fanout.TOPIC, fanout.MESSAGE_TYPE, {"job_id": job_id})
+    fanout.release_due(clients.firestore_client(), fanout.publish_job, datetime.now(UTC), only=job_id)
 
 
 def create_notice(request: flask.Request) -> flask.Response:
