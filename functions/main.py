@@ -18,6 +18,7 @@ from typing import Any
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import HTTPException
 
 from orderpally import web
 from orderpally.config import settings
@@ -25,10 +26,7 @@ from orderpally.config import settings
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
 # functions-framework offers its Flask app's error handlers while it loads this module.
-if hasattr(functions_framework, "errorhandler"):
-    from werkzeug.exceptions import HTTPException
-
-    functions_framework.errorhandler(HTTPException)(web.framework_error)
+functions_framework.errorhandler(HTTPException)(web.framework_error)
 
 
 # --- HTTP functions: one router each, built on first use ------------------------------

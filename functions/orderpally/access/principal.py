@@ -1,9 +1,8 @@
-"""Callers and the rules for what they may reach: plain data and functions."""
+"""Callers: who is behind a request, as plain data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import Literal
 
 STAFF_ROLES = frozenset({"support", "security", "admin"})
@@ -28,11 +27,6 @@ class Principal:
     session_issued_at: int | None = None  # auth_time of the session, for re-authentication checks
     # Signed in through Facebook (our custom token): the identity is proven without an address.
     facebook_proven: bool = False
-    extra: dict[str, str] = dataclass_field(default_factory=dict)
-
-    @property
-    def is_staff(self) -> bool:
-        return bool(self.roles & STAFF_ROLES)
 
     @property
     def identity_proven(self) -> bool:
@@ -52,18 +46,3 @@ def roles_from_claims(claims: dict) -> frozenset[str]:
     if not isinstance(raw, list):
         return frozenset()
     return frozenset(r for r in raw if isinstance(r, str)) & STAFF_ROLES
-
-
-class Decision:
-    OWNER = "owner"
-    STAFF = "staff"
-
-
-def account_access(principal: Principal, account_id: str, staff_roles: tuple[str, ...] = ()) -> str | None:
-    """How `principal` may reach `account_id`'s data: as its owner, as staff with one of
-    `staff_roles` (which must be audited with a reason), or not at all (None)."""
-    if principal.account_id == account_id and principal.kind in ("customer", "api_key"):
-        return Decision.OWNER
-    if principal.kind == "staff" and staff_roles and principal.has_role(*staff_roles):
-        return Decision.STAFF
-    return None
