@@ -132,12 +132,35 @@ def require_method(request: flask.Request, *methods: str) -> None:
         raise Problem(405, "method-not-allowed", "Method not allowed", f"Use {allowed}.", headers={"Allow": allowed})
 
 
+@dataclass(frozen=True)
+class Route:
+    """One route: its whole path (werkzeug rule syntax), its methods and its handler."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: Handler
+
+    def under(self, prefix: str) -> bool:
+        return self.path == prefix or self.path.startswith(prefix.rstrip("/") + "/")
+
+
 class Router:
     """Routes one HTTP function's requests by path and method."""
 
     def __init__(self) -> None:
         self._map = Map(strict_slashes=False, merge_slashes=False)
         self._handlers: dict[str, Handler] = {}
+
+    @classmethod
+    def under(cls, prefix: str, *tables: Iterable[Route]) -> Router:
+        """The router of a function served under `prefix` (its catalogue path_prefix): every
+        route of `tables` below it, and no other."""
+        router = cls()
+        for table in tables:
+            for route in table:
+                if route.under(prefix):
+                    router.route(route.path, list(route.methods))(route.handler)
+        return router
 
     def route(self, path: str, methods: list[str]) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:

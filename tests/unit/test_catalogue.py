@@ -68,3 +68,25 @@ def test_catalogue_entries_are_well_formed():
 @pytest.mark.parametrize("kind", ["http", "topic", "schedule"])
 def test_every_trigger_path_is_exercised(kind):
     assert any(e.kind == kind for e in local_stack.load_catalogue())
+
+
+def test_each_http_function_serves_its_catalogue_path_prefix():
+    import main
+
+    http = {e.entry_point: e.trigger["path_prefix"] for e in local_stack.load_catalogue() if e.kind == "http"}
+    assert http == main.PATH_PREFIXES
+    assert set(main.ROUTERS) == set(http)
+
+
+def test_every_declared_route_is_served_by_exactly_one_function():
+    import importlib
+
+    import main
+
+    modules = ["access.auth_http", "access.facebook_http", "access.account_http", "lifecycle.http"]
+    modules += ["records.http", "incidents.http", "notices.http"]
+    declared = [
+        (r.path, m) for name in modules for r in importlib.import_module(f"orderpally.{name}").ROUTES for m in r.methods
+    ]
+    served = [(path, m) for router in main.ROUTERS.values() for path, methods in router().rules() for m in methods]
+    assert sorted(served) == sorted([*declared, ("/health", "GET")])

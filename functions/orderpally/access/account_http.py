@@ -238,14 +238,14 @@ def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
     return web.json_response({"account_id": account_id, "roles": body.roles})
 
 
-def register(account_routes: web.Router, staff_routes: web.Router) -> None:
-    account_routes.route("/account/api-keys", methods=["POST"])(create_key)
-    account_routes.route("/account/api-keys", methods=["GET"])(list_keys)
-    account_routes.route("/account/api-keys/<key_id>", methods=["DELETE"])(revoke_key)
-    account_routes.route("/account/audit-trail", methods=["GET"])(own_audit_trail)
-    staff_routes.route("/staff/accounts/<account_id>", methods=["GET"])(staff_read_account)
-    staff_routes.route("/staff/accounts/<account_id>/audit-trail", methods=["GET"])(staff_read_audit_trail)
-    staff_routes.route("/staff/accounts/<account_id>/audit-trail/verification", methods=["GET"])(
-        staff_verify_audit_trail
-    )
-    staff_routes.route("/staff/staff-roles/<account_id>", methods=["PUT"])(set_staff_roles)
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/account/api-keys", ("POST",), create_key),
+    web.Route("/account/api-keys", ("GET",), list_keys),
+    web.Route("/account/api-keys/<key_id>", ("DELETE",), revoke_key),
+    web.Route("/account/audit-trail", ("GET",), own_audit_trail),
+    web.Route("/staff/accounts/<account_id>", ("GET",), staff_read_account),
+    web.Route("/staff/accounts/<account_id>/audit-trail", ("GET",), staff_read_audit_trail),
+    web.Route("/staff/accounts/<account_id>/audit-trail/verification", ("GET",), staff_verify_audit_trail),
+    web.Route("/staff/staff-roles/<account_id>", ("PUT",), set_staff_roles),
+)

@@ -570,12 +570,14 @@ def _check_current_password(
     limiter.refund_all(db, counters, now)
 
 
-def register(routes: web.Router) -> None:
-    routes.route("/auth/sign-up", methods=["POST"])(sign_up)
-    routes.route("/auth/sign-in", methods=["POST"])(sign_in)
-    routes.route("/auth/session", methods=["GET"])(current_session)
-    routes.route("/auth/sign-out", methods=["POST"])(sign_out)
-    routes.route("/auth/sign-out/everywhere", methods=["POST"])(sign_out)
-    routes.route("/auth/password-reset", methods=["POST"])(request_password_reset)
-    routes.route("/auth/password", methods=["POST"])(change_password)
-    routes.route("/auth/email-verification", methods=["POST"])(resend_verification)
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/auth/sign-up", ("POST",), sign_up),
+    web.Route("/auth/sign-in", ("POST",), sign_in),
+    web.Route("/auth/session", ("GET",), current_session),
+    web.Route("/auth/sign-out", ("POST",), sign_out),
+    web.Route("/auth/sign-out/everywhere", ("POST",), sign_out),
+    web.Route("/auth/password-reset", ("POST",), request_password_reset),
+    web.Route("/auth/password", ("POST",), change_password),
+    web.Route("/auth/email-verification", ("POST",), resend_verification),
+)

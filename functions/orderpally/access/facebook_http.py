@@ -281,7 +281,9 @@ def back_to_the_frontend_on_error(handler: Callable[[flask.Request], flask.Respo
     return wrapped
 
 
-def register(routes: web.Router) -> None:
-    routes.route("/auth/facebook/start", methods=["GET"])(start)
-    routes.route("/auth/facebook/callback", methods=["GET"])(back_to_the_frontend_on_error(callback))
-    routes.route("/auth/facebook/link", methods=["GET"])(back_to_the_frontend_on_error(confirm_link))
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/auth/facebook/start", ("GET",), start),
+    web.Route("/auth/facebook/callback", ("GET",), back_to_the_frontend_on_error(callback)),
+    web.Route("/auth/facebook/link", ("GET",), back_to_the_frontend_on_error(confirm_link)),
+)

@@ -426,17 +426,19 @@ def policy(request: flask.Request) -> flask.Response:
     return response
 
 
-def register(incident_routes: web.Router, staff_routes: web.Router, well_known_routes: web.Router) -> None:
-    incident_routes.route("/incidents", methods=["POST"])(submit)
-    incident_routes.route("/incidents/policy", methods=["GET"])(policy)
-    incident_routes.route("/incidents/<reference>", methods=["GET"])(reporter_status)
-    incident_routes.route("/incidents/<reference>/confirm", methods=["GET"])(confirm)
-    incident_routes.route("/incidents/<reference>/attachments", methods=["POST"])(add_attachment)
-    staff_routes.route("/staff/incidents/<reference>/attachments/<number>", methods=["GET"])(staff_attachment)
-    staff_routes.route("/staff/incidents", methods=["GET"])(staff_list)
-    staff_routes.route("/staff/incidents/<reference>", methods=["GET"])(staff_open)
-    staff_routes.route("/staff/incidents/<reference>", methods=["PATCH"])(staff_triage)
-    staff_routes.route("/staff/incidents/<reference>/notes", methods=["POST"])(staff_note)
-    staff_routes.route("/staff/incidents/<reference>/breach", methods=["POST"])(staff_mark_breach)
-    staff_routes.route("/staff/incidents/<reference>/breach", methods=["GET"])(staff_breach_status)
-    well_known_routes.route("/.well-known/security.txt", methods=["GET"])(security_txt)
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/incidents", ("POST",), submit),
+    web.Route("/incidents/policy", ("GET",), policy),
+    web.Route("/incidents/<reference>", ("GET",), reporter_status),
+    web.Route("/incidents/<reference>/confirm", ("GET",), confirm),
+    web.Route("/incidents/<reference>/attachments", ("POST",), add_attachment),
+    web.Route("/staff/incidents/<reference>/attachments/<number>", ("GET",), staff_attachment),
+    web.Route("/staff/incidents", ("GET",), staff_list),
+    web.Route("/staff/incidents/<reference>", ("GET",), staff_open),
+    web.Route("/staff/incidents/<reference>", ("PATCH",), staff_triage),
+    web.Route("/staff/incidents/<reference>/notes", ("POST",), staff_note),
+    web.Route("/staff/incidents/<reference>/breach", ("POST",), staff_mark_breach),
+    web.Route("/staff/incidents/<reference>/breach", ("GET",), staff_breach_status),
+    web.Route("/.well-known/security.txt", ("GET",), security_txt),
+)

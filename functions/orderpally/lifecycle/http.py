@@ -504,20 +504,20 @@ def _serialise_deep(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def register(account_routes: web.Router, staff_routes: web.Router) -> None:
-    account_routes.route("/account/exports", methods=["POST"])(request_export)
-    account_routes.route("/account/exports/<export_id>", methods=["GET"])(get_export)
-    account_routes.route("/account/exports/<export_id>/download", methods=["GET"])(download_export)
-    account_routes.route("/account/deletion-certificate", methods=["GET"])(customer_certificate)
-    account_routes.route("/account/termination", methods=["POST"])(request_termination)
-    account_routes.route("/account/termination", methods=["GET"])(get_termination)
-    account_routes.route("/account/termination", methods=["DELETE"])(cancel_termination)
-    staff_routes.route("/staff/accounts/<account_id>/termination", methods=["POST"])(staff_terminate)
-    staff_routes.route("/staff/accounts/<account_id>/termination/cancellation", methods=["POST"])(
-        staff_cancel_termination
-    )
-    staff_routes.route("/staff/accounts/<account_id>/suspension", methods=["POST", "DELETE"])(staff_suspend)
-    staff_routes.route("/staff/accounts/<account_id>/legal-holds", methods=["POST"])(staff_place_hold)
-    staff_routes.route("/staff/legal-holds/<hold_id>", methods=["DELETE"])(staff_release_hold)
-    staff_routes.route("/staff/accounts/<account_id>/billing", methods=["GET"])(staff_read_billing)
-    staff_routes.route("/staff/accounts/<account_id>/deletion-certificate", methods=["GET"])(staff_read_certificate)
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/account/exports", ("POST",), request_export),
+    web.Route("/account/exports/<export_id>", ("GET",), get_export),
+    web.Route("/account/exports/<export_id>/download", ("GET",), download_export),
+    web.Route("/account/deletion-certificate", ("GET",), customer_certificate),
+    web.Route("/account/termination", ("POST",), request_termination),
+    web.Route("/account/termination", ("GET",), get_termination),
+    web.Route("/account/termination", ("DELETE",), cancel_termination),
+    web.Route("/staff/accounts/<account_id>/termination", ("POST",), staff_terminate),
+    web.Route("/staff/accounts/<account_id>/termination/cancellation", ("POST",), staff_cancel_termination),
+    web.Route("/staff/accounts/<account_id>/suspension", ("POST", "DELETE"), staff_suspend),
+    web.Route("/staff/accounts/<account_id>/legal-holds", ("POST",), staff_place_hold),
+    web.Route("/staff/legal-holds/<hold_id>", ("DELETE",), staff_release_hold),
+    web.Route("/staff/accounts/<account_id>/billing", ("GET",), staff_read_billing),
+    web.Route("/staff/accounts/<account_id>/deletion-certificate", ("GET",), staff_read_certificate),
+)

@@ -224,11 +224,13 @@ def correct_notice(request: flask.Request, notice_id: str) -> flask.Response:
     return web.json_response(body, 201, {"Location": f"/notices/{notice_id}"})
 
 
-def register(public_routes: web.Router, staff_routes: web.Router) -> None:
-    public_routes.route("/notices", methods=["GET"])(list_notices)
-    public_routes.route("/notices/page", methods=["GET"])(notices_page)
-    public_routes.route("/notices/feed.atom", methods=["GET"])(notices_feed)
-    public_routes.route("/notices/slas/<sla_id>", methods=["GET"])(get_sla)
-    public_routes.route("/notices/<notice_id>", methods=["GET"])(get_notice)
-    staff_routes.route("/staff/notices", methods=["POST"])(create_notice)
-    staff_routes.route("/staff/notices/<notice_id>/versions", methods=["POST"])(correct_notice)
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/notices", ("GET",), list_notices),
+    web.Route("/notices/page", ("GET",), notices_page),
+    web.Route("/notices/feed.atom", ("GET",), notices_feed),
+    web.Route("/notices/slas/<sla_id>", ("GET",), get_sla),
+    web.Route("/notices/<notice_id>", ("GET",), get_notice),
+    web.Route("/staff/notices", ("POST",), create_notice),
+    web.Route("/staff/notices/<notice_id>/versions", ("POST",), correct_notice),
+)

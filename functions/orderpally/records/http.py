@@ -125,8 +125,10 @@ def staff_pending(request: flask.Request) -> flask.Response:
     return web.json_response({"pending": pending})
 
 
-def register(account_routes: web.Router, staff_routes: web.Router) -> None:
-    account_routes.route("/account/records-requests", methods=["POST"])(create)
-    account_routes.route("/account/records-requests/<request_id>", methods=["GET"])(status)
-    account_routes.route("/account/records-requests/<request_id>/download", methods=["GET"])(download)
-    staff_routes.route("/staff/records-requests", methods=["GET"])(staff_pending)
+# Each route with its path; a function serves those under its catalogue path_prefix.
+ROUTES = (
+    web.Route("/account/records-requests", ("POST",), create),
+    web.Route("/account/records-requests/<request_id>", ("GET",), status),
+    web.Route("/account/records-requests/<request_id>/download", ("GET",), download),
+    web.Route("/staff/records-requests", ("GET",), staff_pending),
+)
