@@ -10,6 +10,13 @@ import pydantic
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
+# Ids, as paths and messages carry them: an account (a Firebase uid), and an archive (an
+# export or records request: 18 random bytes, URL-safe base64).
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+ARCHIVE_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+AccountId = Annotated[str, pydantic.Field(pattern=f"^{ACCOUNT_ID.pattern}$")]
+ArchiveId = Annotated[str, pydantic.Field(pattern=f"^{ARCHIVE_ID.pattern}$")]
+
 
 def iso_date(value: Any) -> Any:
     """Dates arrive as YYYY-MM-DD only: not the basic 20261231 form, not a timestamp."""

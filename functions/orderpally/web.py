@@ -286,6 +286,26 @@ def endpoint(handler: Callable[[flask.Request], flask.Response]) -> Callable[[fl
     return wrapped
 
 
+def encode_page_token(position: dict[str, Any]) -> str:
+    """An opaque page token for a list's next page: where the last page ended, as JSON."""
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> dict[str, Any]:
+    """The position in a page token, or a 400 problem; callers check the position's fields."""
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:
+        position = None
+    if not isinstance(position, dict):
+        raise invalid_page_token()
+    return position
+
+
+def invalid_page_token() -> Problem:
+    return Problem(400, "invalid-page-token", "Invalid page token", "Use a page_token from a response.")
+
+
 def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     """Is `origin` (a request's Origin header) one of `allowed` (the configured frontends)?"""
     return origin is not None and origin.rstrip("/") in allowed

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,14 +9,13 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import audit, clients, web
+from orderpally import audit, clients, fields, web
 from orderpally.access import api_keys
 from orderpally.access import guard as access
 from orderpally.access.principal import STAFF_ROLES, Principal
 from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
 AUDIT_SCOPE = "audit:read"
 
@@ -129,16 +126,13 @@ def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
 
 
 def _encode_token(entry: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"seq": entry["seq"]}).encode()).decode().rstrip("=")
+    return web.encode_page_token({"seq": entry["seq"]})
 
 
 def _decode_token(token: str) -> int:
-    try:
-        seq = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["seq"]
-    except (ValueError, KeyError, TypeError):
-        seq = None
+    seq = web.decode_page_token(token).get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63:  # Firestore integers are int64
-        raise web.Problem(400, "invalid-page-token", "Invalid page token", "Use a page_token from a response.")
+        raise web.invalid_page_token()
     return seq
 
 
@@ -177,7 +171,7 @@ def own_audit_trail(request: flask.Request) -> flask.Response:
 def _staff_read(request: flask.Request, account_id: str, what: str) -> tuple[Principal, StaffReadQuery, dict[str, Any]]:
     principal, reason = access.require_staff_read(request, "support", "security", "admin")
     query = web.validate(request.args.to_dict(), StaffReadQuery)
-    if not ACCOUNT_ID.fullmatch(account_id):
+    if not fields.ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
     account = clients.firestore_client().collection(ACCOUNTS).document(account_id).get().to_dict()
     if account is None:
@@ -199,7 +193,7 @@ def staff_read_audit_trail(request: flask.Request, account_id: str) -> flask.Res
 
 def staff_verify_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
     principal, reason = access.require_staff_read(request, "security", "admin")
-    if not ACCOUNT_ID.fullmatch(account_id):
+    if not fields.ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
     # Verifying reads the whole trail: a staff access the customer sees, like any other.
     _audit(request, account_id, "staff.read", _actor(principal), reason=reason, what="audit_trail_verification")
@@ -220,7 +214,7 @@ def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
 
     principal = access.require_staff(request, "admin")
     body = web.parse_json(request, RolesBody)
-    if not ACCOUNT_ID.fullmatch(account_id):
+    if not fields.ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "user-not-found", "Not found", "No such user.")
     if account_id == principal.account_id and "admin" not in body.roles:
         raise web.Problem(409, "last-admin-guard", "Not possible", "Admins cannot remove their own admin role.")

@@ -66,7 +66,7 @@ class Triage(pydantic.BaseModel):
 
     state: Literal[rules.STATES] | None = None  # type: ignore[valid-type]
     severity: Literal[rules.SEVERITIES] | None = None  # type: ignore[valid-type]
-    assignee: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    assignee: fields.AccountId | None = None
 
     @pydantic.model_validator(mode="after")
     def _something(self) -> Triage:

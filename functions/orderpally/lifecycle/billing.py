@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from orderpally import events, structured_logging
+from orderpally import events, fields, structured_logging
 
 BILLING_ACCOUNTS = "billing_accounts"
 BILLING_EVENTS = "billing_events"  # sub-collection: the applied events, for the records
@@ -40,7 +40,7 @@ _log = structured_logging.get_logger("orderpally.lifecycle.billing")
 class BillingEvent(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    account_id: fields.AccountId
     sequence: int = pydantic.Field(ge=1)
     kind: Literal["invoice_issued", "payment_received", "refund", "credit_note"]
     amount: int = pydantic.Field(gt=0, le=10**12)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pydantic
 
-from orderpally import structured_logging
+from orderpally import fields, structured_logging
 from orderpally.lifecycle import rules
 from orderpally.lifecycle.data_map import Child, DataMap, Location
 
@@ -39,7 +39,7 @@ _log = structured_logging.get_logger("orderpally.lifecycle.deletion")
 class DeletionMessage(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    account_id: fields.AccountId
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pydantic
 
-from orderpally import accounts, events
+from orderpally import accounts, events, fields
 from orderpally.lifecycle import billing
 from orderpally.lifecycle.billing import BillingState
 from orderpally.lifecycle.data_map import DataMap, Location
@@ -43,8 +43,8 @@ DOWNLOAD_URL_SECONDS = 300
 class ExportMessage(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    export_id: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
-    account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    export_id: fields.ArchiveId
+    account_id: fields.AccountId
 
 
 class PaymentRequired(Exception):

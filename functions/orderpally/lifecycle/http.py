@@ -21,8 +21,6 @@ from orderpally.lifecycle import billing, certificates, data_map
 from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle import termination as rules
 
-ACCOUNT_ID = r"^[A-Za-z0-9_-]{1,128}$"
-
 
 class CustomerTerminationBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -96,9 +94,8 @@ def _actor(principal: Principal) -> audit.Actor:
 
 
 def _valid_account_id(account_id: str) -> str:
-    import re
 
-    if not re.fullmatch(ACCOUNT_ID, account_id):
+    if not fields.ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
     return account_id
 
@@ -273,7 +270,6 @@ def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
 
 
 EXPORT_SCOPE = "export:create"
-EXPORT_ID = r"^[A-Za-z0-9_-]{16,64}$"
 
 
 def _exporter(request: flask.Request) -> Principal:
@@ -367,10 +363,9 @@ def request_export(request: flask.Request) -> flask.Response:
 
 
 def _own_export(request: flask.Request, export_id: str) -> tuple[Principal, dict]:
-    import re
 
     principal = _exporter(request)
-    if not re.fullmatch(EXPORT_ID, export_id):
+    if not fields.ARCHIVE_ID.fullmatch(export_id):
         raise web.Problem(404, "export-not-found", "Not found", "No such export.")
     snap = clients.firestore_client().collection(content_export.EXPORTS).document(export_id).get()
     record = snap.to_dict() or {} if snap.exists else {}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,20 +74,17 @@ def _public_notice(db: Any, notice_id: str, notice: dict[str, Any], now: datetim
 
 
 def _encode_token(notice_id: str, notice: dict[str, Any]) -> str:
-    raw = json.dumps({"t": notice["first_published_at"].isoformat(), "id": notice_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return web.encode_page_token({"t": notice["first_published_at"].isoformat(), "id": notice_id})
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
+    position = web.decode_page_token(token)
     try:
-        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        moment, notice_id = fields.in_utc_range(datetime.fromisoformat(raw["t"])), str(raw["id"])
+        moment, notice_id = fields.in_utc_range(datetime.fromisoformat(position["t"])), str(position["id"])
     except (ValueError, KeyError, TypeError):
-        raise web.Problem(
-            400, "invalid-page-token", "Invalid page token", "Use a page_token from a response."
-        ) from None
+        raise web.invalid_page_token() from None
     if moment.tzinfo is None or not NOTICE_ID.fullmatch(notice_id):
-        raise web.Problem(400, "invalid-page-token", "Invalid page token", "Use a page_token from a response.")
+        raise web.invalid_page_token()
     return moment, notice_id
 
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import flask
 
-from orderpally import audit, clients, events, outbox, web
+from orderpally import audit, clients, events, fields, outbox, web
 from orderpally.access import guard as access
 from orderpally.access.principal import Principal
 from orderpally.config import settings
 from orderpally.lifecycle import archive_limits as limits
 from orderpally.lifecycle import export
 from orderpally.records import service
-
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +68,7 @@ def create(request: flask.Request) -> flask.Response:
 def _own(request: flask.Request, request_id: str) -> tuple[Principal, dict[str, Any]]:
     principal = access.require_customer(request)
     record = None
-    if REQUEST_ID.fullmatch(request_id):
+    if fields.ARCHIVE_ID.fullmatch(request_id):
         record = clients.firestore_client().collection(service.RECORDS).document(request_id).get().to_dict()
     # Another customer's request is indistinguishable from none.
     if not record or record.get("account_id") != principal.account_id:

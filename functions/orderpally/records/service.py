@@ -55,8 +55,8 @@ class RecordsRange(pydantic.BaseModel):
 class RecordsMessage(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    request_id: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
-    account_id: str = pydantic.Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    request_id: fields.ArchiveId
+    account_id: fields.AccountId
 
 
 def new_request_id() -> str:
