@@ -36,9 +36,24 @@ def preferred_language(stored: object, fallback: str = DEFAULT_LANGUAGE) -> Lang
     return "zh-TW"
 
 
+def load(db: Any, account_id: str) -> dict[str, Any] | None:
+    """The account document, None when there is none (never created, or deleted)."""
+    return db.collection(ACCOUNTS).document(account_id).get().to_dict()
+
+
+def create(db: Any, account_id: str, fields: dict[str, Any], writer: Any = None) -> None:
+    """Creates the account document, through `writer` (a batch or transaction) when given;
+    fails (AlreadyExists) if there is one."""
+    ref = db.collection(ACCOUNTS).document(account_id)
+    if writer is None:
+        ref.create(fields)
+    else:
+        writer.create(ref, fields)
+
+
 def email_of(db: Any, account_id: str) -> str | None:
     """The account's stored address, None when it has none (or no account is left)."""
-    return (db.collection(ACCOUNTS).document(account_id).get().to_dict() or {}).get("email") or None
+    return (load(db, account_id) or {}).get("email") or None
 
 
 def trail_is_open(db: Any, account_id: str) -> bool:

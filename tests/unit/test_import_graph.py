@@ -5,10 +5,6 @@
 - no capability imports another capability's HTTP module;
 - no topic or schedule function imports an HTTP module;
 - no HTTP module touches Firestore collections itself.
-
-The last is not yet true everywhere. The HTTP modules that still break it are listed
-below, and the list may only shrink: a listed module that has been mended fails the
-test too, so that the list is kept exact.
 """
 
 from __future__ import annotations
@@ -22,17 +18,6 @@ import yaml
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 CATALOGUE = FUNCTIONS.parent / "infra" / "functions.yaml"
 CORE = {"web", "config", "clients", "events", "audit", "structured_logging", "accounts"}
-
-# HTTP modules that still query Firestore themselves instead of through a store (#16).
-HTTP_MODULES_TOUCHING_FIRESTORE = {
-    "orderpally.access.account_http",
-    "orderpally.access.auth_http",
-    "orderpally.access.facebook_http",
-    "orderpally.incidents.http",
-    "orderpally.lifecycle.http",
-    "orderpally.notices.http",
-    "orderpally.records.http",
-}
 
 
 def module_name(path: Path) -> str:
@@ -139,7 +124,7 @@ def test_topic_and_schedule_functions_import_no_http_module():
 
 def test_http_modules_reach_firestore_only_through_stores():
     touching = {name for name, path in MODULES.items() if is_http(name) and "collection(" in path.read_text()}
-    assert touching == HTTP_MODULES_TOUCHING_FIRESTORE
+    assert touching == set()
 
 
 @pytest.mark.parametrize(

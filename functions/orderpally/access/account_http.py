@@ -9,11 +9,10 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import audit, clients, fields, web
+from orderpally import accounts, audit, clients, fields, web
 from orderpally.access import api_keys
 from orderpally.access import guard as access
 from orderpally.access.principal import STAFF_ROLES, Principal
-from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 
 KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
@@ -96,7 +95,7 @@ def create_key(request: flask.Request) -> flask.Response:
         )
     except Exception:
         # Nobody will see this key: it must neither work nor count, and no key goes unaudited.
-        db.collection(api_keys.API_KEYS).document(record["id"]).delete()
+        api_keys.discard(db, record["id"])
         raise
     return web.json_response({**_iso(record), "key": key}, 201)
 
@@ -173,7 +172,7 @@ def _staff_read(request: flask.Request, account_id: str, what: str) -> tuple[Pri
     query = web.validate(request.args.to_dict(), StaffReadQuery)
     if not fields.ACCOUNT_ID.fullmatch(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
-    account = clients.firestore_client().collection(ACCOUNTS).document(account_id).get().to_dict()
+    account = accounts.load(clients.firestore_client(), account_id)
     if account is None:
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
     # Written before the data leaves: the customer sees every staff read and why (clause 1.1(b)).

@@ -203,3 +203,8 @@ def revoke_all(db: Any, account_id: str, now: datetime) -> int:
     for snap in snaps:
         snap.reference.update({"revoked_at": now})
     return len(snaps)
+
+
+def discard(db: Any, key_id: str) -> None:
+    """Removes a key that was never handed out (its creation failed part-way)."""
+    db.collection(API_KEYS).document(key_id).delete()

@@ -19,11 +19,11 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import audit, clients, events, fields, outbox, web
+from orderpally import accounts, audit, clients, events, fields, outbox, web
 from orderpally.access import guard as access
 from orderpally.access import identity_toolkit, limiter, passwords, sessions
 from orderpally.access.principal import Principal
-from orderpally.accounts import ACCOUNTS, AccountKind, Language, trail_is_open
+from orderpally.accounts import AccountKind, Language, trail_is_open
 from orderpally.config import settings
 from orderpally.messaging.requests import (
     MESSAGE_TYPE,
@@ -224,8 +224,9 @@ def sign_up(request: flask.Request) -> flask.Response:
     )
     # The account, its first trail entry and its mail in one commit, like an existing address's one.
     batch = db.batch()
-    batch.create(
-        db.collection(ACCOUNTS).document(user.uid),
+    accounts.create(
+        db,
+        user.uid,
         {
             "kind": body.kind,
             "display_name": body.display_name,
@@ -236,6 +237,7 @@ def sign_up(request: flask.Request) -> flask.Response:
             "features": [],
             "created_at": now,
         },
+        writer=batch,
     )
     audit.stage(batch, audit.account_chain(user.uid), _event(request, user.uid, "account.created"), now)
     stage_email(batch, db, notice, now)
@@ -374,7 +376,7 @@ def _record_failure(request: flask.Request, db: Any, email: str, now: datetime) 
 def _session_body(
     principal_uid: str, email_verified: bool, roles: list[str], csrf: str, session_email_verified: bool | None = None
 ) -> dict[str, Any]:
-    account = clients.firestore_client().collection(ACCOUNTS).document(principal_uid).get().to_dict() or {}
+    account = accounts.load(clients.firestore_client(), principal_uid) or {}
     return {
         "account_id": principal_uid,
         "kind": "staff" if roles else account.get("kind"),

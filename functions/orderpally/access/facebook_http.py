@@ -8,9 +8,7 @@ address: Facebook's word for an email address is not proof of control.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
@@ -20,15 +18,13 @@ from urllib.parse import urlencode
 import flask
 import pydantic
 
-from orderpally import clients, web
-from orderpally.access import auth_http, facebook, identity_toolkit, limiter
+from orderpally import accounts, clients, web
+from orderpally.access import auth_http, facebook, facebook_store, identity_toolkit, limiter
 from orderpally.access import guard as access
-from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 
 STATE_COOKIE = "__Host-op_fb_state"
 STATE_LIFETIME = timedelta(minutes=10)
-LINKS = "facebook_links"
 LINK_LIFETIME = timedelta(minutes=30)
 
 
@@ -72,45 +68,10 @@ def start(request: flask.Request) -> flask.Response:
     return response
 
 
-def _account_with_facebook_id(facebook_id: str) -> str | None:
-    from google.cloud import firestore
-
-    query = (
-        clients.firestore_client()
-        .collection(ACCOUNTS)
-        .where(filter=firestore.FieldFilter("facebook_id", "==", facebook_id))
-    )
-    found = query.limit(1).get()
-    return found[0].id if found else None
-
-
 def _offer_link(request: flask.Request, uid: str, user: facebook.FacebookUser, now: datetime) -> None:
-    token = secrets.token_urlsafe(32)
-    clients.firestore_client().collection(LINKS).document(hashlib.sha256(token.encode()).hexdigest()).set(
-        {"account_id": uid, "facebook_id": user.id, "expire_at": now + LINK_LIFETIME}
-    )
+    token = facebook_store.offer_link(clients.firestore_client(), uid, user.id, now + LINK_LIFETIME)
     link = f"{settings().facebook_redirect_uri.rsplit('/', 1)[0]}/link?token={token}"
     auth_http.mail_to(uid, user.email or "", "facebook_link", f"facebook_link:{uid}:{now.isoformat()}", link=link)
-
-
-FACEBOOK_IDENTITIES = "facebook_identities"
-
-
-def own_account_id(facebook_id: str, now: datetime) -> str:
-    """The account id for a Facebook user's own account: one per identity while its account
-    lives, so concurrent first sign-ins make one account; a new one once that account has been
-    deleted (the deletion removes this record), so nothing of the old account (its termination,
-    deletion job, certificate, holds) ever applies to the new one."""
-    from google.api_core.exceptions import AlreadyExists
-
-    ref = (
-        clients.firestore_client()
-        .collection(FACEBOOK_IDENTITIES)
-        .document(hashlib.sha256(f"facebook:{facebook_id}".encode()).hexdigest())
-    )
-    with contextlib.suppress(AlreadyExists):
-        ref.create({"account_id": "fb-" + secrets.token_hex(20), "created_at": now})
-    return str(ref.get().get("account_id"))
 
 
 def _link_required() -> web.Problem:
@@ -137,7 +98,9 @@ def _new_account(user: facebook.FacebookUser, uid: str, now: datetime) -> tuple[
         if auth_http.uid_for(user.email or "") != uid:  # someone signed up with this address meanwhile
             raise _link_required() from None
     try:
-        clients.firestore_client().collection(ACCOUNTS).document(uid).create(
+        accounts.create(
+            clients.firestore_client(),
+            uid,
             {
                 "kind": "consumer",
                 "display_name": user.name or "Facebook user",
@@ -148,7 +111,7 @@ def _new_account(user: facebook.FacebookUser, uid: str, now: datetime) -> tuple[
                 "features": [],
                 "facebook_id": user.id,
                 "created_at": now,
-            }
+            },
         )
     except AlreadyExists:
         return uid, False
@@ -190,9 +153,9 @@ def callback(request: flask.Request) -> flask.Response:
             "Facebook did not answer; try again shortly.",
             headers={"Retry-After": "30"},
         ) from None
-    uid = _account_with_facebook_id(user.id)
+    uid = facebook_store.account_with_facebook_id(clients.firestore_client(), user.id)
     if uid is None:
-        own = own_account_id(user.id, now)
+        own = facebook_store.own_account_id(clients.firestore_client(), user.id, now)
         existing = auth_http.uid_for(user.email) if user.email else None
         if existing and existing != own:
             _offer_link(request, existing, user, now)
@@ -210,31 +173,19 @@ def callback(request: flask.Request) -> flask.Response:
 
 
 def confirm_link(request: flask.Request) -> flask.Response:
-    from google.cloud import firestore
-
     _enabled()
     query = web.validate(request.args.to_dict(), LinkQuery)
     db = clients.firestore_client()
-    ref = db.collection(LINKS).document(hashlib.sha256(query.token.encode()).hexdigest())
     now = datetime.now(UTC)
-
-    @firestore.transactional
-    def take(transaction: firestore.Transaction) -> dict | None:
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists:
-            return None
-        transaction.delete(ref)  # one use only
-        return snapshot.to_dict()
-
-    link = take(db.transaction())
+    link = facebook_store.take_link(db, query.token)
     if link is None or link["expire_at"] <= now:
         raise web.Problem(410, "facebook-link-expired", "Link expired", "Start Facebook sign-in again for a new link.")
-    owner = _account_with_facebook_id(link["facebook_id"])
+    owner = facebook_store.account_with_facebook_id(db, link["facebook_id"])
     if owner not in (None, link["account_id"]):
         raise web.Problem(
             409, "facebook-already-linked", "Already linked", "This Facebook user signs in to another account."
         )
-    db.collection(ACCOUNTS).document(link["account_id"]).update({"facebook_id": link["facebook_id"]})
+    facebook_store.link_facebook_id(db, link["account_id"], link["facebook_id"])
     _take_over_from_whoever_was_there(link["account_id"])
     auth_http.audit_event(request, link["account_id"], "facebook.linked")
     try:

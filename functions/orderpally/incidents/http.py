@@ -9,11 +9,10 @@ from typing import Any, Literal
 import flask
 import pydantic
 
-from orderpally import audit, clients, events, web
+from orderpally import accounts, audit, clients, events, web
 from orderpally.access import guard as access
 from orderpally.access import limiter
 from orderpally.access.principal import Principal
-from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.incidents import intake, rules, service
 from orderpally.lifecycle.rules import PSEUDONYM_PREFIX
@@ -70,7 +69,7 @@ def submit(request: flask.Request) -> flask.Response:
     address = access.client_address(request)
     email = None
     if principal:
-        email = (db.collection(ACCOUNTS).document(principal.account_id).get().to_dict() or {}).get("email")
+        email = accounts.email_of(db, principal.account_id)
     reporter = service.Reporter(principal.account_id if principal else None, email, address)
     if not service.is_retry(db, reporter, key):
         try:
@@ -267,16 +266,9 @@ def staff_list(request: flask.Request) -> flask.Response:
     # Summaries name no reporter; the reason and the token are still asked, as for every staff read.
     access.require_staff_read(request, "security")
     query = web.validate({k: v for k, v in request.args.items() if k != access.STAFF_REASON}, ListQuery)
-    from google.cloud import firestore
-
-    ref: Any = clients.firestore_client().collection(service.INCIDENTS)
-    for name in ("state", "severity", "category"):
-        value = getattr(query, name)
-        if value:
-            ref = ref.where(filter=firestore.FieldFilter(name, "==", value))
-    # Newest first in the query itself, so the limit keeps the newest (indexes in firestore.tf).
-    newest = ref.order_by("created_at", direction=firestore.Query.DESCENDING).limit(STAFF_LIST_LIMIT)
-    return web.json_response({"incidents": [_summary(snap.id, snap.to_dict() or {}) for snap in newest.stream()]})
+    wanted = {name: getattr(query, name) for name in ("state", "severity", "category") if getattr(query, name)}
+    found = service.newest(clients.firestore_client(), wanted, STAFF_LIST_LIMIT)
+    return web.json_response({"incidents": [_summary(reference, incident) for reference, incident in found]})
 
 
 def staff_open(request: flask.Request, reference: str) -> flask.Response:

@@ -507,3 +507,15 @@ def breach_recipients(db: Any, reference: str) -> list[dict[str, Any]]:
         )
         rows.append({"account_id": entry.get("account_id", snap.id), "requested_at": entry["requested_at"], **proof})
     return sorted(rows, key=lambda row: row["account_id"])
+
+
+def newest(db: Any, equal_to: dict[str, str], limit: int) -> list[tuple[str, dict[str, Any]]]:
+    """Incidents whose fields equal `equal_to`, newest first: the newest `limit` of them (the
+    order is the query's, so the limit keeps the newest; indexes in firestore.tf)."""
+    from google.cloud import firestore
+
+    query: Any = db.collection(INCIDENTS)
+    for name, value in equal_to.items():
+        query = query.where(filter=firestore.FieldFilter(name, "==", value))
+    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+    return [(snap.id, snap.to_dict() or {}) for snap in query.stream()]

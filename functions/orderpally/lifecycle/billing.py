@@ -191,3 +191,8 @@ def applied_events(db: Any, account_id: str, limit: int = 50) -> list[dict]:
         .limit(limit)
     )
     return [snap.to_dict() or {} for snap in query.stream()]
+
+
+def has_account(db: Any, account_id: str) -> bool:
+    """Has any billing event reached this account?"""
+    return bool(_ref(db, account_id).get().exists)

@@ -292,3 +292,7 @@ def download_link(
         response_disposition=f'attachment; filename="{filename}"',
     )
     return {"url": url, "expires_at": now.replace(microsecond=0) + valid}
+
+
+def load(db: Any, export_id: str) -> dict[str, Any] | None:
+    return db.collection(EXPORTS).document(export_id).get().to_dict()

@@ -10,10 +10,9 @@ from typing import Any, Literal
 import flask
 import pydantic
 
-from orderpally import audit, clients, events, fields, outbox, web
+from orderpally import accounts, audit, clients, events, fields, outbox, web
 from orderpally.access import guard as access
 from orderpally.access.principal import Principal
-from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
 from orderpally.lifecycle import accounts_service as service
 from orderpally.lifecycle import archive_limits as limits
@@ -319,7 +318,7 @@ def request_export(request: flask.Request) -> flask.Response:
 
     principal = _exporter(request)
     db = clients.firestore_client()
-    account = db.collection(ACCOUNTS).document(principal.account_id).get().to_dict() or {}
+    account = accounts.load(db, principal.account_id) or {}
     if account.get("status") in ("terminated", "suspended", None):
         raise web.Problem(409, "account-not-active", "Not possible now", "This account cannot export its content.")
     now = datetime.now(UTC)
@@ -367,8 +366,7 @@ def _own_export(request: flask.Request, export_id: str) -> tuple[Principal, dict
     principal = _exporter(request)
     if not fields.ARCHIVE_ID.fullmatch(export_id):
         raise web.Problem(404, "export-not-found", "Not found", "No such export.")
-    snap = clients.firestore_client().collection(content_export.EXPORTS).document(export_id).get()
-    record = snap.to_dict() or {} if snap.exists else {}
+    record = content_export.load(clients.firestore_client(), export_id) or {}
     # Another customer's export is indistinguishable from a missing one.
     if record.get("account_id") != principal.account_id:
         raise web.Problem(404, "export-not-found", "Not found", "No such export.")
@@ -429,7 +427,7 @@ def _staff_read(request: flask.Request, account_id: str, what: str, exists: Call
     web.validate(request.args.to_dict(), StaffReadQuery)
     account_id = _valid_account_id(account_id)
     db = clients.firestore_client()
-    account = db.collection(ACCOUNTS).document(account_id).get().to_dict()
+    account = accounts.load(db, account_id)
     if account is None and not exists(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
     actor = _actor(principal)
@@ -446,9 +444,7 @@ def _staff_read(request: flask.Request, account_id: str, what: str, exists: Call
 def staff_read_billing(request: flask.Request, account_id: str) -> flask.Response:
     """The account's balance, whether events wait behind a gap, and the events applied, newest first."""
     db = clients.firestore_client()
-    account_id = _staff_read(
-        request, account_id, "billing", lambda a: db.collection(billing.BILLING_ACCOUNTS).document(a).get().exists
-    )
+    account_id = _staff_read(request, account_id, "billing", lambda a: billing.has_account(db, a))
     state = billing.read_state(db, account_id)
     now = datetime.now(UTC)
     body = {

@@ -96,7 +96,7 @@ def _listing(request: flask.Request, query: ListQuery) -> tuple[list[dict[str, A
     db = clients.firestore_client()
     now = datetime.now(UTC)
     if query.id:
-        notice = db.collection(service.NOTICES).document(query.id).get().to_dict()
+        notice = service.load(db, query.id)
         if not notice or notice["first_published_at"] > now:
             raise web.Problem(404, "notice-not-found", "Not found", "No such notice.")
         return [_public_notice(db, query.id, notice, now)], None
@@ -124,7 +124,7 @@ def get_notice(request: flask.Request, notice_id: str) -> flask.Response:
         raise web.Problem(404, "notice-not-found", "Not found", "No such notice.")
     db = clients.firestore_client()
     now = datetime.now(UTC)
-    notice = db.collection(service.NOTICES).document(notice_id).get().to_dict()
+    notice = service.load(db, notice_id)
     if not notice or notice["first_published_at"] > now:
         raise web.Problem(404, "notice-not-found", "Not found", "No such notice.")
     return web.json_response(_public_notice(db, notice_id, notice, now))

@@ -262,3 +262,8 @@ def sla_history(db: Any, sla_id: str, now: datetime) -> list[tuple[str, dict[str
         if notice and notice["first_published_at"] <= now:
             notices.append((notice_id, notice))
     return sorted(notices, key=lambda item: item[1]["first_published_at"])
+
+
+def load(db: Any, notice_id: str) -> dict[str, Any] | None:
+    """The notice document (published or not: callers check `first_published_at`)."""
+    return db.collection(NOTICES).document(notice_id).get().to_dict()

@@ -69,7 +69,7 @@ def _own(request: flask.Request, request_id: str) -> tuple[Principal, dict[str, 
     principal = access.require_customer(request)
     record = None
     if fields.ARCHIVE_ID.fullmatch(request_id):
-        record = clients.firestore_client().collection(service.RECORDS).document(request_id).get().to_dict()
+        record = service.load(clients.firestore_client(), request_id)
     # Another customer's request is indistinguishable from none.
     if not record or record.get("account_id") != principal.account_id:
         raise web.Problem(404, "records-request-not-found", "Not found", "No such records request.")

@@ -228,3 +228,7 @@ def pending(db: Any, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
         ),
         key=lambda r: -r["age_seconds"],
     )
+
+
+def load(db: Any, request_id: str) -> dict[str, Any] | None:
+    return db.collection(RECORDS).document(request_id).get().to_dict()
