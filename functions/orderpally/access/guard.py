@@ -12,15 +12,17 @@ import hashlib
 import hmac
 import ipaddress
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import flask
 
-from orderpally import audit, clients, web
-from orderpally.access import api_keys, limiter
+from orderpally import clients, web
 from orderpally.access.principal import Principal, roles_from_claims
-from orderpally.accounts import ACCOUNTS
 from orderpally.config import settings
+
+if TYPE_CHECKING:
+    from orderpally.access import limiter
 
 SESSION_COOKIE = "__Host-op_session"
 CSRF_COOKIE = "__Host-op_csrf"
@@ -83,13 +85,17 @@ def principal_from_session_cookie(cookie: str) -> Principal:
 
 def bearer_principal(token: str, request: flask.Request) -> Principal:
     """The API-key verifier behind `Authorization: Bearer`: any failure is the same 401."""
+    # Imported here: most calls carry a session, and a function's cold start pays for each import.
+    from orderpally import accounts, audit
+    from orderpally.access import api_keys
+
     db = clients.firestore_client()
     now = datetime.now(UTC)
     try:
         record = api_keys.verify(db, token, settings().secret("API_KEY_PEPPER"), now)
     except api_keys.KeyRejected:
         raise unauthenticated("The API key is not valid (unknown, revoked or expired).") from None
-    account = db.collection(ACCOUNTS).document(record.account_id).get().to_dict() or {}
+    account = accounts.load(db, record.account_id) or {}
     if account.get("status") not in KEY_STATUSES:
         raise unauthenticated("The API key's account cannot use keys now.")
     if record.needs_last_used:
