@@ -223,7 +223,7 @@ def test_every_collection_the_code_gives_an_expire_at_expires(terraform):
         "email_deliveries": "messaging/delivery.py",
         "rate_limits": "access/limiter.py",
         "revoked_sessions": "access/sessions.py",
-        "facebook_links": "access/facebook_http.py",
+        "facebook_links": "access/facebook_store.py",
         "incident_requests": "incidents/service.py",
         "audit_link_locks": "audit.py",
     }

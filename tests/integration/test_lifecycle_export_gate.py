@@ -127,13 +127,19 @@ def test_two_requests_at_once_do_not_both_pass():
             outcomes.append("accepted")
         except limits.InProgress:
             outcomes.append("in-progress")
+        except Exception as exc:  # noqa: BLE001 - sorted below: only contention may remain
+            # Six transactions on one document may exhaust the library's attempts: the caller
+            # is answered 503 and retries, which is not a second request let through.
+            outcomes.append("contended" if clients.backend_unavailable(exc) else repr(exc))
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(outcomes) == ["accepted"] + ["in-progress"] * 5
+    assert outcomes.count("accepted") == 1, outcomes
+    assert set(outcomes) <= {"accepted", "in-progress", "contended"}, outcomes
+    assert len(outcomes) == 6
     quota = db.collection(limits.QUOTAS).document("busy").get().to_dict()["export"]
     assert quota["count"] == 1
 

@@ -177,8 +177,8 @@ def confirm_link(request: flask.Request) -> flask.Response:
     query = web.validate(request.args.to_dict(), LinkQuery)
     db = clients.firestore_client()
     now = datetime.now(UTC)
-    link = facebook_store.take_link(db, query.token)
-    if link is None or link["expire_at"] <= now:
+    link = facebook_store.take_link(db, query.token, now)
+    if link is None:
         raise web.Problem(410, "facebook-link-expired", "Link expired", "Start Facebook sign-in again for a new link.")
     owner = facebook_store.account_with_facebook_id(db, link["facebook_id"])
     if owner not in (None, link["account_id"]):

@@ -59,8 +59,9 @@ def offer_link(db: Any, account_id: str, facebook_id: str, expire_at: datetime) 
     return token
 
 
-def take_link(db: Any, token: str) -> dict[str, Any] | None:
-    """The link the token names, deleted in the same transaction: it works once."""
+def take_link(db: Any, token: str, now: datetime) -> dict[str, Any] | None:
+    """The link the token names, deleted in the same transaction: it works once. None for an
+    unknown, used or expired token."""
     from google.cloud import firestore
 
     ref = db.collection(LINKS).document(_digest(token))
@@ -73,4 +74,5 @@ def take_link(db: Any, token: str) -> dict[str, Any] | None:
         transaction.delete(ref)
         return snapshot.to_dict()
 
-    return take(db.transaction())
+    link = take(db.transaction())
+    return link if link is not None and link["expire_at"] > now else None
