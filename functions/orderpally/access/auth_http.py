@@ -29,7 +29,7 @@ from orderpally.messaging.requests import (
     MESSAGE_TYPE,
     TOPIC,
     EmailRequest,
-    request_email,
+    mail,
     send_staged,
     stage_email,
     unstage_email,
@@ -123,21 +123,13 @@ def audit_event(
     audit.record(account_id, _event(request, account_id, action, actor, **details))
 
 
-def _mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> None:
-    request_email(
-        EmailRequest(
-            idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
-        )
-    )
-
-
 def address_key(request: flask.Request) -> str:
     return access.client_address(request) or "unknown"
 
 
 def mail_to(account_id: str, email: str, template: str, key: str, **data: Any) -> None:
     """Mails an account holder in their stored language."""
-    _mail(template, email, key, account_id, None, **data)
+    mail(template, email, key, account_id, None, **data)
 
 
 def publish_later(db: Any, notice: EmailRequest) -> None:
@@ -265,7 +257,7 @@ def resend_verification(request: flask.Request) -> flask.Response:
     link = auth.generate_email_verification_link(
         user.email, action_code_settings=action_code_settings(), app=clients.firebase_app()
     )
-    _mail(
+    mail(
         "verify_email",
         user.email,
         f"verify_email:{user.uid}:{now.isoformat()}",

@@ -10,10 +10,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orderpally import audit, clients, events, structured_logging
-from orderpally.accounts import Language
 from orderpally.config import settings
 from orderpally.incidents import rules, service
-from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.messaging.requests import mail
 
 ALERT_DEADLINE = "incident-deadline"
 INTAKE_FAULTS = "incident_intake"  # the fault suite's crash points between intake steps
@@ -29,14 +28,6 @@ def links(reference: str, status_token: str, confirm_token: str | None) -> dict[
     }
 
 
-def _mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> None:
-    request_email(
-        EmailRequest(
-            idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
-        )
-    )
-
-
 def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> None:
     """Pages the security on-call for a confirmed report in a critical category.
 
@@ -46,7 +37,7 @@ def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> Non
     """
     if incident["category"] not in rules.CRITICAL_CATEGORIES or not incident["confirmed"] or incident.get("paged_at"):
         return
-    _mail(
+    mail(
         "incident_page",
         settings().security_oncall_email,
         f"incident_page:{reference}",
@@ -90,7 +81,7 @@ def finish_intake(
 
     def acknowledgement() -> None:
         # If the first mail was requested already, this one is dropped as a duplicate; its links stay valid.
-        _mail(
+        mail(
             "incident_received",
             incident["contact_email"],
             f"incident_received:{reference}",
@@ -156,7 +147,7 @@ def check_deadlines(now: datetime) -> dict[str, int]:
                 kind=alert.kind,
                 alert=ALERT_DEADLINE,
             )
-            _mail(
+            mail(
                 "incident_deadline",
                 settings().security_oncall_email,
                 f"incident_deadline:{reference}:{alert.deadline}:{alert.kind}:{due.isoformat()}",

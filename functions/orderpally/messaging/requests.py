@@ -49,6 +49,15 @@ def request_email(request: EmailRequest) -> str:
     return events.publish(TOPIC, MESSAGE_TYPE, request.model_dump(mode="json"))
 
 
+def mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> str:
+    """Requests one mail of `template` to `to`, once per idempotency `key`."""
+    return request_email(
+        EmailRequest(
+            idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
+        )
+    )
+
+
 def key_digest(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode()).hexdigest()
 
