@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
-from orderpally import clients, structured_logging
+from orderpally import clients, leases, structured_logging
 from orderpally.config import settings
 
 LEDGER_COLLECTION = "event_ledger"
@@ -230,45 +230,34 @@ def _ledger_ref(function: str, event_id: str) -> Any:
 
 
 def _claim(ref: Any, spec: EventSpec[Any], event_id: str, now: datetime) -> str | None:
-    """Takes the event's lease in a transaction; returns why not, or None when claimed."""
+    """Takes the event's lease; returns why not, or None when claimed."""
     from google.cloud import firestore
 
-    client = clients.firestore_client()
-
-    @firestore.transactional
-    def claim(transaction: Any) -> str | None:
-        snapshot = ref.get(transaction=transaction)
-        entry = snapshot.to_dict() if snapshot.exists else {}
-        status = entry.get("status")
-        if status in (Outcome.DONE, Outcome.TOO_OLD, Outcome.MALFORMED, Outcome.FAILED):
-            return Outcome.DUPLICATE
-        lease_until = entry.get("lease_until")
-        if status == "processing" and lease_until and lease_until > now:
-            return Outcome.IN_FLIGHT
-        transaction.set(
-            ref,
-            {
-                "function": spec.function,
-                "event_id": event_id,
-                "status": "processing",
-                "attempts": int(entry.get("attempts", 0)) + 1,
-                "lease_until": now + timedelta(seconds=spec.lease_seconds),
-                "updated_at": firestore.SERVER_TIMESTAMP,
-                "expire_at": now + LEDGER_TTL,
-            },
-        )
-        return None
-
-    return claim(client.transaction())
+    settled = (Outcome.DONE, Outcome.TOO_OLD, Outcome.MALFORMED, Outcome.FAILED)
+    claim = leases.claim(
+        clients.firestore_client(),
+        ref,
+        now,
+        timedelta(seconds=spec.lease_seconds),
+        finished=lambda entry, _: Outcome.DUPLICATE if entry.get("status") in settled else None,
+        fields=lambda entry: {
+            "function": spec.function,
+            "event_id": event_id,
+            "status": "processing",
+            "attempts": int(entry.get("attempts", 0)) + 1,
+            "updated_at": firestore.SERVER_TIMESTAMP,
+            "expire_at": now + LEDGER_TTL,
+        },
+    )
+    if claim.busy:
+        return Outcome.IN_FLIGHT
+    return claim.finished
 
 
 def _settle(ref: Any, status: str, reason: str = "") -> None:
     from google.cloud import firestore
 
-    ref.set(
-        {"status": status, "reason": reason[:300], "lease_until": None, "updated_at": firestore.SERVER_TIMESTAMP},
-        merge=True,
-    )
+    leases.release(None, ref, status=status, reason=reason[:300], updated_at=firestore.SERVER_TIMESTAMP)
 
 
 def _record_drop(spec: EventSpec[Any], event_id: str, status: str, reason: str, now: datetime) -> None:
