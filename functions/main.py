@@ -63,14 +63,15 @@ def health_routes() -> web.Router:
 
 @functools.cache
 def auth_routes() -> web.Router:
-    from orderpally.access import auth_http, facebook_http
+    from orderpally.access.http import auth as auth_http
+    from orderpally.access.http import facebook as facebook_http
 
     return _router("auth", auth_http.ROUTES, facebook_http.ROUTES)
 
 
 @functools.cache
 def account_routes() -> web.Router:
-    from orderpally.access import account_http
+    from orderpally.access.http import account as account_http
     from orderpally.lifecycle import http as lifecycle_http
     from orderpally.records import http as records_http
 
@@ -79,7 +80,7 @@ def account_routes() -> web.Router:
 
 @functools.cache
 def staff_routes() -> web.Router:
-    from orderpally.access import account_http
+    from orderpally.access.http import account as account_http
     from orderpally.incidents import http as incidents_http
     from orderpally.lifecycle import http as lifecycle_http
     from orderpally.notices import http as notices_http
@@ -313,11 +314,14 @@ def build_content_export(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def send_notice_email(cloud_event: CloudEvent) -> None:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.messaging import delivery as email_delivery
     from orderpally.messaging import requests as email_requests
 
-    spec = _event_spec("send_notice_email", email_requests.MESSAGE_TYPE, email_requests.EmailRequest)
+    # The delivery ledger, keyed by the request's idempotency key, is this handler's one ledger.
+    spec = events.EventSpec(
+        "send_notice_email", email_requests.MESSAGE_TYPE, email_requests.EmailRequest, handler_is_idempotent=True
+    )
     _handle(
         cloud_event,
         spec,

@@ -62,3 +62,34 @@ def trail_is_open(db: Any, account_id: str) -> bool:
     a client address, and no job would ever delete it again."""
     snap = db.collection(ACCOUNTS).document(account_id).get()
     return bool(snap.exists and (snap.to_dict() or {}).get("status") != "terminated")
+
+
+def id_with_facebook_id(db: Any, facebook_id: str) -> str | None:
+    """The account a Facebook user signs in to, if one has been linked or created for them."""
+    from google.cloud import firestore
+
+    query = db.collection(ACCOUNTS).where(filter=firestore.FieldFilter("facebook_id", "==", facebook_id))
+    found = query.limit(1).get()
+    return found[0].id if found else None
+
+
+def link_facebook_id(db: Any, account_id: str, facebook_id: str) -> None:
+    """Lets the Facebook user sign in to the account from now on."""
+    db.collection(ACCOUNTS).document(account_id).update({"facebook_id": facebook_id})
+
+
+def load_in(transaction: Any, db: Any, account_id: str) -> dict[str, Any]:
+    """The account document read inside `transaction` (so a concurrent change makes it run
+    again); empty when there is none."""
+    snap = db.collection(ACCOUNTS).document(account_id).get(transaction=transaction)
+    return (snap.to_dict() or {}) if snap.exists else {}
+
+
+def update(db: Any, account_id: str, fields: dict[str, Any], writer: Any = None) -> None:
+    """Updates fields of the account document, through `writer` (a batch or transaction) when
+    given; fails (NotFound) if there is none."""
+    ref = db.collection(ACCOUNTS).document(account_id)
+    if writer is None:
+        ref.update(fields)
+    else:
+        writer.update(ref, fields)

@@ -171,6 +171,10 @@ class EventSpec(Generic[Payload]):
     schema_versions: frozenset[int] = frozenset({1})
     max_age_seconds: int | None = None
     lease_seconds: int = DEFAULT_LEASE_SECONDS
+    # True when the handler settles each request in a ledger of its own, keyed by the
+    # request rather than the message (mail: a redrive republishes a request under a new
+    # message id). One ledger is then enough; this one only records dropped events.
+    handler_is_idempotent: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,10 @@ def handle_event(
         structured_logging.log(_log, logging.ERROR, "event dropped: malformed", reason=str(exc), **fields)
         return Outcome.MALFORMED
 
+    context = EventContext(event_id=event_id, published_at=published or current, schema_version=env.schema_version)
+    if spec.handler_is_idempotent:
+        return _run_idempotent(spec, handler, payload, context, fields)
+
     ref = _ledger_ref(spec.function, event_id)
     with contention_is_retryable("the event ledger"):
         refused = _claim(ref, spec, event_id, current)
@@ -315,7 +323,6 @@ def handle_event(
         # Another delivery holds the lease; come back after it settles.
         raise RetryableError("event is being handled by another delivery")
 
-    context = EventContext(event_id=event_id, published_at=published or current, schema_version=env.schema_version)
     try:
         inject_fault(spec.function, "before-handler")
         handler(payload, context)
@@ -330,5 +337,27 @@ def handle_event(
         structured_logging.log(_log, logging.WARNING, "event will be retried", error_type=type(exc).__name__, **fields)
         raise
     _settle(ref, Outcome.DONE)
+    structured_logging.log(_log, logging.INFO, "event handled", **fields)
+    return Outcome.DONE
+
+
+def _run_idempotent(
+    spec: EventSpec[Payload],
+    handler: Callable[[Payload, EventContext], object],
+    payload: Payload,
+    context: EventContext,
+    fields: dict[str, str],
+) -> str:
+    """Runs a handler that is its own ledger: a redelivery reaches it and it does nothing twice."""
+    try:
+        inject_fault(spec.function, "before-handler")
+        handler(payload, context)
+        inject_fault(spec.function, "after-handler")
+    except PermanentError as exc:
+        structured_logging.log(_log, logging.ERROR, "event failed permanently", reason=str(exc), **fields)
+        return Outcome.FAILED
+    except Exception as exc:
+        structured_logging.log(_log, logging.WARNING, "event will be retried", error_type=type(exc).__name__, **fields)
+        raise
     structured_logging.log(_log, logging.INFO, "event handled", **fields)
     return Outcome.DONE

@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from firebase_admin import auth
 
-    from orderpally import audit, clients
+    from orderpally import audit, clients, web
     from orderpally.access import staff_roles
 
     app = clients.firebase_app()
     user = auth.get_user(args.uid, app=app) if args.uid else auth.get_user_by_email(args.email, app=app)
     try:
-        staff_roles.change_roles(user, roles, audit.Actor("operator", "cli"), args.reason, None)
-    except staff_roles.RolesRefused as exc:
+        staff_roles.change_roles(app, user, roles, audit.Actor("operator", "cli"), args.reason, None)
+    except web.Problem as exc:
         print(f"error: {user.uid}: {exc.detail}", file=sys.stderr)
         return 2
     print(f"{user.uid}: roles = {', '.join(roles) or '(none)'}; sessions revoked")

@@ -132,7 +132,7 @@ def _callers() -> dict[str, dict[str, str]]:
     a, b = create_customer(), create_customer()
     ended = create_identity()  # stands for A's browser after sign-out: its cookie is on the revocation list
     clients.firestore_client().document(f"accounts/{ended.uid}").set({"status": "active", "email": ended.email})
-    from orderpally.access.guard import REVOKED_SESSIONS, session_digest
+    from orderpally.access.store import REVOKED_SESSIONS, session_digest
 
     clients.firestore_client().collection(REVOKED_SESSIONS).document(session_digest(ended.session_cookie)).set(
         {"expire_at": datetime.now(UTC) + timedelta(days=1)}

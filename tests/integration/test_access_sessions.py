@@ -76,7 +76,7 @@ def test_a_session_issued_in_the_revocation_second_ends_too():
         alice = create_identity(roles=["admin"])
         issued = auth.verify_session_cookie(alice.session_cookie, app=clients.firebase_app())["iat"]
         started = int(time.time())
-        sessions.revoke_all(alice.uid)
+        sessions.revoke_all(clients.firebase_app(), alice.uid)
         if started == issued:
             break
     else:

@@ -17,8 +17,9 @@ from google.cloud.firestore_v1 import document as fs_document
 from google.cloud.firestore_v1 import query as fs_query
 
 from orderpally import audit, clients, events, web
-from orderpally.access import auth_http, identity_toolkit, sessions
 from orderpally.access import guard as access
+from orderpally.access import identity_toolkit, service, sessions
+from orderpally.access.http import auth as auth_http
 from support.identities import PASSWORD, create_customer
 from support.waiting import wait_for
 
@@ -91,9 +92,9 @@ def test_strangers_guessing_from_many_addresses_do_not_lock_out_the_owners_trust
     # ... nor skips the password check: a wrong one is refused, and only its own counter fills up.
     answers = [
         sign_in(owner.email, WRONG, cookies={sessions.DEVICE_COOKIE: device}).status_code
-        for _ in range(auth_http.SIGN_IN_FAILURES_PER_DEVICE.max_attempts + 1)
+        for _ in range(service.SIGN_IN_FAILURES_PER_DEVICE.max_attempts + 1)
     ]
-    assert answers[:-1] == [401] * auth_http.SIGN_IN_FAILURES_PER_DEVICE.max_attempts
+    assert answers[:-1] == [401] * service.SIGN_IN_FAILURES_PER_DEVICE.max_attempts
     assert answers[-1] == 429
     # A device cookie for another account is no help with this one.
     other = create_customer()
@@ -127,7 +128,7 @@ def test_a_changed_password_or_sign_out_everywhere_ends_trust_in_earlier_browser
 
 def test_successful_sign_ins_do_not_count_against_the_address():
     customer = create_customer()
-    for _ in range(auth_http.SIGN_IN_PER_ADDRESS.max_attempts + 5):  # a shared office address, say
+    for _ in range(service.SIGN_IN_PER_ADDRESS.max_attempts + 5):  # a shared office address, say
         assert sign_in(customer.email, PASSWORD, address="192.0.2.30").status_code == 200
 
 

@@ -134,3 +134,26 @@ def test_event_ids_with_slashes_are_safe_ledger_keys():
     handler = Counter()
     assert events.handle_event(beat_event("a/b/../c"), SPEC, handler) == events.Outcome.DONE
     assert ledger_status("a/b/../c") == "done"
+
+
+def test_a_handler_with_its_own_ledger_is_left_to_it_and_drops_are_still_recorded():
+    from google.cloud.firestore import FieldFilter
+
+    own = events.EventSpec(
+        function="test_own_ledger",
+        message_type=heartbeat.MESSAGE_TYPE,
+        payload=heartbeat.Heartbeat,
+        max_age_seconds=600,
+        handler_is_idempotent=True,
+    )
+    handler = Counter()
+    assert events.handle_event(beat_event("ev-own"), own, handler) == events.Outcome.DONE
+    # A redelivery reaches the handler, whose own ledger (the mail's, keyed by the request) absorbs it.
+    assert events.handle_event(beat_event("ev-own"), own, handler) == events.Outcome.DONE
+    assert handler.calls == ["ev-own", "ev-own"]
+    ledger = clients.firestore_client().collection(events.LEDGER_COLLECTION)
+    assert ledger.where(filter=FieldFilter("event_id", "==", "ev-own")).get() == []
+    stale = beat_event("ev-own-old", time=datetime.now(UTC) - timedelta(hours=1))
+    assert events.handle_event(stale, own, handler) == events.Outcome.TOO_OLD
+    assert ledger_status("ev-own-old") == events.Outcome.TOO_OLD
+    assert handler.calls == ["ev-own", "ev-own"]

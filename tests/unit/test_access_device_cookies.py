@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orderpally.access import auth_http, sessions
+from orderpally.access import service, sessions
 
 SECRET = b"a pepper of at least thirty-two characters"
 NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
@@ -53,13 +53,11 @@ def test_ending_every_session_ends_device_cookies_issued_before():
 
 
 def test_a_trusted_browser_is_counted_only_on_its_own_counter():
-    untrusted = auth_http.sign_in_counters("203.0.113.5", EMAIL, None)
+    untrusted = service.sign_in_counters("203.0.113.5", EMAIL, None)
     assert [limit for limit, _ in untrusted] == [
-        auth_http.SIGN_IN_PER_ADDRESS,
-        auth_http.SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS,
-        auth_http.SIGN_IN_FAILURES_PER_ACCOUNT,
+        service.SIGN_IN_PER_ADDRESS,
+        service.SIGN_IN_FAILURES_PER_ACCOUNT_ADDRESS,
+        service.SIGN_IN_FAILURES_PER_ACCOUNT,
     ]
     # The per-account lockout, which strangers can fill from many addresses, never applies to it.
-    assert auth_http.sign_in_counters("203.0.113.5", EMAIL, "nonce") == (
-        (auth_http.SIGN_IN_FAILURES_PER_DEVICE, "nonce"),
-    )
+    assert service.sign_in_counters("203.0.113.5", EMAIL, "nonce") == ((service.SIGN_IN_FAILURES_PER_DEVICE, "nonce"),)

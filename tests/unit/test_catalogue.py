@@ -83,7 +83,7 @@ def test_every_declared_route_is_served_by_exactly_one_function():
 
     import main
 
-    modules = ["access.auth_http", "access.facebook_http", "access.account_http", "lifecycle.http"]
+    modules = ["access.http.auth", "access.http.facebook", "access.http.account", "lifecycle.http"]
     modules += ["records.http", "incidents.http", "notices.http"]
     declared = [
         (r.path, m) for name in modules for r in importlib.import_module(f"orderpally.{name}").ROUTES for m in r.methods

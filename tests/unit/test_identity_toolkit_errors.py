@@ -14,7 +14,8 @@ import flask
 import pytest
 import requests
 
-from orderpally.access import auth_http, identity_toolkit
+from orderpally import web
+from orderpally.access import identity_toolkit, service
 
 API_KEY_INVALID = {
     "error": {
@@ -75,14 +76,13 @@ def test_a_rejected_api_key_is_a_503_with_no_trail_entry_and_no_failure_counted(
     _google_says(monkeypatch, 400, API_KEY_INVALID)
     counted: list[str] = []
     trail: list[str] = []
-    monkeypatch.setattr(auth_http.clients, "firestore_client", lambda: object())
-    monkeypatch.setattr(auth_http.limiter, "hit_all", lambda db, limits, now: counted.append("hit"))
-    monkeypatch.setattr(auth_http.limiter, "refund_all", lambda db, limits, now: counted.append("refund"))
-    monkeypatch.setattr(auth_http, "uid_for", lambda email: "uid-1")
-    monkeypatch.setattr(auth_http, "audit_event", lambda request, uid, action, *a, **k: trail.append(action))
-    app = flask.Flask(__name__)
-    with app.test_request_context("/auth/sign-in", method="POST"), pytest.raises(auth_http.web.Problem) as caught:
-        auth_http._verify_password(flask.request, "someone@example.com", "a password", datetime.now(UTC))
+    monkeypatch.setattr(service.limiter, "hit_all", lambda db, limits, now: counted.append("hit"))
+    monkeypatch.setattr(service.limiter, "refund_all", lambda db, limits, now: counted.append("refund"))
+    monkeypatch.setattr(service, "uid_for", lambda ports, email: "uid-1")
+    monkeypatch.setattr(service, "record_event", lambda address, uid, action, *a, **k: trail.append(action))
+    ports = service.Ports(db=object(), auth_app=None, identity=identity_toolkit.IdentityToolkit(None), pepper=b"p" * 32)
+    with pytest.raises(web.Problem) as caught:
+        service.verify_password(ports, "someone@example.com", "a password", None, None, datetime.now(UTC))
     problem = caught.value
     assert problem.status == 503
     assert trail == []

@@ -9,7 +9,7 @@ import pydantic
 import pytest
 
 from orderpally import fields, web
-from orderpally.access import account_http
+from orderpally.access.http import account as account_http
 from orderpally.incidents.service import Report
 from orderpally.records.service import RecordsRange
 

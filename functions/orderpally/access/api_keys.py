@@ -3,13 +3,14 @@
 Format: `opk_` + 12-character key id + 30-character secret + 6-character
 checksum (CRC32 of the rest, base62), all base62. The fixed prefix and the
 checksum let secret scanners find leaked keys with few false positives, and
-let a mistyped key be refused without a database read.
+let a mistyped key be refused without a database read. The records are access.store's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 import zlib
@@ -17,11 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-if TYPE_CHECKING:  # every API-key request verifies a key; only a revocation needs these
-    from orderpally import audit, outbox
+from orderpally import web
+from orderpally.access import store
+from orderpally.access.refusals import unauthenticated
 
-API_KEYS = "api_keys"
+if TYPE_CHECKING:  # every API-key request verifies a key; only a revocation needs these
+    from google.cloud.firestore import Client
+
+    from orderpally import audit
+
 PREFIX = "opk_"
+KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
 ID_LENGTH = 12
 SECRET_LENGTH = 30
 CHECKSUM_LENGTH = 6
@@ -35,8 +42,9 @@ USE_AUDIT_RESOLUTION = timedelta(hours=1)
 _ALPHABET = string.digits + string.ascii_letters
 
 
-class KeyRejected(Exception):
-    """Not a valid, current key: the caller gets 401, whatever the reason."""
+def rejected() -> web.Problem:
+    """Not a valid, current key: the caller gets the same 401, whatever the reason."""
+    return unauthenticated("The API key is not valid (unknown, revoked or expired).")
 
 
 def _base62(number: int, width: int) -> str:
@@ -60,12 +68,12 @@ def new_key() -> tuple[str, str]:
 
 
 def parse(key: str) -> str:
-    """The key id of a well-formed key; KeyRejected for anything else."""
+    """The key id of a well-formed key; the `rejected()` 401 for anything else, without a lookup."""
     if len(key) != KEY_LENGTH or not key.isascii() or not key.startswith(PREFIX):
-        raise KeyRejected("malformed")
+        raise rejected()
     body, checksum = key[len(PREFIX) : -CHECKSUM_LENGTH], key[-CHECKSUM_LENGTH:]
     if any(ch not in _ALPHABET for ch in body) or not hmac.compare_digest(_checksum(body), checksum):
-        raise KeyRejected("malformed")
+        raise rejected()
     return body[:ID_LENGTH]
 
 
@@ -82,27 +90,17 @@ class KeyRecord:
     needs_use_audit: bool
 
 
-class TooManyKeys(Exception):
-    def __init__(self) -> None:
-        super().__init__(f"at most {MAX_ACTIVE_KEYS} active keys; revoke one first")
+def too_many_keys() -> web.Problem:
+    detail = f"at most {MAX_ACTIVE_KEYS} active keys; revoke one first"
+    return web.Problem(409, "too-many-keys", "Too many keys", detail)
 
 
 def create(
-    db: Any, account_id: str, name: str, scopes: list[str], expires_at: datetime, pepper: bytes, now: datetime
+    db: Client, account_id: str, name: str, scopes: list[str], expires_at: datetime, pepper: bytes, now: datetime
 ) -> tuple[dict[str, Any], str]:
     """Stores a new key; returns its public record and the key itself (never stored, never shown again)."""
-    from google.cloud import firestore
-
-    def active() -> int:
-        query = (
-            db.collection(API_KEYS)
-            .where(filter=firestore.FieldFilter("account_id", "==", account_id))
-            .where(filter=firestore.FieldFilter("revoked_at", "==", None))
-        )
-        return sum(1 for snap in query.stream() if snap.get("expires_at") > now)
-
-    if active() >= MAX_ACTIVE_KEYS:
-        raise TooManyKeys()
+    if store.active_keys(db, account_id, now) >= MAX_ACTIVE_KEYS:
+        raise too_many_keys()
     key_id, key = new_key()
     record = {
         "account_id": account_id,
@@ -116,12 +114,11 @@ def create(
         "last_use_audited_at": None,
         "hash": keyed_hash(key, pepper),
     }
-    ref = db.collection(API_KEYS).document(key_id)
-    ref.create(record)
+    store.add_key(db, key_id, record)
     # Counted again with this key in: concurrent creations may all be refused, never all admitted.
-    if active() > MAX_ACTIVE_KEYS:
-        ref.delete()
-        raise TooManyKeys()
+    if store.active_keys(db, account_id, now) > MAX_ACTIVE_KEYS:
+        store.discard_key(db, key_id)
+        raise too_many_keys()
     return public(key_id, record), key
 
 
@@ -130,18 +127,14 @@ def public(key_id: str, record: dict[str, Any]) -> dict[str, Any]:
     return {"id": key_id, **{k: record.get(k) for k in keep}}
 
 
-def verify(db: Any, key: str, pepper: bytes, now: datetime) -> KeyRecord:
+def verify(db: Client, key: str, pepper: bytes, now: datetime) -> KeyRecord:
+    """The current key `key` is; the `rejected()` 401 for an unknown, revoked or expired one."""
     key_id = parse(key)
-    snapshot = db.collection(API_KEYS).document(key_id).get()
-    if not snapshot.exists:
-        raise KeyRejected("unknown")
-    record = snapshot.to_dict()
-    if not hmac.compare_digest(record["hash"], keyed_hash(key, pepper)):
-        raise KeyRejected("unknown")
-    if record.get("revoked_at") is not None:
-        raise KeyRejected("revoked")
-    if record["expires_at"] <= now:
-        raise KeyRejected("expired")
+    record = store.key(db, key_id)
+    if record is None or not hmac.compare_digest(record["hash"], keyed_hash(key, pepper)):
+        raise rejected()
+    if record.get("revoked_at") is not None or record["expires_at"] <= now:
+        raise rejected()
     last_used, last_audited = record.get("last_used_at"), record.get("last_use_audited_at")
     return KeyRecord(
         key_id=key_id,
@@ -152,59 +145,29 @@ def verify(db: Any, key: str, pepper: bytes, now: datetime) -> KeyRecord:
     )
 
 
-def note_use(db: Any, record: KeyRecord, address: str | None, now: datetime) -> None:
+def note_use(db: Client, record: KeyRecord, address: str | None, now: datetime) -> None:
     update: dict[str, Any] = {"last_used_at": now, "last_used_address": address}
     if record.needs_use_audit:
         update["last_use_audited_at"] = now
-    db.collection(API_KEYS).document(record.key_id).update(update)
+    store.note_key_use(db, record.key_id, update)
 
 
-def owned(db: Any, account_id: str) -> list[dict[str, Any]]:
-    from google.cloud import firestore
+def owned(db: Client, account_id: str) -> list[dict[str, Any]]:
+    """The account's keys as their owner sees them, newest first."""
+    keys = (public(key_id, record) for key_id, record in store.keys_of(db, account_id))
+    return sorted(keys, key=lambda k: k["created_at"], reverse=True)
 
-    snaps = db.collection(API_KEYS).where(filter=firestore.FieldFilter("account_id", "==", account_id)).get()
-    return sorted((public(s.id, s.to_dict()) for s in snaps), key=lambda k: k["created_at"], reverse=True)
 
-
-def revoke(db: Any, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
+def revoke(db: Client, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
     """Revokes the account's own key, audited as `event` once however often it is asked;
     False when it has no such key (another's is 'no such key' too)."""
-    from google.cloud import firestore
-
-    from orderpally import outbox
-
-    ref = db.collection(API_KEYS).document(key_id)
-
-    @firestore.transactional
-    def write(transaction: Any) -> tuple[bool, outbox.Staged | None]:
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists or snapshot.get("account_id") != account_id:
-            return False, None
-        if snapshot.get("revoked_at") is not None:
-            return True, None
-        transaction.update(ref, {"revoked_at": now})
-        return True, outbox.stage(transaction, db, account_id, event, None, now)
-
-    found, staged = write(db.transaction())
-    if staged is not None:
-        outbox.announce(db, staged)
-    return found
+    return store.revoke_key(db, account_id, key_id, now, event)
 
 
-def revoke_all(db: Any, account_id: str, now: datetime) -> int:
-    from google.cloud import firestore
-
-    snaps = (
-        db.collection(API_KEYS)
-        .where(filter=firestore.FieldFilter("account_id", "==", account_id))
-        .where(filter=firestore.FieldFilter("revoked_at", "==", None))
-        .get()
-    )
-    for snap in snaps:
-        snap.reference.update({"revoked_at": now})
-    return len(snaps)
+def revoke_all(db: Client, account_id: str, now: datetime) -> int:
+    return store.revoke_all_keys(db, account_id, now)
 
 
-def discard(db: Any, key_id: str) -> None:
+def discard(db: Client, key_id: str) -> None:
     """Removes a key that was never handed out (its creation failed part-way)."""
-    db.collection(API_KEYS).document(key_id).delete()
+    store.discard_key(db, key_id)

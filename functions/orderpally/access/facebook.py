@@ -18,12 +18,18 @@ from urllib.parse import urlencode
 import pydantic
 import requests
 
-from orderpally import fields
+from orderpally import fields, web
 from orderpally.config import settings
 
 
-class FacebookRefused(Exception):
-    """Facebook (or the user) said no: the code or token is not good. The client's problem."""
+def refused(why: str) -> web.Problem:
+    """Facebook (or the user) said no: the code or token is not good. The client's problem;
+    `why` is for the traceback only, the answer is the same whatever it is."""
+    problem = web.Problem(
+        401, "facebook-token-rejected", "Facebook sign-in failed", "Facebook did not vouch for this sign-in."
+    )
+    problem.add_note(why)
+    return problem
 
 
 class FacebookUnavailable(Exception):
@@ -69,7 +75,7 @@ def _get(path: str, params: dict[str, str]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise FacebookUnavailable(f"{path}: unexpected body")
     if response.status_code == 400 or "error" in body:
-        raise FacebookRefused(f"{path}: {(body.get('error') or {}).get('type', 'error')!s}")
+        raise refused(f"{path}: {(body.get('error') or {}).get('type', 'error')!s}")
     if response.status_code >= 300:
         raise FacebookUnavailable(f"{path}: HTTP {response.status_code}")
     return body
@@ -109,15 +115,15 @@ def verify_token(user_token: str, now: float | None = None) -> str:
 def check_token_data(data: dict[str, Any], app_id: str, now: float) -> None:
     """The rules for trusting a user token, on debug_token's answer."""
     if data.get("is_valid") is not True:
-        raise FacebookRefused("token not valid")
+        raise refused("token not valid")
     if str(data.get("app_id")) != app_id:
-        raise FacebookRefused("token issued to another app")
+        raise refused("token issued to another app")
     expires_at = data.get("expires_at")
     # 0 means a token that does not expire; anything else is a Unix time.
     if not isinstance(expires_at, int) or (expires_at != 0 and expires_at <= now):
-        raise FacebookRefused("token expired")
+        raise refused("token expired")
     if not str(data.get("user_id") or "").isdigit():
-        raise FacebookRefused("token without a user")
+        raise refused("token without a user")
 
 
 def read_user(user_token: str, expected_id: str) -> FacebookUser:
@@ -125,7 +131,7 @@ def read_user(user_token: str, expected_id: str) -> FacebookUser:
         "/me", {"fields": "id,name,email", "access_token": user_token, "appsecret_proof": appsecret_proof(user_token)}
     )
     if str(body.get("id")) != expected_id:
-        raise FacebookRefused("profile does not match the token")
+        raise refused("profile does not match the token")
     return FacebookUser(id=expected_id, name=str(body.get("name") or "")[:100], email=_usable_email(body.get("email")))
 
 

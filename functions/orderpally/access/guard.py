@@ -8,7 +8,6 @@ from a configured frontend origin and echo the double-submit CSRF token.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from datetime import UTC, datetime
@@ -18,43 +17,23 @@ from urllib.parse import urlsplit
 import flask
 
 from orderpally import clients, web
+from orderpally.access import store
 from orderpally.access.principal import Principal, roles_from_claims
+from orderpally.access.refusals import forbidden, unauthenticated
+from orderpally.access.sessions import CSRF_COOKIE, SESSION_COOKIE
+from orderpally.access.store import session_digest
 from orderpally.config import settings
 
 if TYPE_CHECKING:
     from orderpally.access import limiter
 
-SESSION_COOKIE = "__Host-op_session"
-CSRF_COOKIE = "__Host-op_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-REVOKED_SESSIONS = "revoked_sessions"
-# Accounts whose API keys still work; suspension and termination stop them.
-KEY_STATUSES = ("active", "terminating")
-
-
-def unauthenticated(detail: str = "Sign in first.") -> web.Problem:
-    return web.Problem(
-        401, "unauthenticated", "Authentication required", detail, headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-def forbidden(detail: str = "You may not do this.") -> web.Problem:
-    return web.Problem(403, "forbidden", "Forbidden", detail)
 
 
 def too_many(exc: limiter.Limited) -> web.Problem:
-    return web.Problem(
-        429,
-        "too-many-attempts",
-        "Too many attempts",
-        f"Try again in {exc.retry_after} seconds.",
-        headers={"Retry-After": str(exc.retry_after)},
-    )
-
-
-def session_digest(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
+    """The limiter's refusal, for callers that catch it: it is the 429 web.Problem already."""
+    return exc
 
 
 def principal_from_session_cookie(cookie: str) -> Principal:
@@ -69,7 +48,7 @@ def principal_from_session_cookie(cookie: str) -> Principal:
     except ValueError:
         raise unauthenticated("The session has ended; sign in again.") from None
     # Signed out in this browser: the cookie is on the revocation list until it expires.
-    if clients.firestore_client().collection(REVOKED_SESSIONS).document(session_digest(cookie)).get().exists:
+    if store.session_revoked(clients.firestore_client(), session_digest(cookie)):
         raise unauthenticated("The session has ended; sign in again.")
     roles = roles_from_claims(claims)
     return Principal(
@@ -86,31 +65,10 @@ def principal_from_session_cookie(cookie: str) -> Principal:
 def bearer_principal(token: str, request: flask.Request) -> Principal:
     """The API-key verifier behind `Authorization: Bearer`: any failure is the same 401."""
     # Imported here: most calls carry a session, and a function's cold start pays for each import.
-    from orderpally import accounts, audit
-    from orderpally.access import api_keys
+    from orderpally.access import service
 
-    db = clients.firestore_client()
-    now = datetime.now(UTC)
-    try:
-        record = api_keys.verify(db, token, settings().secret("API_KEY_PEPPER"), now)
-    except api_keys.KeyRejected:
-        raise unauthenticated("The API key is not valid (unknown, revoked or expired).") from None
-    account = accounts.load(db, record.account_id) or {}
-    if account.get("status") not in KEY_STATUSES:
-        raise unauthenticated("The API key's account cannot use keys now.")
-    if record.needs_last_used:
-        api_keys.note_use(db, record, client_address(request), now)
-        if record.needs_use_audit:
-            actor = audit.Actor("api_key", record.key_id)
-            event = audit.AuditEvent("api_key.used", actor, client_address(request), None, {"key_id": record.key_id})
-            audit.record(record.account_id, event)
-    return Principal(
-        kind="api_key",
-        account_id=record.account_id,
-        email_verified=True,
-        scopes=record.scopes,
-        credential_id=record.key_id,
-    )
+    pepper = settings().secret("API_KEY_PEPPER")
+    return service.key_principal(clients.firestore_client(), token, pepper, client_address(request), datetime.now(UTC))
 
 
 def authenticate(request: flask.Request) -> Principal | None:

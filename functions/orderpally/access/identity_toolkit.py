@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import requests
 
 from orderpally import structured_logging
 from orderpally.config import settings
+
+if TYPE_CHECKING:
+    from firebase_admin import App
 
 TIMEOUT_SECONDS = 10.0
 
@@ -110,12 +114,23 @@ def sign_in_with_password(email: str, password: str) -> SignedIn:
     return SignedIn(uid=data["localId"], id_token=data["idToken"])
 
 
-def sign_in_as(uid: str) -> SignedIn:
-    """An ID token for a user this service has authenticated itself (a custom token, exchanged)."""
+def sign_in_as(app: App, uid: str) -> SignedIn:
+    """An ID token for a user this service has authenticated itself (a custom token of `app`, exchanged)."""
     from firebase_admin import auth
 
-    from orderpally import clients
-
-    token = auth.create_custom_token(uid, app=clients.firebase_app()).decode()
+    token = auth.create_custom_token(uid, app=app).decode()
     data = _post("signInWithCustomToken", {"token": token, "returnSecureToken": True})
     return SignedIn(uid=uid, id_token=data["idToken"])
+
+
+@dataclass(frozen=True)
+class IdentityToolkit:
+    """The adapter access.service is handed: sign-ins through Identity Platform for one Firebase app."""
+
+    app: App
+
+    def sign_in_with_password(self, email: str, password: str) -> SignedIn:
+        return sign_in_with_password(email, password)
+
+    def sign_in_as(self, uid: str) -> SignedIn:
+        return sign_in_as(self.app, uid)

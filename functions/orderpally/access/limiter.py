@@ -1,8 +1,8 @@
-"""A Firestore-backed fixed-window rate limiter for sign-in and other abusable endpoints.
+"""A fixed-window rate limiter for sign-in and other abusable endpoints.
 
-Each key has one document per window, named by a hash (keys carry email
-addresses); an atomic increment counts the attempt. Documents expire by TTL
-(`expire_at`). Limits can be changed by operators with RATE_LIMITS.
+Each key has one counter per window, named by a hash (keys carry email addresses);
+an atomic increment counts the attempt (access.store keeps the counters, which
+expire by TTL). Limits can be changed by operators with RATE_LIMITS.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
-RATE_LIMITS = "rate_limits"
+from orderpally import web
+from orderpally.access import store
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, WriteBatch
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,25 @@ class Limit:
     window: timedelta
 
 
-class Limited(Exception):
-    def __init__(self, limit: Limit, retry_after: int) -> None:
-        super().__init__(f"{limit.name}: retry after {retry_after}s")
-        self.limit = limit
-        self.retry_after = retry_after
+@dataclass
+class Limited(web.Problem):
+    """The 429 an attempt over its limit is refused with: a web.Problem, answered as it is;
+    `limit` (the one the caller named) lets a caller that counts on several tell which refused."""
+
+    limit: Limit | None = None
+    retry_after: int = 0
+
+
+def refused(limit: Limit, retry_after: int) -> Limited:
+    return Limited(
+        429,
+        "too-many-attempts",
+        "Too many attempts",
+        f"Try again in {retry_after} seconds.",
+        headers={"Retry-After": str(retry_after)},
+        limit=limit,
+        retry_after=retry_after,
+    )
 
 
 def configured(limit: Limit) -> Limit:
@@ -45,64 +63,38 @@ def _window(limit: Limit, now: datetime) -> tuple[int, datetime]:
     return index, datetime.fromtimestamp((index + 1) * seconds, tz=now.tzinfo)
 
 
-def _ref(db: Any, limit: Limit, key: str, index: int) -> Any:
+def _counter(limit: Limit, key: str, now: datetime) -> tuple[store.Counter, datetime]:
+    """The store's counter for `key` in `now`'s window of the (configured) limit, and the window's end."""
+    index, ends = _window(limit, now)
     digest = hashlib.sha256(f"{limit.name}\x00{key}".encode()).hexdigest()[:40]
-    return db.collection(RATE_LIMITS).document(f"{limit.name}-{digest}-{index}")
+    return (f"{limit.name}-{digest}-{index}", limit.name, ends + limit.window), ends
 
 
-def hit(db: Any, limit: Limit, key: str, now: datetime) -> None:
+def hit(db: Client, limit: Limit, key: str, now: datetime) -> None:
     """Counts one attempt; raises Limited when this one is over the limit."""
     hit_all(db, [(limit, key)], now)
 
 
-def hit_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
+def hit_all(db: Client, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
     """Counts one attempt on every counter, in one write; raises Limited for the first one over its limit.
 
-    An atomic increment rather than a transaction: many requests from one address
-    hit one counter at once, and a transaction would make them fail on contention.
     Reading the count after the increment may see other attempts' increments too:
     a burst can be refused a little early, never let through beyond the limit.
     """
-    from google.cloud import firestore
-
-    batch = db.batch()
-    counted = []
-    for asked, key in counters:
-        limit = configured(asked)
-        index, ends = _window(limit, now)
-        ref = _ref(db, limit, key, index)
-        batch.set(
-            ref, {"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window}, merge=True
-        )
-        counted.append((asked, limit, ends, ref))
-    batch.commit()
-    counts = {snap.reference.path: int(snap.get("count")) for snap in db.get_all([c[-1] for c in counted])}
-    for asked, limit, ends, ref in counted:
-        if counts[ref.path] > limit.max_attempts:
+    judged = [(asked, configured(asked)) for asked, _ in counters]
+    placed = [_counter(limit, key, now) for (_, limit), (_, key) in zip(judged, counters, strict=True)]
+    counts = store.count_on(db, [counter for counter, _ in placed])
+    for (asked, limit), (_, ends), count in zip(judged, placed, counts, strict=True):
+        if count > limit.max_attempts:
             # The limit the caller named, so it can tell which one refused, however configured.
-            raise Limited(asked, max(1, math.ceil((ends - now).total_seconds())))
+            raise refused(asked, max(1, math.ceil((ends - now).total_seconds())))
 
 
-def refund_all(db: Any, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
+def refund_all(db: Client, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
     """Takes back the attempts `hit_all` counted at the same `now` (they turned out not to count)."""
-    from google.cloud import firestore
-
-    batch = db.batch()
-    for limit, key in counters:
-        limit = configured(limit)
-        index, _ = _window(limit, now)
-        batch.set(_ref(db, limit, key, index), {"count": firestore.Increment(-1)}, merge=True)
-    batch.commit()
+    store.take_back(db, [_counter(configured(limit), key, now)[0][0] for limit, key in counters])
 
 
-def tally(writer: Any, db: Any, limit: Limit, key: str, now: datetime) -> None:
+def tally(writer: WriteBatch, db: Client, limit: Limit, key: str, now: datetime) -> None:
     """Counts one event on `limit`'s counter through `writer` (a batch), judging nothing."""
-    from google.cloud import firestore
-
-    limit = configured(limit)
-    index, ends = _window(limit, now)
-    writer.set(
-        _ref(db, limit, key, index),
-        {"count": firestore.Increment(1), "limit": limit.name, "expire_at": ends + limit.window},
-        merge=True,
-    )
+    store.stage_count(writer, db, _counter(configured(limit), key, now)[0])

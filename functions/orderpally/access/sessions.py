@@ -2,7 +2,7 @@
 
 Firebase revokes all of a user's sessions at once (revoke_refresh_tokens). One
 session (sign-out in one browser) is revoked by listing its cookie's digest in
-`revoked_sessions` until the cookie would have expired anyway (TTL on `expire_at`).
+`revoked_sessions` (access.store) until the cookie would have expired anyway (TTL on `expire_at`).
 
 A browser that signed in to an account with its password gets a device cookie
 (OWASP's "device cookies"): a MAC over the address, the issue time and a nonce,
@@ -21,21 +21,27 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import flask
 
-from orderpally import clients
-from orderpally.access.guard import CSRF_COOKIE, REVOKED_SESSIONS, SESSION_COOKIE, session_digest
+from orderpally.access import store
 from orderpally.config import settings
 
+if TYPE_CHECKING:
+    from firebase_admin import App
+    from google.cloud.firestore import Client
 
-def mint(id_token: str) -> str:
+SESSION_COOKIE = "__Host-op_session"
+CSRF_COOKIE = "__Host-op_csrf"
+
+
+def mint(app: App, id_token: str) -> str:
     """A session cookie for a freshly obtained ID token (Firebase requires a recent sign-in)."""
     from firebase_admin import auth
 
     lifetime = timedelta(seconds=settings().session_lifetime_seconds)
-    return auth.create_session_cookie(id_token, expires_in=lifetime, app=clients.firebase_app())
+    return auth.create_session_cookie(id_token, expires_in=lifetime, app=app)
 
 
 def set_cookies(response: flask.Response, session_cookie: str, csrf: str) -> None:
@@ -115,14 +121,13 @@ def clear_device_cookie(response: flask.Response) -> None:
     response.delete_cookie(DEVICE_COOKIE, secure=True, httponly=True, samesite="Lax")
 
 
-def revoke_one(db: Any, cookie: str, now: datetime) -> None:
+def revoke_one(db: Client, cookie: str, now: datetime) -> None:
+    """Ends the session in this browser: listed as signed out until it would have expired anyway."""
     lifetime = timedelta(seconds=settings().session_lifetime_seconds)
-    db.collection(REVOKED_SESSIONS).document(session_digest(cookie)).set(
-        {"revoked_at": now, "expire_at": now + lifetime}
-    )
+    store.revoke_session(db, store.session_digest(cookie), now, now + lifetime)
 
 
-def revoke_all(uid: str) -> None:
+def revoke_all(app: App, uid: str) -> None:
     """Ends every session of the user, those opened in the revocation's own second included.
 
     Firebase keeps the revocation in whole seconds and spares a session issued in that
@@ -132,6 +137,6 @@ def revoke_all(uid: str) -> None:
     """
     from firebase_admin import auth
 
-    auth.revoke_refresh_tokens(uid, app=clients.firebase_app())
+    auth.revoke_refresh_tokens(uid, app=app)
     time.sleep(1.02 - time.time() % 1)
-    auth.revoke_refresh_tokens(uid, app=clients.firebase_app())
+    auth.revoke_refresh_tokens(uid, app=app)

@@ -24,8 +24,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
-from orderpally import clients, events, structured_logging
-from orderpally.accounts import ACCOUNTS, DEFAULT_LANGUAGE, preferred_language
+from orderpally import accounts, clients, events, leases, structured_logging
+from orderpally.accounts import DEFAULT_LANGUAGE, preferred_language
 from orderpally.messaging import rendering
 from orderpally.messaging.requests import EmailRequest, key_digest
 
@@ -126,45 +126,35 @@ def _language(db: Any, request: EmailRequest) -> str:
     fallback = request.language or DEFAULT_LANGUAGE
     if not request.account_id:
         return fallback
-    stored = (db.collection(ACCOUNTS).document(request.account_id).get().to_dict() or {}).get("language")
+    stored = (accounts.load(db, request.account_id) or {}).get("language")
     return preferred_language(stored, fallback)
 
 
 def _claim(db: Any, ref: Any, request: EmailRequest, now: datetime) -> str | None:
     """Takes the delivery's lease; returns the final status when it was already settled."""
-    from google.cloud import firestore
-
-    @firestore.transactional
-    def claim(transaction: Any) -> str | None:
-        snapshot = ref.get(transaction=transaction)
-        entry = snapshot.to_dict() if snapshot.exists else {}
-        status = entry.get("status")
-        if status in FINAL:
-            return status
-        lease_until = entry.get("lease_until")
-        if status == Status.SENDING and lease_until and lease_until > now:
-            raise events.RetryableError("the same email is being sent by another delivery")
-        transaction.set(
-            ref,
-            {
-                "template": request.template,
-                "account_id": request.account_id,
-                "status": Status.SENDING,
-                "attempts": int(entry.get("attempts", 0)) + 1,
-                "lease_until": now + LEASE,
-                "first_attempt_at": entry.get("first_attempt_at", now),
-                "updated_at": now,
-                "expire_at": now + LEDGER_TTL,
-            },
-            merge=True,
-        )
-        return None
-
-    return claim(db.transaction())
+    claim = leases.claim(
+        db,
+        ref,
+        now,
+        LEASE,
+        finished=lambda entry, _: entry.get("status") if entry.get("status") in FINAL else None,
+        fields=lambda entry: {
+            "template": request.template,
+            "account_id": request.account_id,
+            "status": Status.SENDING,
+            "attempts": int(entry.get("attempts", 0)) + 1,
+            "first_attempt_at": entry.get("first_attempt_at", now),
+            "updated_at": now,
+            "expire_at": now + LEDGER_TTL,
+        },
+    )
+    if claim.busy:
+        raise events.RetryableError("the same email is being sent by another delivery")
+    return claim.finished
 
 
 def _settle(ref: Any, status: str, now: datetime, **fields: Any) -> None:
-    ref.set({"status": status, "lease_until": None, "updated_at": now, **fields}, merge=True)
+    leases.release(None, ref, status=status, updated_at=now, **fields)
 
 
 def deliver(

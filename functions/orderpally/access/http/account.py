@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import flask
 import pydantic
 
 from orderpally import accounts, audit, clients, fields, web
-from orderpally.access import api_keys
+from orderpally.access import api_keys, service
 from orderpally.access import guard as access
+from orderpally.access.http import ports
 from orderpally.access.principal import STAFF_ROLES, Principal
-from orderpally.config import settings
 
-KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
 AUDIT_SCOPE = "audit:read"
 
 
@@ -59,8 +57,7 @@ def _audit(
     audit.record(account_id, audit.AuditEvent(action, actor, access.client_address(request), reason, details))
 
 
-def _actor(principal: Principal) -> audit.Actor:
-    return audit.Actor(kind=principal.kind, id=principal.account_id, role=",".join(sorted(principal.roles)) or None)
+_actor = service.actor_of
 
 
 def _iso(record: dict[str, Any]) -> dict[str, Any]:
@@ -70,41 +67,15 @@ def _iso(record: dict[str, Any]) -> dict[str, Any]:
 def create_key(request: flask.Request) -> flask.Response:
     principal = access.require_customer(request, verified=True)
     body = web.parse_json(request, NewKeyBody)
-    now = datetime.now(UTC)
-    db = clients.firestore_client()
-    try:
-        record, key = api_keys.create(
-            db,
-            principal.account_id,
-            body.name,
-            list(body.scopes),
-            now + timedelta(days=body.expires_in_days),
-            settings().secret("API_KEY_PEPPER"),
-            now,
-        )
-    except api_keys.TooManyKeys as exc:
-        raise web.Problem(409, "too-many-keys", "Too many keys", str(exc)) from None
-    try:
-        _audit(
-            request,
-            principal.account_id,
-            "api_key.created",
-            _actor(principal),
-            key_id=record["id"],
-            scopes=record["scopes"],
-        )
-    except Exception:
-        # Nobody will see this key: it must neither work nor count, and no key goes unaudited.
-        api_keys.discard(db, record["id"])
-        raise
+    record, key = service.issue_key(
+        ports(), principal, body.name, list(body.scopes), body.expires_in_days, access.client_address(request)
+    )
     return web.json_response({**_iso(record), "key": key}, 201)
 
 
 def list_keys(request: flask.Request) -> flask.Response:
     principal = access.require_customer(request)
-    return web.json_response(
-        {"api_keys": [_iso(k) for k in api_keys.owned(clients.firestore_client(), principal.account_id)]}
-    )
+    return web.json_response({"api_keys": [_iso(k) for k in service.keys_of(ports(), principal)]})
 
 
 def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
@@ -114,13 +85,7 @@ def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
     # A key may revoke itself (a leaked key can be killed with nothing else at hand).
     if principal.kind == "api_key" and principal.credential_id != key_id:
         raise access.forbidden("An API key can revoke only itself.")
-    event = audit.AuditEvent(
-        "api_key.revoked", _actor(principal), access.client_address(request), None, {"key_id": key_id}
-    )
-    if not KEY_ID.fullmatch(key_id) or not api_keys.revoke(
-        clients.firestore_client(), principal.account_id, key_id, datetime.now(UTC), event
-    ):
-        raise web.Problem(404, "api-key-not-found", "Not found", "No such API key.")
+    service.revoke_key(ports(), principal, key_id, access.client_address(request))
     return flask.Response(status=204)
 
 
@@ -209,25 +174,9 @@ def staff_verify_audit_trail(request: flask.Request, account_id: str) -> flask.R
 
 
 def set_staff_roles(request: flask.Request, account_id: str) -> flask.Response:
-    from firebase_admin import auth
-
     principal = access.require_staff(request, "admin")
     body = web.parse_json(request, RolesBody)
-    if not fields.ACCOUNT_ID.fullmatch(account_id):
-        raise web.Problem(404, "user-not-found", "Not found", "No such user.")
-    if account_id == principal.account_id and "admin" not in body.roles:
-        raise web.Problem(409, "last-admin-guard", "Not possible", "Admins cannot remove their own admin role.")
-    app = clients.firebase_app()
-    try:
-        user = auth.get_user(account_id, app=app)
-    except auth.UserNotFoundError:
-        raise web.Problem(404, "user-not-found", "Not found", "No such user.") from None
-    from orderpally.access import staff_roles  # the staff function's; not on the account function's cold start
-
-    try:
-        staff_roles.change_roles(user, body.roles, _actor(principal), body.reason, access.client_address(request))
-    except staff_roles.RolesRefused as exc:
-        raise web.Problem(409, exc.slug, "Not possible", exc.detail) from None
+    service.set_staff_roles(ports(), principal, account_id, body.roles, body.reason, access.client_address(request))
     return web.json_response({"account_id": account_id, "roles": body.roles})
 
 

@@ -1,0 +1,218 @@
+"""Access's Firestore: rate-limit counters, signed-out sessions, API keys, and Facebook sign-in.
+
+`rate_limits/{limit-digest-window}`   one counter per limit, key and window (TTL on `expire_at`)
+`revoked_sessions/{sha256(cookie)}`   a session signed out in one browser, until it would expire
+`api_keys/{key id}`                   a key's keyed hash, scopes, expiry, revocation and last use
+`facebook_identities/{sha256("facebook:" + id)}`  the account id a Facebook user's own account
+    gets (random, so a returning user gets a new account after a deletion)
+`facebook_links/{sha256(token)}`      a mailed link joining a Facebook user to an existing
+    account, until it is used or expires
+
+The accounts themselves are `orderpally.accounts`'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, WriteBatch
+
+    from orderpally import audit, outbox
+
+RATE_LIMITS = "rate_limits"
+REVOKED_SESSIONS = "revoked_sessions"
+API_KEYS = "api_keys"
+FACEBOOK_LINKS = "facebook_links"
+FACEBOOK_IDENTITIES = "facebook_identities"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def session_digest(cookie: str) -> str:
+    """What a session is known by where it is stored or counted: never the cookie itself."""
+    return _digest(cookie)
+
+
+# --- rate-limit counters: (document id, limit name, expire_at) ------------------------
+
+Counter = tuple[str, str, datetime]
+
+
+def _counter_fields(name: str, expire_at: datetime, step: int) -> dict[str, Any]:
+    from google.cloud import firestore
+
+    return {"count": firestore.Increment(step), "limit": name, "expire_at": expire_at}
+
+
+def count_on(db: Client, counters: Sequence[Counter]) -> list[int]:
+    """Adds one to every counter in one write; their counts after it, in order.
+
+    An atomic increment rather than a transaction: many requests from one address
+    hit one counter at once, and a transaction would make them fail on contention.
+    """
+    batch = db.batch()
+    refs = []
+    for doc_id, name, expire_at in counters:
+        ref = db.collection(RATE_LIMITS).document(doc_id)
+        batch.set(ref, _counter_fields(name, expire_at, 1), merge=True)
+        refs.append(ref)
+    batch.commit()
+    counts = {snap.reference.path: int(snap.get("count")) for snap in db.get_all(refs)}
+    return [counts[ref.path] for ref in refs]
+
+
+def take_back(db: Client, doc_ids: Sequence[str]) -> None:
+    """Subtracts one from every counter, in one write."""
+    from google.cloud import firestore
+
+    batch = db.batch()
+    for doc_id in doc_ids:
+        batch.set(db.collection(RATE_LIMITS).document(doc_id), {"count": firestore.Increment(-1)}, merge=True)
+    batch.commit()
+
+
+def stage_count(writer: WriteBatch, db: Client, counter: Counter) -> None:
+    """Adds one to the counter through `writer`, so it commits with the writer's other writes."""
+    doc_id, name, expire_at = counter
+    writer.set(db.collection(RATE_LIMITS).document(doc_id), _counter_fields(name, expire_at, 1), merge=True)
+
+
+# --- sessions signed out in one browser -----------------------------------------------
+
+
+def revoke_session(db: Client, digest: str, now: datetime, expire_at: datetime) -> None:
+    db.collection(REVOKED_SESSIONS).document(digest).set({"revoked_at": now, "expire_at": expire_at})
+
+
+def session_revoked(db: Client, digest: str) -> bool:
+    return bool(db.collection(REVOKED_SESSIONS).document(digest).get().exists)
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def active_keys(db: Client, account_id: str, now: datetime) -> int:
+    """How many of the account's keys are neither revoked nor expired."""
+    from google.cloud import firestore
+
+    query = (
+        db.collection(API_KEYS)
+        .where(filter=firestore.FieldFilter("account_id", "==", account_id))
+        .where(filter=firestore.FieldFilter("revoked_at", "==", None))
+    )
+    return sum(1 for snap in query.stream() if snap.get("expires_at") > now)
+
+
+def add_key(db: Client, key_id: str, record: dict[str, Any]) -> None:
+    db.collection(API_KEYS).document(key_id).create(record)
+
+
+def discard_key(db: Client, key_id: str) -> None:
+    db.collection(API_KEYS).document(key_id).delete()
+
+
+def key(db: Client, key_id: str) -> dict[str, Any] | None:
+    return db.collection(API_KEYS).document(key_id).get().to_dict()
+
+
+def note_key_use(db: Client, key_id: str, update: dict[str, Any]) -> None:
+    db.collection(API_KEYS).document(key_id).update(update)
+
+
+def keys_of(db: Client, account_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The account's keys, revoked and expired ones included: (key id, stored record)."""
+    from google.cloud import firestore
+
+    snaps = db.collection(API_KEYS).where(filter=firestore.FieldFilter("account_id", "==", account_id)).get()
+    return [(snap.id, snap.to_dict() or {}) for snap in snaps]
+
+
+def revoke_key(db: Client, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
+    """Revokes the account's own key, audited as `event` once however often it is asked;
+    False when it has no such key (another's is 'no such key' too)."""
+    from google.cloud import firestore
+
+    from orderpally import outbox
+
+    ref = db.collection(API_KEYS).document(key_id)
+
+    @firestore.transactional
+    def write(transaction: Any) -> tuple[bool, outbox.Staged | None]:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists or snapshot.get("account_id") != account_id:
+            return False, None
+        if snapshot.get("revoked_at") is not None:
+            return True, None
+        transaction.update(ref, {"revoked_at": now})
+        return True, outbox.stage(transaction, db, account_id, event, None, now)
+
+    found, staged = write(db.transaction())
+    if staged is not None:
+        outbox.announce(db, staged)
+    return found
+
+
+def revoke_all_keys(db: Client, account_id: str, now: datetime) -> int:
+    from google.cloud import firestore
+
+    snaps = (
+        db.collection(API_KEYS)
+        .where(filter=firestore.FieldFilter("account_id", "==", account_id))
+        .where(filter=firestore.FieldFilter("revoked_at", "==", None))
+        .get()
+    )
+    for snap in snaps:
+        snap.reference.update({"revoked_at": now})
+    return len(snaps)
+
+
+# --- Facebook sign-in -------------------------------------------------------------------
+
+
+def own_account_id(db: Client, facebook_id: str, now: datetime) -> str:
+    """The account id for a Facebook user's own account: one per identity while its account
+    lives, so concurrent first sign-ins make one account; a new one once that account has been
+    deleted (the deletion removes this record), so nothing of the old account (its termination,
+    deletion job, certificate, holds) ever applies to the new one."""
+    from google.api_core.exceptions import AlreadyExists
+
+    ref = db.collection(FACEBOOK_IDENTITIES).document(_digest(f"facebook:{facebook_id}"))
+    with contextlib.suppress(AlreadyExists):
+        ref.create({"account_id": "fb-" + secrets.token_hex(20), "created_at": now})
+    return str(ref.get().get("account_id"))
+
+
+def offer_link(db: Client, account_id: str, facebook_id: str, expire_at: datetime) -> str:
+    """A new one-use link token joining `facebook_id` to the account; only its digest is kept."""
+    token = secrets.token_urlsafe(32)
+    db.collection(FACEBOOK_LINKS).document(_digest(token)).set(
+        {"account_id": account_id, "facebook_id": facebook_id, "expire_at": expire_at}
+    )
+    return token
+
+
+def take_link(db: Client, token: str, now: datetime) -> dict[str, Any] | None:
+    """The link the token names, deleted in the same transaction: it works once. None for an
+    unknown, used or expired token."""
+    from google.cloud import firestore
+
+    ref = db.collection(FACEBOOK_LINKS).document(_digest(token))
+
+    @firestore.transactional
+    def take(transaction: firestore.Transaction) -> dict | None:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists:
+            return None
+        transaction.delete(ref)
+        return snapshot.to_dict()
+
+    link = take(db.transaction())
+    return link if link is not None and link["expire_at"] > now else None
