@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 EMULATOR_VARIABLES = (
     "FIRESTORE_EMULATOR_HOST",
@@ -20,6 +20,10 @@ EMULATOR_VARIABLES = (
 )
 
 ENVIRONMENTS = ("local", "test", "staging", "production")
+
+
+# The frontends of the local stack: localhost and 127.0.0.1 are different sites to a browser.
+DEFAULT_FRONTEND_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
 
 
 class ConfigurationError(RuntimeError):
@@ -38,73 +42,75 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    environment: str = "local"
+    """What a function runs with, built only by load_settings (which holds the defaults)."""
+
+    environment: str
     # The fault suite's crash points (orderpally.events.inject_fault): local and test stacks only.
-    fault_points: bool = False
-    project_id: str = "demo-orderpally"
-    region: str = "asia-east1"
-    version: str = "dev"
+    fault_points: bool
+    project_id: str
+    region: str
+    version: str
     # Emulator endpoints; empty in production.
-    emulator_hosts: dict[str, str] = field(default_factory=dict)
+    emulator_hosts: dict[str, str]
     # Mail
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 1025
-    smtp_security: str = "none"  # none (local only) | starttls | tls
-    smtp_username: str = ""
-    smtp_password: str = ""
-    mail_from: str = "OrderPally <no-reply@orderpally.local>"
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str  # none (local only) | starttls | tls
+    smtp_username: str
+    smtp_password: str
+    mail_from: str
     # Where customers read notices: links in mail and feeds start here.
-    public_base_url: str = "http://localhost:8080"
+    public_base_url: str
     # Buckets
-    backups_bucket: str = "demo-orderpally-backups"
-    exports_bucket: str = "demo-orderpally-exports"
-    attachments_bucket: str = "demo-orderpally-attachments"
+    backups_bucket: str
+    exports_bucket: str
+    attachments_bucket: str
     # Events older than this are dropped instead of retried, unless the
     # catalogue gives the function its own limit.
-    default_max_event_age_seconds: int = 3600
-    heartbeat_topic: str = "heartbeat"
+    default_max_event_age_seconds: int
+    heartbeat_topic: str
     # Snapshots (clause 5.4)
-    snapshot_max_age_hours: int = 26
-    snapshot_scheduler_job: str = ""  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
-    local_backups_dir: str = ""  # where the Firestore emulator writes exports on the local stack
+    snapshot_max_age_hours: int
+    snapshot_scheduler_job: str  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
+    local_backups_dir: str  # where the Firestore emulator writes exports on the local stack
     # Secret Manager values mounted on this function (each function gets only the ones the
     # catalogue names), by variable name; read through secret(), which refuses a missing one.
-    secrets: dict[str, bytes] = field(default_factory=dict)
+    secrets: dict[str, bytes]
     # Identity Platform: the web API key of the project, and where its REST API is.
-    firebase_web_api_key: str = "local-emulator-key"
-    identity_toolkit_url: str = "https://identitytoolkit.googleapis.com"
+    firebase_web_api_key: str
+    identity_toolkit_url: str
     # Facebook sign-in (clause 5.1)
-    facebook_app_id: str = ""
-    facebook_dialog_url: str = "https://www.facebook.com/v19.0/dialog/oauth"
-    facebook_graph_url: str = "https://graph.facebook.com/v19.0"
-    facebook_timeout_seconds: float = 5.0
-    facebook_redirect_uri: str = ""  # where Facebook sends the browser back: <public base>/auth/facebook/callback
+    facebook_app_id: str
+    facebook_dialog_url: str
+    facebook_graph_url: str
+    facebook_timeout_seconds: float
+    facebook_redirect_uri: str  # where Facebook sends the browser back: <public base>/auth/facebook/callback
     # Account lifecycle (clause 3)
-    termination_max_days_ahead: int = 90
-    termination_reauth_seconds: int = 300
-    company_termination_notice_days: int = 30
-    export_valid_days: int = 7
+    termination_max_days_ahead: int
+    termination_reauth_seconds: int
+    company_termination_notice_days: int
+    export_valid_days: int
     # Security incidents (clauses 5.6, 5.7)
-    security_oncall_email: str = "security-oncall@orderpally.example"
-    security_contact_email: str = "security@orderpally.example"
-    incident_deadlines: str = ""  # critical=1/24,high=4/72,... hours; empty: the defaults
-    incident_warn_minutes: int = 60
+    security_oncall_email: str
+    security_contact_email: str
+    incident_deadlines: str  # critical=1/24,high=4/72,... hours; empty: the defaults
+    incident_warn_minutes: int
     # Longer than an intake request may run, so a retry never races the request it retries.
-    incident_intake_lease_seconds: int = 180
+    incident_intake_lease_seconds: int
     # Overrides of the built-in rate limits, by name: {"sign-in-address": (attempts, window seconds)}.
-    rate_limits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    rate_limits: dict[str, tuple[int, int]]
     # Signing download URLs (V4) as the function's own service account, through IAM Credentials
     # signBlob: empty means Google's endpoint; the local stack points it at its IAM stand-in.
-    iam_credentials_base_url: str = ""
+    iam_credentials_base_url: str
     # The account that signs; empty in production, where the metadata server names it.
-    service_account_email: str = ""
+    service_account_email: str
     # Browser sessions
-    frontend_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
-    session_lifetime_seconds: int = 5 * 24 * 3600
+    frontend_origins: tuple[str, ...]
+    session_lifetime_seconds: int
     # How many proxies in front of the functions append to X-Forwarded-For (the Google load
     # balancer appends the client and its own address; the local gateway does the same). A
     # request that did not come through them (a test calling a function's port) has no address.
-    trusted_proxy_hops: int = 2
+    trusted_proxy_hops: int
 
     def secret(self, name: str) -> bytes:
         """A mounted secret; the local stack falls back to a fixed, non-secret value."""
@@ -192,7 +198,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
         iam_credentials_base_url=_iam_credentials_base_url(env, environment),
         service_account_email=_service_account_email(env, project_id, emulators),
-        frontend_origins=_origins(env.get("FRONTEND_ORIGINS", ",".join(Settings.frontend_origins))),
+        frontend_origins=_origins(env.get("FRONTEND_ORIGINS", ",".join(DEFAULT_FRONTEND_ORIGINS))),
         session_lifetime_seconds=_session_lifetime(env),
         trusted_proxy_hops=_at_least(env, "TRUSTED_PROXY_HOPS", 2, 0),
     )
