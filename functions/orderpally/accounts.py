@@ -93,3 +93,8 @@ def update(db: Any, account_id: str, fields: dict[str, Any], writer: Any = None)
         ref.update(fields)
     else:
         writer.update(ref, fields)
+
+
+def document(db: Any, account_id: str) -> Any:
+    """The account document's reference, for the sub-collections kept under it (the audit trail)."""
+    return db.collection(ACCOUNTS).document(account_id)

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orderpally import clients
+from orderpally import accounts, clients
 
-ACCOUNTS = "accounts"
 AUDIT_TRAIL = "audit_trail"
 CHAINS = "audit_chains"
 PENDING = "audit_pending"  # audit_chains/{chain}/audit_pending/{id}: entries not yet in the chain
@@ -65,7 +64,7 @@ class AuditEvent:
 
 
 def trail(account_id: str) -> Any:
-    return clients.firestore_client().collection(ACCOUNTS).document(account_id).collection(AUDIT_TRAIL)
+    return accounts.document(clients.firestore_client(), account_id).collection(AUDIT_TRAIL)
 
 
 def entry_id(seq: int) -> str:
