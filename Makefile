@@ -65,7 +65,7 @@ lint: $(VENV)/.installed
 	terraform fmt -check -recursive terraform
 
 test: setup lint
-	$(PY) -m pytest --durations=15 tests/unit tests/integration tests/e2e tests/infra
+	$(PY) -m pytest --durations=15 tests/unit tests/integration tests/inprocess tests/e2e tests/infra
 
 # Contract fuzzing with 100 examples per operation and caller (make test runs a few).
 fuzz: setup
@@ -100,6 +100,7 @@ bench: setup-run
 	$(PY) benchmarks/notice_fanout.py
 	$(PY) benchmarks/api_latency.py
 	$(PY) benchmarks/address_timing.py
+	$(PY) benchmarks/import_cost.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(STANDIN_VENV) $(FIREBASE_DIR)/node_modules $(STANDIN_DIR)/node_modules .local .pytest_cache .ruff_cache

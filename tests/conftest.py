@@ -4,6 +4,10 @@ unit         no fixtures from here: no I/O.
 integration  `emulators`: real Firestore, Pub/Sub, Auth and Storage emulators
              plus the SMTP sink, started once per session (or reused when the
              environment names running emulators) and wiped before each test.
+inprocess    `http_function`: one HTTP function of functions/main.py in this
+             process (functions-framework's Flask app, its test client), with
+             the environment the stack gives that function; `emulators` too
+             when it needs the backends.
 e2e          `running_stack`: the same, plus one functions-framework process
              per catalogue entry and the Pub/Sub push wiring, called over HTTP.
 
@@ -73,6 +77,12 @@ def queries_have_their_indexes() -> Iterator[None]:
     if violations:
         listed = "\n".join(f"  {v['identity']}: {v['query']}\n    needs {v['missing']}" for v in violations)
         pytest.fail(f"queries production could not serve with terraform/firestore.tf's indexes:\n{listed}")
+
+
+@pytest.fixture(scope="session")
+def stack_config() -> local_stack.LocalStack:
+    """The test stack as configured (ports, catalogue, environments), nothing started."""
+    return _stack
 
 
 @pytest.fixture(scope="session")

@@ -353,6 +353,18 @@ class LocalStack:
             **self.extra_env,
         }
 
+    def process_env(self, entry: FunctionEntry) -> dict[str, str]:
+        """What one function's process gets on top of the parent's environment: the stack's
+        settings, what Cloud Run gives that function, and the endpoints of its own identity."""
+        return {**self.function_env, **function_specific_env(entry), **self.identity_env(entry.name)}
+
+    def entry(self, function_name: str) -> FunctionEntry:
+        """The catalogue entry of a function."""
+        for info in self.functions:
+            if info.entry.name == function_name:
+                return info.entry
+        raise KeyError(function_name)
+
     @property
     def frontend_origins(self) -> list[str]:
         raw = self.extra_env.get("FRONTEND_ORIGINS") or os.environ.get("FRONTEND_ORIGINS") or DEFAULT_FRONTEND_ORIGINS
@@ -571,7 +583,7 @@ class LocalStack:
                     str(info.port),
                 ],
                 cwd=FUNCTIONS_DIR,
-                env={**self.function_env, **function_specific_env(info.entry), **self.identity_env(info.entry.name)},
+                env=self.process_env(info.entry),
             )
             started.append((proc, http_ready(f"{info.url}/", any_status=True)))
         require_free(self.ports.gateway, "the gateway", "LOCAL_GATEWAY_PORT")

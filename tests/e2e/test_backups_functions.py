@@ -27,10 +27,3 @@ def test_firing_a_slot_twice_makes_one_export_and_verification_then_passes(runni
     assert requests.post(url, json={}, timeout=120).status_code == 201
     after = requests.post(verify_url, json={}, timeout=30).json()
     assert after == {"status": "ok", "ok": True, "problems": []}
-
-
-def test_scheduled_functions_take_post_only(running_stack):
-    for name in ("firestore-snapshot", "snapshot-verify"):
-        response = requests.get(running_stack.url(name) + "/", timeout=10)
-        assert response.status_code == 405
-        assert response.headers["Allow"] == "POST"
