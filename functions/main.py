@@ -272,8 +272,14 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
     from orderpally.lifecycle import deletion as account_deletion
 
     web.require_method(request, "POST")
+    cfg = settings()
     purged = account_deletion.purge_retained(
-        clients.firestore_client(), data_map.load(), settings().pseudonym_key, datetime.now(UTC).date()
+        clients.firestore_client(),
+        data_map.load(),
+        cfg.pseudonym_key,
+        datetime.now(UTC).date(),
+        storage=clients.storage_client(),
+        buckets={"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket},
     )
     return web.json_response({"purged": purged})
 
@@ -281,10 +287,12 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def execute_due_terminations(request: flask.Request) -> flask.Response:
-    from orderpally.lifecycle import accounts_service as lifecycle
+    from orderpally import clients
+    from orderpally.lifecycle import service as lifecycle
 
     web.require_method(request, "POST")
-    return web.json_response(lifecycle.execute_due(lifecycle.live_effects(), datetime.now(UTC)))
+    effects = lifecycle.effects(clients.firestore_client(), clients.firebase_app())
+    return web.json_response(lifecycle.execute_due(effects, datetime.now(UTC)))
 
 
 @functions_framework.cloud_event
@@ -375,10 +383,11 @@ def verify_audit_chains(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def check_incident_deadlines(request: flask.Request) -> flask.Response:
+    from orderpally import clients
     from orderpally.incidents import intake
 
     web.require_method(request, "POST")
-    return web.json_response(intake.check_deadlines(datetime.now(UTC)))
+    return web.json_response(intake.check_deadlines(clients.firestore_client(), datetime.now(UTC)))
 
 
 @functions_framework.cloud_event

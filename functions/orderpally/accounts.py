@@ -98,3 +98,22 @@ def update(db: Any, account_id: str, fields: dict[str, Any], writer: Any = None)
 def document(db: Any, account_id: str) -> Any:
     """The account document's reference, for the sub-collections kept under it (the audit trail)."""
     return db.collection(ACCOUNTS).document(account_id)
+
+
+def page_in_id_order(db: Any, after: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+    """Up to `limit` accounts (id, document) in document-id order, starting after the id `after`:
+    a walk over every account that can stop and resume at any page."""
+    query = db.collection(ACCOUNTS).order_by("__name__").limit(limit)
+    if after:
+        query = query.start_after({"__name__": db.collection(ACCOUNTS).document(after)})
+    return [(snap.id, snap.to_dict() or {}) for snap in query.get()]
+
+
+def existing(db: Any, account_ids: list[str], per_read: int = 500) -> list[tuple[str, dict[str, Any]]]:
+    """(id, document) of the accounts that exist among `account_ids`, in that order, read
+    `per_read` at a time (a few round trips, not one per account)."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(account_ids), per_read):
+        refs = [db.collection(ACCOUNTS).document(a) for a in account_ids[start : start + per_read]]
+        found.update({snap.id: snap.to_dict() or {} for snap in db.get_all(refs) if snap.exists})
+    return [(a, found[a]) for a in account_ids if a in found]

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orderpally import clients
+from orderpally import clients, web
 from orderpally.lifecycle import billing
 
 pytestmark = pytest.mark.usefixtures("emulators")
@@ -60,8 +60,9 @@ def test_an_event_waiting_behind_a_gap_makes_the_balance_unknown_not_zero():
     assert billing.outstanding(db, "acct") == (0, "TWD")  # as applied
     state = billing.read_state(db, "acct")
     assert state.waiting_for == 3
-    with pytest.raises(content_export.BillingUnsettled):
+    with pytest.raises(web.Problem) as refused:
         content_export.check_settled(state)
+    assert refused.value.slug == "billing-unsettled"
 
     billing.record_event(db, event(3, "invoice_issued", 500))
     # 4 has been seen but not applied: still unknown until its retry applies it.

@@ -10,8 +10,8 @@ import pytest
 
 from orderpally import audit, clients
 from orderpally.config import settings
-from orderpally.lifecycle import accounts_service, certificates, data_map, deletion
-from orderpally.lifecycle.termination import Basis
+from orderpally.lifecycle import certificates, data_map, deletion, service
+from orderpally.lifecycle.rules import Basis
 
 pytestmark = pytest.mark.usefixtures("emulators")
 
@@ -29,7 +29,7 @@ def test_the_termination_notice_links_to_a_certificate_that_outlives_the_account
         {"account_id": UID, "billing_email": EMAIL, "billing_name": "Carol Certified", "issued_at": "2026-01-05"}
     )
     sent = []
-    effects = accounts_service.Effects(
+    effects = service.Effects(
         db=db,
         auth_app=clients.firebase_app(),
         send_email=sent.append,
@@ -37,7 +37,7 @@ def test_the_termination_notice_links_to_a_certificate_that_outlives_the_account
         public_base_url="https://api.orderpally.example",
     )
     now = datetime.now(UTC)
-    accounts_service.schedule_termination(
+    service.schedule_termination(
         effects,
         UID,
         basis=Basis.CUSTOMER_CONVENIENCE,

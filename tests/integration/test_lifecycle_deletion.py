@@ -41,6 +41,13 @@ def make_ports(**overrides) -> deletion.Ports:
     )
 
 
+def purge_retained(db, the_map, key, today, **options) -> int:
+    """The retention purge, given the Storage the stack uses (as `main.purge_retained_records` does)."""
+    return deletion.purge_retained(
+        db, the_map, key, today, storage=clients.storage_client(), buckets=buckets(), **options
+    )
+
+
 def build_accounts() -> None:
     db = clients.firestore_client()
     for uid in (ALICE, BOB):
@@ -250,11 +257,11 @@ def test_purge_deletes_expired_retained_records_unless_held_or_still_another_par
     far_future = date(2100, 1, 1)
 
     db.document(f"{deletion.HOLDS}/h2").set({"account_id": ALICE, "reason": "court order", "authority": "court"})
-    assert deletion.purge_retained(db, data_map.load(), KEY, far_future) == 0
+    assert purge_retained(db, data_map.load(), KEY, far_future) == 0
     assert db.document(f"invoices/{ALICE}-0").get().exists
 
     db.document(f"{deletion.HOLDS}/h2").update({"released_at": datetime.now(UTC)})
-    purged = deletion.purge_retained(db, data_map.load(), KEY, far_future)
+    purged = purge_retained(db, data_map.load(), KEY, far_future)
     assert not db.document(f"invoices/{ALICE}-0").get().exists
     assert not db.document("orders/a-sells-dead").get().exists  # both parties gone
     kept = db.document("orders/a-sells-0").get().to_dict()  # still Bob's purchase
@@ -301,7 +308,7 @@ def test_retention_counts_from_each_records_own_fiscal_year():
     # 5 years after the closing of 2019 (30 April 2020), 10 after that of 2020: not the termination's year.
     assert db.document(f"orders/{ALICE}-2019").get().to_dict()["retained_until"] == "2025-04-30"
     assert db.document(f"invoices/{ALICE}-2020").get().to_dict()["retained_until"] == "2031-04-30"
-    deletion.purge_retained(db, data_map.load(), KEY, datetime.now(UTC).date())
+    purge_retained(db, data_map.load(), KEY, datetime.now(UTC).date())
     assert not db.document(f"orders/{ALICE}-2019").get().exists
     assert db.document(f"invoices/{ALICE}-2020").get().exists
 
@@ -320,7 +327,7 @@ def test_held_expired_records_do_not_stall_the_purge_of_the_rest():
     original = deletion.PURGE_PAGE
     deletion.PURGE_PAGE = 5
     try:
-        assert deletion.purge_retained(db, data_map.load(), KEY, date(2026, 12, 1), limit=5) == 3
+        assert purge_retained(db, data_map.load(), KEY, date(2026, 12, 1), limit=5) == 3
     finally:
         deletion.PURGE_PAGE = original
     assert len(list(db.collection("invoices").stream())) == 12
@@ -457,7 +464,7 @@ def test_the_proof_of_a_breach_notice_outlives_the_account_pseudonymised():
     assert [row["status"] for row in service.breach_recipients(db, reference)] == ["sent"]
     assert_nothing_names(ALICE)
     # Purged when its own retention ends, whatever becomes of the incident.
-    assert deletion.purge_retained(db, data_map.load(), KEY, date(2031, 3, 2)) == 1
+    assert purge_retained(db, data_map.load(), KEY, date(2031, 3, 2)) == 1
     assert not db.document(f"incidents/{reference}/breach_recipients/{alias}").get().exists
     assert db.document(f"incidents/{reference}").get().exists  # Bob's report, Bob's account: his
 
@@ -469,10 +476,10 @@ def test_a_purged_incident_takes_its_history_chain_recipients_and_files_with_it(
     notify_breach(reference, BOB)
     deletion.request_deletion(db, ALICE, "alice", "customer request")
     assert run_until_done(make_ports()) == "completed"
-    assert deletion.purge_retained(db, data_map.load(), KEY, date(2031, 3, 1)) == 0
+    assert purge_retained(db, data_map.load(), KEY, date(2031, 3, 1)) == 0
     assert db.document(f"incidents/{reference}").get().exists
 
-    deletion.purge_retained(db, data_map.load(), KEY, date(2031, 3, 2))
+    purge_retained(db, data_map.load(), KEY, date(2031, 3, 2))
     assert [ref.path for ref in walk(db) if reference in ref.path] == []
 
 
@@ -480,10 +487,10 @@ def test_anonymous_reports_and_their_files_end_five_years_after_their_day():
     db = clients.firestore_client()
     reference = report_incident(None)
     bucket = settings().attachments_bucket
-    assert deletion.purge_retained(db, data_map.load(), KEY, date(2031, 3, 1)) == 0
+    assert purge_retained(db, data_map.load(), KEY, date(2031, 3, 1)) == 0
     assert db.document(f"incidents/{reference}").get().exists
 
-    assert deletion.purge_retained(db, data_map.load(), KEY, date(2031, 3, 2)) == 1
+    assert purge_retained(db, data_map.load(), KEY, date(2031, 3, 2)) == 1
     assert [ref.path for ref in walk(db) if reference in ref.path] == []
     assert list(clients.storage_client().list_blobs(bucket, prefix="anonymous/")) == []
 
@@ -506,15 +513,15 @@ def test_a_termination_record_is_kept_pseudonymised_once_the_user_is_deleted_and
     assert run_until_done(make_ports()) == "completed"
     # The due-terminations job still needs it to delete the sign-in user.
     assert db.document(f"terminations/{ALICE}").get().to_dict() == record
-    deletion.purge_retained(db, data_map.load(), KEY, date(2026, 12, 1))
+    purge_retained(db, data_map.load(), KEY, date(2026, 12, 1))
     assert db.document(f"terminations/{ALICE}").get().exists
 
     db.document(f"terminations/{ALICE}").update({"user_deleted": True})
     db.document(f"{deletion.HOLDS}/h1").set({"account_id": ALICE, "reason": "court", "authority": "court"})
-    deletion.purge_retained(db, data_map.load(), KEY, date(2026, 12, 1))
+    purge_retained(db, data_map.load(), KEY, date(2026, 12, 1))
     assert db.document(f"terminations/{ALICE}").get().exists  # held
     db.document(f"{deletion.HOLDS}/h1").update({"released_at": datetime.now(UTC)})
-    deletion.purge_retained(db, data_map.load(), KEY, date(2026, 12, 1))
+    purge_retained(db, data_map.load(), KEY, date(2026, 12, 1))
 
     alias = rules.pseudonym(ALICE, KEY)
     assert not db.document(f"terminations/{ALICE}").get().exists
@@ -525,9 +532,9 @@ def test_a_termination_record_is_kept_pseudonymised_once_the_user_is_deleted_and
     assert "user_deleted" not in kept
     assert kept["retained_until"] == "2041-03-02"
     assert_nothing_names(ALICE)
-    deletion.purge_retained(db, data_map.load(), KEY, date(2041, 3, 1))
+    purge_retained(db, data_map.load(), KEY, date(2041, 3, 1))
     assert db.document(f"terminations/{alias}").get().exists
-    deletion.purge_retained(db, data_map.load(), KEY, date(2041, 3, 2))
+    purge_retained(db, data_map.load(), KEY, date(2041, 3, 2))
     assert not db.document(f"terminations/{alias}").get().exists
 
 

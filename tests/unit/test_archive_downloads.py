@@ -91,8 +91,9 @@ def test_records_are_written_as_jsonl_csv_and_manifest():
 
 def test_payment_is_checked_again_for_each_download():
     export.check_paid((0, "TWD"))
-    with pytest.raises(export.PaymentRequired):
+    with pytest.raises(web.Problem) as refused:
         export.check_paid((1, "TWD"))
+    assert refused.value.slug == "payment-required"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orderpally import web
 from orderpally.lifecycle import archive_limits as limits
 from orderpally.lifecycle import billing, certificates
 from orderpally.lifecycle import export as content_export
@@ -49,19 +50,22 @@ def test_a_gap_is_overdue_after_the_threshold():
 
 def test_the_gate_refuses_while_anything_is_owed_or_unknown():
     content_export.check_settled(billing.BillingState(balance_due=-50))  # a credit
-    with pytest.raises(content_export.PaymentRequired):
+    with pytest.raises(web.Problem) as refused:
         content_export.check_settled(billing.BillingState(balance_due=1))
+    assert (refused.value.status, refused.value.slug) == (402, "payment-required")
     # Nothing owed as applied, but an event waits behind the missing one: it may be an invoice.
-    with pytest.raises(content_export.BillingUnsettled):
+    with pytest.raises(web.Problem) as refused:
         content_export.check_settled(billing.BillingState(balance_due=0, last_sequence=2, highest_seen=3))
+    assert (refused.value.status, refused.value.slug) == (409, "billing-unsettled")
 
 
 def test_one_archive_of_a_kind_at_a_time():
     active = {"status": "queued", "requested_at": NOW - timedelta(minutes=5)}
     slot = {"day": "2026-03-01", "count": 1, "active_id": "x" * 20}
-    with pytest.raises(limits.InProgress) as refused:
+    with pytest.raises(web.Problem) as refused:
         limits.take(limits.EXPORTS, slot, active, "y" * 20, NOW)
-    assert refused.value.request_id == "x" * 20
+    assert refused.value.slug == "archive-in-progress"
+    assert refused.value.extra["in_progress"] == "x" * 20
     # Built, refused, or stuck past busy_for: the next may go.
     for done in ({"status": "ready"}, {"status": "refused"}, {**active, "requested_at": NOW - timedelta(hours=7)}):
         assert limits.take(limits.EXPORTS, slot, done, "y" * 20, NOW) == {
@@ -73,9 +77,10 @@ def test_one_archive_of_a_kind_at_a_time():
 
 def test_a_number_a_day_in_taipei_with_the_wait_until_the_next_day():
     slot = {"day": "2026-03-01", "count": limits.EXPORTS.per_day, "active_id": "x" * 20}
-    with pytest.raises(limits.DailyLimitReached) as refused:
+    with pytest.raises(web.Problem) as refused:
         limits.take(limits.EXPORTS, slot, {"status": "ready"}, "y" * 20, NOW)
-    assert refused.value.retry_after == 13 * 3600 + 1  # 11:00 to midnight in Taipei
+    assert refused.value.slug == "archive-limit"
+    assert refused.value.headers["Retry-After"] == str(13 * 3600 + 1)  # 11:00 to midnight in Taipei
     # 16:00 UTC is already the next day in Taipei: the count starts again.
     assert limits.take(limits.EXPORTS, slot, {"status": "ready"}, "y" * 20, NOW + timedelta(hours=13))["count"] == 1
 

@@ -4,9 +4,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from orderpally.lifecycle.termination import (
+from orderpally.lifecycle.rules import (
+    STAFF_BASES,
+    SUSPENSION_CODES,
     Basis,
-    TerminationError,
     can_cancel,
     customer_termination_at,
     end_of_day,
@@ -14,6 +15,7 @@ from orderpally.lifecycle.termination import (
     staff_termination_at,
     taipei_today,
 )
+from orderpally.web import Problem
 
 # 2026-11-24 17:30 UTC is already 25 November in Taipei.
 NOW = datetime(2026, 11, 24, 17, 30, tzinfo=UTC)
@@ -34,9 +36,10 @@ def test_customer_termination_now_or_at_the_end_of_a_day():
 
 @pytest.mark.parametrize(("day", "message"), [(date(2026, 11, 24), "past"), (date(2027, 2, 24), "at most")])
 def test_customer_termination_date_limits(day, message):
-    with pytest.raises(TerminationError, match=message) as refused:
+    with pytest.raises(Problem, match=message) as refused:
         customer_termination_at(day, NOW, 90)
     assert refused.value.field == "termination_date"
+    assert (refused.value.status, refused.value.slug) == (422, "termination-date")
 
 
 def test_company_convenience_needs_notice():
@@ -44,7 +47,7 @@ def test_company_convenience_needs_notice():
     assert staff_termination_at(
         Basis.COMPANY_CONVENIENCE, NOW, notice_days=30, cure_period_days=None, requested=None
     ) == (end_of_day(earliest))
-    with pytest.raises(TerminationError, match=earliest.isoformat()):
+    with pytest.raises(Problem, match=earliest.isoformat()):
         staff_termination_at(
             Basis.COMPANY_CONVENIENCE,
             NOW,
@@ -57,7 +60,7 @@ def test_company_convenience_needs_notice():
 def test_breach_waits_for_the_cure_period():
     at = staff_termination_at(Basis.BREACH_CURE_PERIOD, NOW, notice_days=30, cure_period_days=14, requested=None)
     assert at == end_of_day(date(2026, 12, 9))
-    with pytest.raises(TerminationError, match="cure period"):
+    with pytest.raises(Problem, match="cure period"):
         staff_termination_at(Basis.BREACH_CURE_PERIOD, NOW, notice_days=30, cure_period_days=None, requested=None)
 
 
@@ -67,8 +70,14 @@ def test_immediate_bases(basis):
 
 
 def test_staff_cannot_use_the_customer_s_basis():
-    with pytest.raises(TerminationError):
+    with pytest.raises(Problem) as refused:
         staff_termination_at(Basis.CUSTOMER_CONVENIENCE, NOW, notice_days=30, cure_period_days=None, requested=None)
+    assert (refused.value.status, refused.value.slug, refused.value.field) == (422, "termination-rule", "basis")
+
+
+def test_staff_may_use_every_basis_but_the_customer_s():
+    assert frozenset(Basis) - {Basis.CUSTOMER_CONVENIENCE} == STAFF_BASES
+    assert SUSPENSION_CODES == ("policy_1_2", "A", "B", "C")
 
 
 def test_reauthentication_window():

@@ -7,7 +7,7 @@ the missing one. Amounts are integers in the currency's minor unit.
 
 A future event is not applied, but it is noted (`highest_seen`, `gap_since`): while
 an account has events waiting behind a gap, what it owes is unknown, so the payment
-gate refuses (`BillingUnsettled`), and a gap older than `GAP_ALERT_AFTER` is logged
+gate refuses (409 `billing-unsettled`), and a gap older than `GAP_ALERT_AFTER` is logged
 as the `billing-sequence-gap` alert on each retry.
 """
 
@@ -16,14 +16,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
 from orderpally import events, fields, structured_logging
+from orderpally.lifecycle import store
+from orderpally.lifecycle.store import BILLING_ACCOUNTS as BILLING_ACCOUNTS
+from orderpally.lifecycle.store import BILLING_EVENTS as BILLING_EVENTS
 
-BILLING_ACCOUNTS = "billing_accounts"
-BILLING_EVENTS = "billing_events"  # sub-collection: the applied events, for the records
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, Transaction
 TOPIC = "billing-events"
 MESSAGE_TYPE = "billing.event"
 ALERT_SEQUENCE_GAP = "billing-sequence-gap"
@@ -111,34 +114,20 @@ def gap_overdue(state: BillingState, now: datetime, threshold: timedelta = GAP_A
     return state.waiting_for is not None and state.gap_since is not None and now - state.gap_since >= threshold
 
 
-def _ref(db: Any, account_id: str) -> Any:
-    return db.collection(BILLING_ACCOUNTS).document(account_id)
-
-
-def record_event(db: Any, event: BillingEvent, now: datetime | None = None) -> str:
+def record_event(db: Client, event: BillingEvent, now: datetime | None = None) -> str:
     """Applies the event once and in order; returns applied | duplicate, or raises OutOfOrder
     after noting that the account's billing waits behind a gap."""
-    from google.cloud import firestore
-
     now = now or datetime.now(UTC)
-    ref = _ref(db, event.account_id)
-
-    @firestore.transactional
-    def update(transaction: Any) -> tuple[str, BillingState]:
-        snap = ref.get(transaction=transaction)
-        state = BillingState.from_document(snap.to_dict() if snap.exists else None)
-        outcome, fields = decide(state, event, now)
-        if outcome == "duplicate":
-            return outcome, state
-        fields["updated_at"] = firestore.SERVER_TIMESTAMP
-        # merge: a waiting event only adds its marks to what is stored.
-        transaction.set(ref, fields, merge=True)
-        if outcome == "applied":
-            applied = {**event.model_dump(mode="json"), "applied_at": firestore.SERVER_TIMESTAMP}
-            transaction.set(ref.collection(BILLING_EVENTS).document(str(event.sequence)), applied)
-        return outcome, BillingState.from_document({**_plain(state), **fields})
-
-    outcome, state = update(db.transaction())
+    outcome, stored, written = store.apply_billing_event(
+        db,
+        event.account_id,
+        event.sequence,
+        event.model_dump(mode="json"),
+        lambda stored: decide(BillingState.from_document(stored), event, now),
+    )
+    state = BillingState.from_document(stored)
+    if outcome != "duplicate":
+        state = BillingState.from_document({**_plain(state), **written})
     fields = {"account_id": event.account_id, "sequence": event.sequence, "kind": event.kind}
     if outcome == "waiting":
         if gap_overdue(state, now):
@@ -168,31 +157,22 @@ def _plain(state: BillingState) -> dict:
     }
 
 
-def read_state(db: Any, account_id: str, transaction: Any = None) -> BillingState:
+def read_state(db: Client, account_id: str, transaction: Transaction | None = None) -> BillingState:
     """The account's billing; inside `transaction` when given, so a concurrent event conflicts with it."""
-    snap = _ref(db, account_id).get(transaction=transaction)
-    return BillingState.from_document(snap.to_dict() if snap.exists else None)
+    return BillingState.from_document(store.billing_document(db, account_id, transaction))
 
 
-def outstanding(db: Any, account_id: str) -> tuple[int, str]:
+def outstanding(db: Client, account_id: str) -> tuple[int, str]:
     """(amount due, currency); nothing is due for an account with no billing yet."""
     state = read_state(db, account_id)
     return state.outstanding, state.currency
 
 
-def applied_events(db: Any, account_id: str, limit: int = 50) -> list[dict]:
+def applied_events(db: Client, account_id: str, limit: int = 50) -> list[dict]:
     """The most recently applied events, newest first, each with when it was applied."""
-    from google.cloud import firestore
-
-    query = (
-        _ref(db, account_id)
-        .collection(BILLING_EVENTS)
-        .order_by("sequence", direction=firestore.Query.DESCENDING)
-        .limit(limit)
-    )
-    return [snap.to_dict() or {} for snap in query.stream()]
+    return store.applied_billing_events(db, account_id, limit)
 
 
-def has_account(db: Any, account_id: str) -> bool:
+def has_account(db: Client, account_id: str) -> bool:
     """Has any billing event reached this account?"""
-    return bool(_ref(db, account_id).get().exists)
+    return store.has_billing(db, account_id)

@@ -18,12 +18,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orderpally.lifecycle import deletion
+from orderpally.lifecycle import store
+from orderpally.lifecycle.store import CLOSED_ACCOUNT_READS as CLOSED_ACCOUNT_READS
+from orderpally.lifecycle.store import LINKS as LINKS
 
-LINKS = "deletion_certificate_links"
-CLOSED_ACCOUNT_READS = "closed_account_reads"  # staff reads of accounts whose trail takes no more entries
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
+
 LINK_PATH = "/account/deletion-certificate"
 LOCATION_FIELDS = ("kind", "retention_class", "counts", "retained_until_latest", "retention_years", "counted_from")
 
@@ -32,10 +35,10 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_link(writer: Any, db: Any, account_id: str, base_url: str, now: datetime) -> str:
+def issue_link(writer: Any, db: Client, account_id: str, base_url: str, now: datetime) -> str:
     """A new secret link to the account's certificate, stored (hashed) through `writer`."""
     token = secrets.token_urlsafe(32)
-    writer.set(db.collection(LINKS).document(token_digest(token)), {"account_id": account_id, "created_at": now})
+    store.add_certificate_link(writer, db, token_digest(token), account_id, now)
     return f"{base_url}{LINK_PATH}?token={token}"
 
 
@@ -68,21 +71,22 @@ def staff_view(account_id: str, certificate: dict) -> dict[str, Any]:
     return {**customer_view(certificate), "account_id": account_id, "locations": certificate.get("locations") or {}}
 
 
-def certificate(db: Any, account_id: str) -> dict | None:
-    snap = db.collection(deletion.CERTIFICATES).document(account_id).get()
-    return (snap.to_dict() or {}) if snap.exists else None
+def certificate(db: Client, account_id: str) -> dict | None:
+    return store.certificate(db, account_id)
 
 
-def for_token(db: Any, token: str) -> dict[str, Any] | None:
+def for_token(db: Client, token: str) -> dict[str, Any] | None:
     """The customer's view of the certificate the link names; None for an unknown token."""
-    snap = db.collection(LINKS).document(token_digest(token)).get()
-    if not snap.exists:
+    account_id = store.certificate_link_account(db, token_digest(token))
+    if account_id is None:
         return None
-    return customer_view(certificate(db, (snap.to_dict() or {})["account_id"]))
+    return customer_view(certificate(db, account_id))
 
 
-def record_closed_account_read(db: Any, account_id: str, role: str | None, reason: str, what: str, now: datetime):
+def record_closed_account_read(
+    db: Client, account_id: str, role: str | None, reason: str, what: str, now: datetime
+) -> None:
     """A staff read of a terminated account: its trail takes no more entries, so it is kept here."""
-    db.collection(CLOSED_ACCOUNT_READS).add(
-        {"account_id": account_id, "role": role, "reason": reason, "what": what, "at": now}
+    store.add_closed_account_read(
+        db, {"account_id": account_id, "role": role, "reason": reason, "what": what, "at": now}
     )

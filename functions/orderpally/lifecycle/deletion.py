@@ -23,12 +23,12 @@ from typing import Any
 import pydantic
 
 from orderpally import fields, structured_logging
-from orderpally.lifecycle import rules
+from orderpally.lifecycle import rules, store
 from orderpally.lifecycle.data_map import Child, DataMap, Location
+from orderpally.lifecycle.store import CERTIFICATES as CERTIFICATES
+from orderpally.lifecycle.store import HOLDS as HOLDS
+from orderpally.lifecycle.store import JOBS as JOBS
 
-JOBS = "deletion_jobs"
-CERTIFICATES = "deletion_certificates"
-HOLDS = "legal_holds"
 TOPIC = "account-deletion"
 MESSAGE_TYPE = "account_deletion.requested"
 LEASE = timedelta(minutes=5)
@@ -106,60 +106,17 @@ class JobBusy(Exception):
 
 def request_deletion(db: Any, account_id: str, requested_by: str, reason: str) -> bool:
     """Creates the account's deletion job unless one exists; returns whether it was created."""
-    from google.api_core.exceptions import AlreadyExists
-    from google.cloud import firestore
-
-    try:
-        db.collection(JOBS).document(account_id).create(
-            {
-                "account_id": account_id,
-                "status": "pending",
-                "location_index": 0,
-                "counts": {},
-                "held": {},
-                "requested_by": requested_by,
-                "reason": reason,
-                "requested_at": firestore.SERVER_TIMESTAMP,
-                "lease_until": None,
-            }
-        )
-    except AlreadyExists:
-        return False
-    return True
+    return store.create_deletion_job(db, account_id, requested_by, reason)
 
 
 def _lease(db: Any, account_id: str, now: datetime) -> dict | None:
-    from google.cloud import firestore
-
-    ref = db.collection(JOBS).document(account_id)
-
-    @firestore.transactional
-    def take(transaction: Any) -> dict | None:
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists:
-            return None
-        job = snapshot.to_dict() or {}
-        if job.get("status") == "completed":
-            return job
-        lease_until = job.get("lease_until")
-        if lease_until and lease_until > now:
-            raise JobBusy(account_id)
-        update = {"lease_until": now + LEASE, "status": "running"}
-        if not job.get("started_at"):
-            update["started_at"] = now
-            job["started_at"] = now
-        transaction.update(ref, update)
-        return {**job, **update}
-
-    return take(db.transaction())
-
-
-def _active_holds(db: Any, account_id: str) -> list[dict]:
-    from google.cloud.firestore import FieldFilter
-
-    query = db.collection(HOLDS).where(filter=FieldFilter("account_id", "==", account_id))
-    holds = [{"id": snap.id, **(snap.to_dict() or {})} for snap in query.stream()]
-    return [hold for hold in holds if not hold.get("released_at")]
+    """The job, leased to this delivery and running; as stored when completed; None when there is none."""
+    claim = store.claim_deletion_job(db, account_id, now, LEASE)
+    if not claim.exists:
+        return None
+    if claim.busy:
+        raise JobBusy(account_id)
+    return claim.entry
 
 
 class _Run:
@@ -169,7 +126,6 @@ class _Run:
         self.budget = budget
         self.account_id = account_id
         self.job = job
-        self.job_ref = ports.db.collection(JOBS).document(account_id)
         self.chunks = 0
         self.terminated_on = ports.now().astimezone(UTC).date()
 
@@ -177,11 +133,8 @@ class _Run:
 
     def _commit(self, location: Location, batch: Any, counts: dict[str, int]) -> None:
         """Commits a chunk's writes and the job's counters together, or neither."""
-        from google.cloud import firestore
-
         counts = {key: n for key, n in counts.items() if n}
-        for key, n in counts.items():
-            batch.update(self.job_ref, {f"counts.{location.id}.{key}": firestore.Increment(n)})
+        store.count_in_deletion_job(batch, self.ports.db, self.account_id, location.id, counts)
         if self.ports.fault:
             self.ports.fault(location.id)
         batch.commit()
@@ -340,15 +293,13 @@ class _Run:
     # --- the whole job -------------------------------------------------------------
 
     def run(self) -> str:
-        from google.cloud import firestore
-
         held: dict[str, dict] = {}
         start = int(self.job.get("location_index", 0))
         for index in range(start, len(self.map.locations)):
             location = self.map.locations[index]
             while True:
                 # Read before every chunk: a hold placed while the job runs stops it within one chunk.
-                hold = rules.covered_by_hold(location.id, _active_holds(self.ports.db, self.account_id))
+                hold = rules.covered_by_hold(location.id, store.active_holds(self.ports.db, self.account_id))
                 if hold:
                     held[location.id] = {
                         "hold_id": hold["id"],
@@ -366,17 +317,17 @@ class _Run:
                 self.chunks += 1
             # A location only counts as done when no hold skipped it or one before it.
             if not held:
-                self.job_ref.update({"location_index": index + 1})
-        return self._finish(held, firestore)
+                store.advance_deletion_job(self.ports.db, self.account_id, index + 1)
+        return self._finish(held)
 
     def _pause(self) -> str:
-        self.job_ref.update({"lease_until": None})
+        store.release_deletion_job(self.ports.db, self.account_id)
         self.ports.continue_later(self.account_id)
         structured_logging.log(_log, logging.INFO, "deletion paused to continue", account_id=self.account_id)
         return "continued"
 
-    def _finish(self, held: dict[str, dict], firestore: Any) -> str:
-        job = self.job_ref.get().to_dict() or {}
+    def _finish(self, held: dict[str, dict]) -> str:
+        job = store.deletion_job(self.ports.db, self.account_id) or {}
         status = "held" if held else "completed"
         locations = {}
         for location in self.map.locations:
@@ -398,17 +349,20 @@ class _Run:
             if location.id in held:
                 entry["held"] = held[location.id]
             locations[location.id] = entry
-        self.ports.db.collection(CERTIFICATES).document(self.account_id).set(
+        store.write_certificate(
+            self.ports.db,
+            self.account_id,
             {
                 "account_id": self.account_id,
                 "status": status,
                 "requested_at": job.get("requested_at"),
                 "started_at": job.get("started_at"),
-                "certified_at": firestore.SERVER_TIMESTAMP,
                 "locations": locations,
-            }
+            },
         )
-        self.job_ref.update({"status": status, "held": held, "lease_until": None, "finished_at": self.ports.now()})
+        store.finish_deletion_job(
+            self.ports.db, self.account_id, {"status": status, "held": held, "finished_at": self.ports.now()}
+        )
         structured_logging.log(_log, logging.INFO, "deletion finished", account_id=self.account_id, status=status)
         return status
 
@@ -425,7 +379,7 @@ def run_job(ports: Ports, data_map: DataMap, account_id: str, budget: Budget = B
         return run.run()
     except Exception:
         # Let a redelivery take over at once instead of waiting out the lease.
-        run.job_ref.update({"lease_until": None})
+        store.release_deletion_job(ports.db, account_id)
         raise
 
 
@@ -436,8 +390,8 @@ def purge_retained(
     today: date,
     limit: int = 400,
     *,
-    storage: Any = None,
-    buckets: dict[str, str] | None = None,
+    storage: Any,
+    buckets: dict[str, str],
 ) -> int:
     """Ends retained records whose retention date has passed, unless held; returns how many went.
 
@@ -449,14 +403,7 @@ def purge_retained(
     over, page by page, so however many there are they never stall the purge of the rest; at
     most `limit` records are changed per collection and run.
     """
-    if storage is None or buckets is None:
-        from orderpally import clients
-        from orderpally.config import settings
-
-        storage = storage or clients.storage_client()
-        buckets = buckets or {"exports": settings().exports_bucket, "attachments": settings().attachments_bucket}
-    holds = [{"id": snap.id, **(snap.to_dict() or {})} for snap in db.collection(HOLDS).stream()]
-    holds = [hold for hold in holds if not hold.get("released_at")]
+    holds = store.all_active_holds(db)
     purge = _Purge(db, storage, buckets, data_map, pseudonym_key, today, limit, holds)
     for location in data_map.locations:
         if location.deferred_until:

@@ -18,16 +18,19 @@ import shutil
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, events, fields
-from orderpally.lifecycle import billing
+from orderpally import accounts, events, fields, web
+from orderpally.lifecycle import billing, store
 from orderpally.lifecycle.billing import BillingState
 from orderpally.lifecycle.data_map import DataMap, Location
+from orderpally.lifecycle.store import EXPORTS as EXPORTS
 
-EXPORTS = "content_exports"
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, DocumentReference
+
 TOPIC = "content-export"
 BUILD_FUNCTION = "build_content_export"  # the topic function, whose fault document the suite arms
 MESSAGE_TYPE = "content_export.requested"
@@ -47,33 +50,40 @@ class ExportMessage(pydantic.BaseModel):
     account_id: fields.AccountId
 
 
-class PaymentRequired(Exception):
-    def __init__(self, amount: int, currency: str) -> None:
-        super().__init__(f"{amount} {currency} outstanding")
-        self.amount = amount
-        self.currency = currency
+def payment_required(amount: int, currency: str) -> web.Problem:
+    return web.Problem(
+        402,
+        "payment-required",
+        "Payment required",
+        f"Content can be retrieved once every amount due is paid; {amount} {currency} is outstanding.",
+        extra={"outstanding_amount": amount, "currency": currency},
+    )
 
 
-class BillingUnsettled(Exception):
+def billing_unsettled() -> web.Problem:
     """Billing events wait behind a missing one: what is owed is unknown, so nothing is released."""
-
-    def __init__(self, waiting_for: int) -> None:
-        super().__init__(f"billing waits for event {waiting_for}")
-        self.waiting_for = waiting_for
+    return web.Problem(
+        409,
+        "billing-unsettled",
+        "Billing not settled",
+        "Some of this account's billing has not reached us yet, so what is owed is not known; "
+        "content can be retrieved once it has. Try again later, or contact customer service.",
+        headers={"Retry-After": "900"},
+    )
 
 
 def check_paid(outstanding: tuple[int, str]) -> None:
     """Content is released only while nothing is owed (clause 3.2(b)(ii))."""
     amount, currency = outstanding
     if amount > 0:
-        raise PaymentRequired(amount, currency)
+        raise payment_required(amount, currency)
 
 
 def check_settled(state: BillingState) -> None:
     """The gate at request, build and download: nothing owed, and no billing event
     waiting behind a gap (the missing one may be an invoice)."""
     if state.waiting_for is not None:
-        raise BillingUnsettled(state.waiting_for)
+        raise billing_unsettled()
     check_paid((state.outstanding, state.currency))
 
 
@@ -82,7 +92,7 @@ def new_export_id() -> str:
 
 
 def create_request(
-    db: Any,
+    db: Client,
     account_id: str,
     outstanding: tuple[int, str],
     now: datetime,
@@ -100,7 +110,7 @@ def create_request(
         "requested_at": now,
         "expires_at": now + timedelta(days=valid_days),
     }
-    writer.create(db.collection(EXPORTS).document(export_id), record)
+    store.create_export(writer, db, export_id, record)
     return record
 
 
@@ -206,9 +216,7 @@ def run_export(
     db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, message: ExportMessage, now: datetime
 ) -> str:
     """Builds the archive once; a redelivery after it is ready does nothing."""
-    ref = db.collection(EXPORTS).document(message.export_id)
-    snap = ref.get()
-    record = snap.to_dict() or {} if snap.exists else {}
+    record = store.export(db, message.export_id) or {}
     if not record or record.get("account_id") != message.account_id:
         return "unknown"
     if record.get("status") == "ready":
@@ -218,13 +226,15 @@ def run_export(
     # Checked again here: an invoice may have arrived (or queued behind a gap) since the request.
     try:
         check_settled(billing.read_state(db, message.account_id))
-    except (PaymentRequired, BillingUnsettled) as exc:
-        ref.update({"status": "refused", "refused": refusal(exc), "refused_at": now})
+    except web.Problem as refused:
+        store.update_export(
+            db, message.export_id, {"status": "refused", "refused": refusal(refused), "refused_at": now}
+        )
         return "refused"
     object_name = f"{message.account_id}/{message.export_id}.zip"
     with streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
         counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
-    mark_ready(ref, object_name, out, counts, now)
+    mark_ready(store.export_ref(db, message.export_id), object_name, out, counts, now)
     return "ready"
 
 
@@ -257,16 +267,17 @@ def build(
     return outcome
 
 
-def refusal(exc: PaymentRequired | BillingUnsettled) -> dict[str, Any]:
-    """Why content was not released, as the customer is told it."""
-    if isinstance(exc, PaymentRequired):
-        return {"reason": "payment-required", "outstanding_amount": exc.amount, "currency": exc.currency}
-    return {"reason": "billing-unsettled"}
+def refusal(refused: web.Problem) -> dict[str, Any]:
+    """Why content was not released (a refusal of the payment gate), as the customer is told it."""
+    return {"reason": refused.slug, **refused.extra}
 
 
-def mark_ready(ref: Any, object_name: str, out: _Digesting, counts: dict[str, int], now: datetime) -> None:
+def mark_ready(
+    ref: DocumentReference, object_name: str, out: _Digesting, counts: dict[str, int], now: datetime
+) -> None:
     """Marks a request ready once its archive is stored, with the checksum the download names."""
-    ref.update(
+    store.mark_archive_ready(
+        ref,
         {
             "status": "ready",
             "object": object_name,
@@ -274,7 +285,7 @@ def mark_ready(ref: Any, object_name: str, out: _Digesting, counts: dict[str, in
             "size": out.size,
             "counts": counts,
             "ready_at": now,
-        }
+        },
     )
 
 
@@ -294,5 +305,5 @@ def download_link(
     return {"url": url, "expires_at": now.replace(microsecond=0) + valid}
 
 
-def load(db: Any, export_id: str) -> dict[str, Any] | None:
-    return db.collection(EXPORTS).document(export_id).get().to_dict()
+def load(db: Client, export_id: str) -> dict[str, Any] | None:
+    return store.export(db, export_id)

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any
 
 import flask
 import pydantic
 
-from orderpally import accounts, audit, clients, events, fields, outbox, web
+from orderpally import audit, clients, fields, web
 from orderpally.access import guard as access
 from orderpally.access.principal import Principal
 from orderpally.config import settings
-from orderpally.lifecycle import accounts_service as service
-from orderpally.lifecycle import archive_limits as limits
-from orderpally.lifecycle import billing, certificates, data_map
+from orderpally.lifecycle import billing, certificates, data_map, rules, service
 from orderpally.lifecycle import export as content_export
-from orderpally.lifecycle import termination as rules
 
 
 class CustomerTerminationBody(pydantic.BaseModel):
@@ -44,7 +41,7 @@ class CustomerTerminationBody(pydantic.BaseModel):
 class StaffTerminationBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    basis: Literal[tuple(b.value for b in rules.STAFF_BASES)]  # type: ignore[valid-type]
+    basis: rules.StaffBasis
     reason: str = pydantic.Field(min_length=5, max_length=2000)
     termination_date: fields.IsoDate | None = None
     cure_period_days: int | None = pydantic.Field(default=None, ge=1, le=365)
@@ -61,7 +58,7 @@ class StaffCancellationBody(pydantic.BaseModel):
 class SuspensionBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    code: Literal[rules.SUSPENSION_CODES]  # type: ignore[valid-type]
+    code: rules.SuspensionCode
     reason: str = pydantic.Field(min_length=5, max_length=2000)
 
 
@@ -82,11 +79,6 @@ class HoldBody(pydantic.BaseModel):
         return value
 
 
-def _conflict(exc: service.LifecycleConflict) -> web.Problem:
-    status = 404 if exc.slug.endswith("not-found") else 409
-    return web.Problem(status, exc.slug, "Not possible now" if status == 409 else "Not found", exc.detail)
-
-
 def _actor(principal: Principal) -> audit.Actor:
     role = ",".join(sorted(principal.roles)) or None
     return audit.Actor(kind=principal.kind, id=principal.account_id, role=role)
@@ -105,35 +97,25 @@ def _serialise(record: dict | None) -> dict | None:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items() if k != "user_deleted"}
 
 
+def _effects() -> service.Effects:
+    return service.effects(clients.firestore_client(), clients.firebase_app())
+
+
 def request_termination(request: flask.Request) -> flask.Response:
     principal = access.require_customer(request, verified=True)
     now = datetime.now(UTC)
-    cfg = settings()
-    if not rules.recently_authenticated(principal.session_issued_at, now, cfg.termination_reauth_seconds):
-        raise web.Problem(
-            401,
-            "reauthentication-required",
-            "Sign in again",
-            f"Terminating needs a sign-in within the last {cfg.termination_reauth_seconds // 60} minutes.",
-        )
+    # The sign-in's age is checked before the body: an old session learns nothing about it.
+    service.require_recent_sign_in(principal.session_issued_at, now)
     body = web.parse_json(request, CustomerTerminationBody)
-    requested = body.requested_date()
-    try:
-        terminate_at = rules.customer_termination_at(requested, now, cfg.termination_max_days_ahead)
-        record = service.schedule_termination(
-            service.live_effects(),
-            principal.account_id,
-            basis=rules.Basis.CUSTOMER_CONVENIENCE,
-            terminate_at=terminate_at,
-            actor=_actor(principal),
-            reason=None,
-            client_address=access.client_address(request),
-            now=now,
-        )
-    except rules.TerminationError as exc:
-        raise web.Problem(422, "termination-date", "Invalid termination date", str(exc), field=exc.field) from None
-    except service.LifecycleConflict as exc:
-        raise _conflict(exc) from None
+    record = service.request_termination(
+        _effects(),
+        principal.account_id,
+        requested=body.requested_date(),
+        session_issued_at=principal.session_issued_at,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=now,
+    )
     return web.json_response(_serialise(record), 202)
 
 
@@ -147,16 +129,13 @@ def get_termination(request: flask.Request) -> flask.Response:
 
 def cancel_termination(request: flask.Request) -> flask.Response:
     principal = access.require_customer(request, verified=True)
-    try:
-        service.cancel_termination(
-            service.live_effects(),
-            principal.account_id,
-            actor=_actor(principal),
-            client_address=access.client_address(request),
-            now=datetime.now(UTC),
-        )
-    except service.LifecycleConflict as exc:
-        raise _conflict(exc) from None
+    service.cancel_termination(
+        _effects(),
+        principal.account_id,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
+    )
     return flask.Response(status=204)
 
 
@@ -164,30 +143,17 @@ def staff_terminate(request: flask.Request, account_id: str) -> flask.Response:
     principal = access.require_staff(request, "admin")
     account_id = _valid_account_id(account_id)
     body = web.parse_json(request, StaffTerminationBody)
-    now = datetime.now(UTC)
-    basis = rules.Basis(body.basis)
-    try:
-        terminate_at = rules.staff_termination_at(
-            basis,
-            now,
-            notice_days=settings().company_termination_notice_days,
-            cure_period_days=body.cure_period_days,
-            requested=body.termination_date,
-        )
-        record = service.schedule_termination(
-            service.live_effects(),
-            account_id,
-            basis=basis,
-            terminate_at=terminate_at,
-            actor=_actor(principal),
-            reason=body.reason,
-            client_address=access.client_address(request),
-            now=now,
-        )
-    except rules.TerminationError as exc:
-        raise web.Problem(422, "termination-rule", "Termination rule not met", str(exc), field=exc.field) from None
-    except service.LifecycleConflict as exc:
-        raise _conflict(exc) from None
+    record = service.terminate_by_staff(
+        _effects(),
+        account_id,
+        basis=rules.Basis(body.basis),
+        reason=body.reason,
+        requested=body.termination_date,
+        cure_period_days=body.cure_period_days,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
+    )
     return web.json_response(_serialise(record), 202)
 
 
@@ -196,17 +162,14 @@ def staff_cancel_termination(request: flask.Request, account_id: str) -> flask.R
     principal = access.require_staff(request, "admin")
     account_id = _valid_account_id(account_id)
     body = web.parse_json(request, StaffCancellationBody)
-    try:
-        service.cancel_termination(
-            service.live_effects(),
-            account_id,
-            actor=_actor(principal),
-            client_address=access.client_address(request),
-            now=datetime.now(UTC),
-            reason=body.reason,
-        )
-    except service.LifecycleConflict as exc:
-        raise _conflict(exc) from None
+    service.cancel_termination(
+        _effects(),
+        account_id,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
+        reason=body.reason,
+    )
     return flask.Response(status=204)
 
 
@@ -215,19 +178,16 @@ def staff_suspend(request: flask.Request, account_id: str) -> flask.Response:
     account_id = _valid_account_id(account_id)
     suspending = request.method == "POST"
     body = web.parse_json(request, SuspensionBody) if suspending else None
-    try:
-        service.set_suspension(
-            service.live_effects(),
-            account_id,
-            suspended=suspending,
-            code=body.code if body else None,
-            reason=body.reason if body else None,
-            actor=_actor(principal),
-            client_address=access.client_address(request),
-            now=datetime.now(UTC),
-        )
-    except service.LifecycleConflict as exc:
-        raise _conflict(exc) from None
+    service.set_suspension(
+        _effects(),
+        account_id,
+        suspended=suspending,
+        code=body.code if body else None,
+        reason=body.reason if body else None,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
+    )
     return flask.Response(status=204)
 
 
@@ -254,17 +214,14 @@ def staff_release_hold(request: flask.Request, hold_id: str) -> flask.Response:
         raise web.Problem(404, "hold-not-found", "Not found", "No such legal hold.")
     # Ending a hold lets deletion go on: as accountable as placing it.
     body = web.parse_json(request, StaffCancellationBody)
-    try:
-        hold = service.release_hold(
-            service.live_effects(),
-            hold_id,
-            actor=_actor(principal),
-            client_address=access.client_address(request),
-            now=datetime.now(UTC),
-            reason=body.reason,
-        )
-    except service.LifecycleConflict as exc:
-        raise _conflict(exc) from None
+    hold = service.release_hold(
+        _effects(),
+        hold_id,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
+        reason=body.reason,
+    )
     return web.json_response(_serialise(hold))
 
 
@@ -283,81 +240,15 @@ def _exporter(request: flask.Request) -> Principal:
     return principal
 
 
-def _payment_required(exc: content_export.PaymentRequired) -> web.Problem:
-    return web.Problem(
-        402,
-        "payment-required",
-        "Payment required",
-        f"Content can be retrieved once every amount due is paid; {exc.amount} {exc.currency} is outstanding.",
-        extra={"outstanding_amount": exc.amount, "currency": exc.currency},
-    )
-
-
-def _billing_unsettled() -> web.Problem:
-    return web.Problem(
-        409,
-        "billing-unsettled",
-        "Billing not settled",
-        "Some of this account's billing has not reached us yet, so what is owed is not known; "
-        "content can be retrieved once it has. Try again later, or contact customer service.",
-        headers={"Retry-After": "900"},
-    )
-
-
-def _refused(exc: Exception) -> web.Problem:
-    if isinstance(exc, content_export.PaymentRequired):
-        return _payment_required(exc)
-    return _billing_unsettled()
-
-
-EXPORT_PATH = "/account/exports/{id}"
-
-
 def request_export(request: flask.Request) -> flask.Response:
-    from google.cloud import firestore
-
     principal = _exporter(request)
-    db = clients.firestore_client()
-    account = accounts.load(db, principal.account_id) or {}
-    if account.get("status") in ("terminated", "suspended", None):
-        raise web.Problem(409, "account-not-active", "Not possible now", "This account cannot export its content.")
-    now = datetime.now(UTC)
-    export_id = content_export.new_export_id()
-    event = audit.AuditEvent(
-        "export.requested", _actor(principal), access.client_address(request), None, {"export_id": export_id}
+    record = service.request_export(
+        clients.firestore_client(),
+        principal.account_id,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
     )
-
-    # The balance is read in the transaction that records the request: a billing event
-    # committed in between makes it retry and read again. The build and the download check again.
-    @firestore.transactional
-    def write(transaction: Any) -> tuple[dict, outbox.Staged]:
-        state = billing.read_state(db, principal.account_id, transaction)
-        content_export.check_settled(state)
-        limits.reserve(transaction, db, principal.account_id, limits.EXPORTS, content_export.EXPORTS, export_id, now)
-        record = content_export.create_request(
-            db,
-            principal.account_id,
-            (state.outstanding, state.currency),
-            now,
-            settings().export_valid_days,
-            writer=transaction,
-            export_id=export_id,
-        )
-        return record, outbox.stage(transaction, db, principal.account_id, event, None, now)
-
-    try:
-        record, staged = write(db.transaction())
-    except (content_export.PaymentRequired, content_export.BillingUnsettled) as exc:
-        raise _refused(exc) from None
-    except (limits.InProgress, limits.DailyLimitReached) as exc:
-        raise limits.problem(exc, "export", EXPORT_PATH) from None
-    outbox.announce(db, staged)
-    with events.left_for_later("content export build"):  # archive-redrive publishes a request left queued
-        events.publish(
-            content_export.TOPIC,
-            content_export.MESSAGE_TYPE,
-            {"export_id": record["export_id"], "account_id": principal.account_id},
-        )
     return web.json_response(_serialise(record), 202)
 
 
@@ -380,30 +271,14 @@ def get_export(request: flask.Request, export_id: str) -> flask.Response:
 
 def download_export(request: flask.Request, export_id: str) -> flask.Response:
     principal, record = _own_export(request, export_id)
-    if record.get("status") != "ready":
-        raise web.Problem(409, "export-not-ready", "Not ready", "The export is still being prepared.")
-    if record["expires_at"] <= datetime.now(UTC):
-        raise web.Problem(410, "export-expired", "Expired", "This export has expired; request a new one.")
-    db = clients.firestore_client()
-    try:
-        # Retrieval, not only the request, waits until nothing is owed (clause 3.2(b)(ii)).
-        content_export.check_settled(billing.read_state(db, principal.account_id))
-    except (content_export.PaymentRequired, content_export.BillingUnsettled) as exc:
-        raise _refused(exc) from None
-    link = content_export.download_link(
+    link = service.export_download(
+        clients.firestore_client(),
         clients.storage_client().bucket(settings().exports_bucket),
-        record["object"],
-        f"orderpally-export-{export_id}.zip",
-        clients.url_signing_credentials(),
-        clients.storage_download_endpoint(),
-        datetime.now(UTC),
-    )
-    # Recorded before the link leaves: every URL handed out is in the trail.
-    audit.record(
-        principal.account_id,
-        audit.AuditEvent(
-            "export.downloaded", _actor(principal), access.client_address(request), None, {"export_id": export_id}
-        ),
+        (clients.url_signing_credentials(), clients.storage_download_endpoint()),
+        record,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        now=datetime.now(UTC),
     )
     return web.download_link(request, link, record["sha256"], record["size"])
 
@@ -421,23 +296,20 @@ class CertificateQuery(pydantic.BaseModel):
 
 
 def _staff_read(request: flask.Request, account_id: str, what: str, exists: Callable[[str], bool]) -> str:
-    """Checks a staff read and records it before the data leaves: in the customer's trail
-    while it takes entries, else beside the certificate (a terminated account's trail is closed)."""
+    """Checks a staff read; the service records it before the data leaves."""
     principal, reason = access.require_staff_read(request, "support", "security", "admin")
     web.validate(request.args.to_dict(), StaffReadQuery)
     account_id = _valid_account_id(account_id)
-    db = clients.firestore_client()
-    account = accounts.load(db, account_id)
-    if account is None and not exists(account_id):
-        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
-    actor = _actor(principal)
-    if account is not None and account.get("status") != "terminated":
-        audit.record(
-            account_id,
-            audit.AuditEvent("staff.read", actor, access.client_address(request), reason, {"what": what}),
-        )
-    else:
-        certificates.record_closed_account_read(db, account_id, actor.role, reason, what, datetime.now(UTC))
+    service.record_staff_read(
+        clients.firestore_client(),
+        account_id,
+        exists=exists,
+        actor=_actor(principal),
+        client_address=access.client_address(request),
+        reason=reason,
+        what=what,
+        now=datetime.now(UTC),
+    )
     return account_id
 
 
