@@ -11,7 +11,7 @@ import requests
 
 from orderpally import clients, events
 from orderpally.messaging import delivery
-from orderpally.notices import fanout, rules, service
+from orderpally.notices import fanout, rules, service, store
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
 from support.waiting import wait_for
@@ -70,7 +70,7 @@ def test_rule_breaking_notices_are_refused_with_the_earliest_date(running_stack,
     customer = create_customer()
     assert post(url, customer, body()).status_code == 403
     assert requests.post(url, json=body(), timeout=30).status_code == 401
-    assert clients.firestore_client().collection(service.NOTICES).get() == []
+    assert clients.firestore_client().collection(store.NOTICES).get() == []
 
     exempt = post(
         url,
@@ -95,7 +95,7 @@ def test_each_affected_customer_gets_one_mail_in_their_language_even_on_redelive
     created = post(running_stack.url("staff") + "/staff/notices", admin, body())
     assert created.status_code == 201, created.text
     notice_id = created.json()["id"]
-    job = db.collection(service.FANOUTS).document(service.fanout_id(notice_id, 1))
+    job = db.collection(store.FANOUTS).document(service.fanout_id(notice_id, 1))
     wait_for(lambda: (job.get().to_dict() or {}).get("status") == "done")
     wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= 2)
 

@@ -11,7 +11,7 @@ import requests
 
 import local_stack
 from orderpally import clients
-from orderpally.backups import exporters, rules, service
+from orderpally.backups import exporters, rules, service, store
 
 NOW = datetime.now(UTC)
 
@@ -36,7 +36,7 @@ def test_a_slot_is_exported_once_however_often_it_fires(exporter, tmp_path):
     assert first["duplicate"] is False
     assert second["duplicate"] is True
     assert len(list((tmp_path / "20261124T190000Z").iterdir())) == 1
-    record = db.collection(service.SNAPSHOTS).document("20261124T190000Z").get().to_dict()
+    record = db.collection(store.SNAPSHOTS).document("20261124T190000Z").get().to_dict()
     assert record["status"] == "completed"
 
 
@@ -45,7 +45,7 @@ def test_a_failed_slot_can_be_retried(emulators, tmp_path):
     broken = exporters.EmulatorExporter("127.0.0.1:9", emulators.project_id, tmp_path)  # nothing listens there
     with pytest.raises(requests.ConnectionError):
         service.take_snapshot(db, broken, "20261124T190000Z", NOW)
-    assert db.collection(service.SNAPSHOTS).document("20261124T190000Z").get().to_dict()["status"] == "failed"
+    assert db.collection(store.SNAPSHOTS).document("20261124T190000Z").get().to_dict()["status"] == "failed"
     working = exporters.EmulatorExporter(os.environ["FIRESTORE_EMULATOR_HOST"], emulators.project_id, tmp_path)
     assert service.take_snapshot(db, working, "20261124T190000Z", NOW)["status"] == "completed"
 
@@ -119,8 +119,8 @@ def test_restore_drill_into_a_fresh_emulator_gives_back_every_document(exporter,
     finally:
         fresh.stop()
     # The snapshot's own record is written after the export began, so compare the data it covers.
-    restored.pop(f"{service.SNAPSHOTS}/20261124T190000Z", None)
-    original.pop(f"{service.SNAPSHOTS}/20261124T190000Z", None)
+    restored.pop(f"{store.SNAPSHOTS}/20261124T190000Z", None)
+    original.pop(f"{store.SNAPSHOTS}/20261124T190000Z", None)
     assert restored == original
     assert len(restored) == 41
     assert Path(metadata).exists()

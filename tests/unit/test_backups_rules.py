@@ -91,3 +91,13 @@ def test_snapshots_are_verified_at_least_hourly():
 def test_a_slot_names_the_moment_it_was_taken():
     moment = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
     assert rules.slot_time(rules.slot_for(moment, moment)) == moment
+
+
+def test_a_slot_is_taken_unless_it_failed_or_its_claim_went_stale():
+    timeout = timedelta(minutes=10)
+    assert rules.slot_taken({"status": "completed", "claimed_at": NOW - timedelta(days=1)}, NOW, timeout)
+    assert rules.slot_taken({"status": "running", "claimed_at": NOW - timedelta(days=1)}, NOW, timeout)
+    assert rules.slot_taken({"status": "starting", "claimed_at": NOW - timedelta(minutes=9)}, NOW, timeout)
+    assert not rules.slot_taken({"status": "starting", "claimed_at": NOW - timedelta(minutes=11)}, NOW, timeout)
+    assert not rules.slot_taken({"status": "starting"}, NOW, timeout)
+    assert not rules.slot_taken({"status": "failed", "claimed_at": NOW}, NOW, timeout)

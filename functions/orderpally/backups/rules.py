@@ -20,6 +20,14 @@ def slot_time(slot: str) -> datetime:
     return datetime.strptime(slot, SLOT_FORMAT).replace(tzinfo=UTC)
 
 
+def slot_taken(record: dict, now: datetime, claim_timeout: timedelta) -> bool:
+    """Does the slot's record stop another export? Not when it failed, nor when its claim is
+    older than `claim_timeout` with no outcome (its claimer crashed)."""
+    claimed_at = record.get("claimed_at")
+    stale = record.get("status") == "starting" and (claimed_at is None or claimed_at < now - claim_timeout)
+    return record.get("status") != "failed" and not stale
+
+
 def parse_schedule_time(header: str | None) -> datetime | None:
     """`X-CloudScheduler-ScheduleTime` (RFC 3339), or None when absent or unreadable."""
     if not header:

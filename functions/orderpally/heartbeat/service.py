@@ -7,12 +7,17 @@ Pub/Sub -> push subscription -> function -> Firestore) is alive.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pydantic
 
+from orderpally.heartbeat import store
+from orderpally.heartbeat.store import DOCUMENT as DOCUMENT  # where the latest beat is kept
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
+
 MESSAGE_TYPE = "heartbeat.emitted"
-DOCUMENT = ("ops", "heartbeat")
 
 
 class Heartbeat(pydantic.BaseModel):
@@ -31,37 +36,19 @@ def is_newer(candidate: datetime, current: datetime | None) -> bool:
     return current is None or candidate > current
 
 
-def record(db: Any, beat: Heartbeat, event_id: str) -> bool:
+def record(db: Client, beat: Heartbeat, event_id: str) -> bool:
     """Stores `beat` unless a newer one is already stored; returns whether it was stored."""
-    from google.cloud import firestore
-
-    ref = db.collection(DOCUMENT[0]).document(DOCUMENT[1])
-
-    @firestore.transactional
-    def store(transaction: Any) -> bool:
-        snapshot = ref.get(transaction=transaction)
-        current = (snapshot.to_dict() or {}).get("emitted_at") if snapshot.exists else None
-        if not is_newer(beat.emitted_at, current):
-            return False
-        transaction.set(
-            ref,
-            {
-                "emitted_at": beat.emitted_at,
-                "source": beat.source,
-                "event_id": event_id,
-                "recorded_at": firestore.SERVER_TIMESTAMP,
-            },
-        )
-        return True
-
-    return store(db.transaction())
+    return store.replace_if(
+        db,
+        lambda current: is_newer(beat.emitted_at, current),
+        {"emitted_at": beat.emitted_at, "source": beat.source, "event_id": event_id},
+    )
 
 
-def latest(db: Any, now: datetime) -> dict | None:
-    snapshot = db.collection(DOCUMENT[0]).document(DOCUMENT[1]).get()
-    if not snapshot.exists:
+def latest(db: Client, now: datetime) -> dict | None:
+    data = store.load(db)
+    if data is None:
         return None
-    data = snapshot.to_dict() or {}
     emitted = data.get("emitted_at")
     return {
         "emitted_at": emitted.isoformat() if emitted else None,

@@ -1,6 +1,6 @@
 """Mails one notice version to every affected customer, resumably.
 
-A mailing walks `accounts` in document-id order, a page at a time, and
+A mailing walks the accounts in document-id order, a page at a time, and
 publishes one notice-email request per affected customer. The cursor is saved
 only after a page's requests are all accepted by Pub/Sub, so a crash repeats
 at most one page; the repeated requests carry the same idempotency keys, so
@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import events, structured_logging
-from orderpally.accounts import ACCOUNTS
+from orderpally import accounts, events, structured_logging
 from orderpally.messaging import requests as email_requests
 from orderpally.messaging.requests import EmailRequest
-from orderpally.notices import service
+from orderpally.notices import service, store
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
 
 TOPIC = "notice-fanout"
 MESSAGE_TYPE = "notice_fanout.requested"
@@ -45,7 +47,7 @@ class FanoutMessage(pydantic.BaseModel):
 
 @dataclass(frozen=True)
 class Ports:
-    db: Any
+    db: Client
     # Publishes the requests and returns once Pub/Sub has accepted every one.
     publish_emails: Callable[[Sequence[EmailRequest]], None]
     continue_later: Callable[[str], object]
@@ -73,106 +75,73 @@ def email_for(notice_id: str, notice: dict, version: dict, account_id: str, acco
     )
 
 
-def _take_lease(db: Any, ref: Any, now: datetime) -> dict[str, Any] | None:
+def _take_lease(db: Client, job_id: str, now: datetime) -> dict[str, Any] | None:
     """The job, leased to this run; None when done. Raises RetryableError while another run holds it."""
-    from google.cloud import firestore
-
-    @firestore.transactional
-    def take(transaction: Any) -> dict[str, Any] | None:
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists:
-            raise events.PermanentError("no such mailing")
-        job = snapshot.to_dict()
-        if job["status"] == "done":
-            return None
-        if job.get("lease_until") and job["lease_until"] > now and job["status"] == "running":
-            raise events.RetryableError("the mailing is running elsewhere")
-        transaction.update(ref, {"status": "running", "lease_until": now + LEASE, "updated_at": now})
-        return job
-
-    return take(db.transaction())
+    claim = store.claim_fanout(db, job_id, now, LEASE)
+    if claim.finished == "missing":
+        raise events.PermanentError("no such mailing")
+    if claim.finished is not None:
+        return None
+    if claim.busy:
+        raise events.RetryableError("the mailing is running elsewhere")
+    return claim.entry
 
 
 def run(ports: Ports, job_id: str, now: Callable[[], datetime]) -> str:
     """Advances the mailing; returns "done", "continued" or "already-done"."""
-    from google.cloud import firestore
-
     db = ports.db
-    ref = db.collection(service.FANOUTS).document(job_id)
     with events.contention_is_retryable("the mailing"):
-        job = _take_lease(db, ref, now())
+        job = _take_lease(db, job_id, now())
     if job is None:
         return "already-done"
     notice_id, number = job["notice_id"], int(job["version"])
-    notice_ref = db.collection(service.NOTICES).document(notice_id)
-    notice = notice_ref.get().to_dict()
-    version_record = service.version_ref(notice_ref, number).get().to_dict()
-    if notice is None or version_record is None:
+    found = service.notice_and_version(db, notice_id, number)
+    if found is None:
         raise events.PermanentError("the mailing's notice is missing")
+    notice, version_record = found
     if version_record["published_at"] > now():
         raise events.PermanentError("the notice is not published yet")
     audience = service.Audience.model_validate(notice["affects"])
-    accounts = db.collection(ACCOUNTS)
     cursor = job.get("cursor")
     started = ports.clock()
     while True:
-        query = accounts.order_by("__name__").limit(ports.page_size)
-        if cursor:
-            query = query.start_after({"__name__": accounts.document(cursor)})
-        page = query.get()
+        page = accounts.page_in_id_order(db, cursor, ports.page_size)
         requests = []
-        for snap in page:
-            account = snap.to_dict() or {}
+        for account_id, account in page:
             if account.get("status") in REACHABLE and audience.includes(account):
                 try:
-                    requests.append(email_for(notice_id, notice, version_record, snap.id, account, ports.notices_url))
+                    requests.append(
+                        email_for(notice_id, notice, version_record, account_id, account, ports.notices_url)
+                    )
                 except pydantic.ValidationError:  # no usable address on file: nothing to send
-                    structured_logging.log(_log, logging.WARNING, "no usable address", account_id=snap.id)
+                    structured_logging.log(_log, logging.WARNING, "no usable address", account_id=account_id)
         ports.publish_emails(requests)
         if page:
-            cursor = page[-1].id
-        finished = len(page) < ports.page_size
-        progress: dict[str, Any] = {
-            "cursor": cursor,
-            "requested": firestore.Increment(len(requests)),
-            "scanned": firestore.Increment(len(page)),
-            "updated_at": now(),
-            "lease_until": now() + LEASE,
-        }
-        if finished:
-            progress.update(status="done", finished_at=now(), lease_until=None)
-        ref.update(progress)
-        if finished:
+            cursor = page[-1][0]
+        if len(page) < ports.page_size:
+            store.finish_fanout(db, job_id, cursor, len(requests), len(page), now())
             structured_logging.log(_log, logging.INFO, "mailing done", job_id=job_id)
             return "done"
+        store.save_fanout_progress(db, job_id, cursor, len(requests), len(page), now(), LEASE)
         if ports.clock() - started > ports.time_budget_seconds:
             ports.continue_later(job_id)
-            ref.update({"status": "queued", "lease_until": None, "updated_at": now()})
+            store.hand_over_fanout(db, job_id, now())
             return "continued"
 
 
 def release_due(
-    db: Any, publish: Callable[[str], None], now: datetime, *, limit: int = 100, only: str | None = None
+    db: Client, publish: Callable[[str], None], now: datetime, *, limit: int = 100, only: str | None = None
 ) -> int:
     """Hands out mailings whose version is published and nobody is working on; returns how many."""
-    from google.cloud import firestore
-
-    jobs = db.collection(service.FANOUTS)
-    if only:
-        due = [snap for snap in [jobs.document(only).get()] if snap.exists]
-    else:
-        open_jobs = firestore.FieldFilter("status", "in", ["pending", "running", "queued"])
-        due = jobs.where(filter=open_jobs).limit(limit).get()
     released = 0
-    for snap in due:
-        job = snap.to_dict()
+    for job_id, job in store.fanouts_to_release(db, limit, only):
         if job["status"] == "done" or job["due_at"] > now:
             continue
         stale = job.get("updated_at") is None or job["updated_at"] < now - STALE_AFTER
         if job["status"] != "pending" and not stale:
             continue
-        publish(snap.id)
-        snap.reference.update({"status": "queued", "updated_at": now})
+        publish(job_id)
+        store.mark_fanout_queued(db, job_id, now)
         released += 1
     return released
 

@@ -28,7 +28,7 @@ PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form
 class ListQuery(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    kind: Literal["service_change", "sla"] | None = None
+    kind: service.Kind | None = None
     page_size: int = pydantic.Field(default=20, ge=1, le=100)
     page_token: str | None = pydantic.Field(default=None, max_length=200)
     lang: Literal["zh-TW", "en"] | None = None
@@ -179,13 +179,6 @@ def notices_feed(request: flask.Request) -> flask.Response:
     return _rendered(atom, "application/atom+xml")
 
 
-def _problem(exc: rules.NoticeRuleError | service.NoticeConflict) -> web.Problem:
-    if isinstance(exc, service.NoticeConflict):
-        return web.Problem(exc.status, exc.slug, "Not possible" if exc.status == 409 else "Not found", str(exc))
-    extra = {"earliest_effective_date": exc.earliest.isoformat()} if exc.earliest else {}
-    return web.Problem(422, exc.slug, "Notice rule not met", str(exc), field=exc.field, extra=extra)
-
-
 def release_now(job_id: str) -> None:
     """Starts the mailing at once when it is due; the scheduled releaser covers a failure here."""
     fanout.release_due(clients.firestore_client(), fanout.publish_job, datetime.now(UTC), only=job_id)
@@ -194,10 +187,7 @@ def release_now(job_id: str) -> None:
 def create_notice(request: flask.Request) -> flask.Response:
     principal = access.require_staff(request, "admin")
     draft = web.parse_json(request, service.NoticeDraft)
-    try:
-        notice = service.create_notice(clients.firestore_client(), draft, principal.account_id, datetime.now(UTC))
-    except (rules.NoticeRuleError, service.NoticeConflict) as exc:
-        raise _problem(exc) from None
+    notice = service.create_notice(clients.firestore_client(), draft, principal.account_id, datetime.now(UTC))
     release_now(service.fanout_id(notice["id"], 1))
     body = {k: _iso(v) for k, v in notice.items() if k != "created_by"}
     return web.json_response(body, 201, {"Location": f"/notices/{notice['id']}"})
@@ -208,12 +198,9 @@ def correct_notice(request: flask.Request, notice_id: str) -> flask.Response:
     if not NOTICE_ID.fullmatch(notice_id):
         raise web.Problem(404, "notice-not-found", "Not found", "No such notice.")
     draft = web.parse_json(request, service.CorrectionDraft)
-    try:
-        notice = service.correct_notice(
-            clients.firestore_client(), notice_id, draft, principal.account_id, datetime.now(UTC)
-        )
-    except (rules.NoticeRuleError, service.NoticeConflict) as exc:
-        raise _problem(exc) from None
+    notice = service.correct_notice(
+        clients.firestore_client(), notice_id, draft, principal.account_id, datetime.now(UTC)
+    )
     release_now(service.fanout_id(notice_id, notice["current_version"]))
     body = {k: _iso(v) for k, v in notice.items() if k != "created_by"}
     return web.json_response(body, 201, {"Location": f"/notices/{notice_id}"})

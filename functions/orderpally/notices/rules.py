@@ -14,6 +14,8 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from orderpally import web
+
 TAIPEI = ZoneInfo("Asia/Taipei")
 # A publication time this far in the past is clock skew, not back-dating.
 PUBLICATION_SKEW = timedelta(minutes=5)
@@ -26,12 +28,11 @@ class Exemption(StrEnum):
     LEGAL_REQUIREMENT = "legal_requirement"
 
 
-class NoticeRuleError(ValueError):
-    def __init__(self, slug: str, detail: str, field: str, earliest: date | None = None) -> None:
-        super().__init__(detail)
-        self.slug = slug
-        self.field = field
-        self.earliest = earliest
+def rule_not_met(slug: str, detail: str, field: str, earliest: date | None = None) -> web.Problem:
+    """The 422 refusal of a notice that breaks the rule, naming the field (and the earliest
+    effective date it could have)."""
+    extra = {"earliest_effective_date": earliest.isoformat()} if earliest else {}
+    return web.Problem(422, slug, "Notice rule not met", detail, field=field, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,16 @@ def publication_time(requested: datetime | None, now: datetime) -> datetime:
     if requested is None:
         return now
     if requested < now - PUBLICATION_SKEW:
-        raise NoticeRuleError(
+        raise rule_not_met(
             "notice-backdated", "A notice cannot be published in the past; publish it now or later.", "publish_at"
         )
     return max(requested, now)
 
 
 def check_timing(timing: Timing, exemption: Exemption | None, justification: str | None) -> None:
-    """Raises NoticeRuleError unless the effective date keeps the one-month rule (or a recorded exemption)."""
+    """Raises the refusal (web.Problem) unless the effective date keeps the one-month rule (or a recorded exemption)."""
     if exemption and len((justification or "").strip()) < MIN_JUSTIFICATION:
-        raise NoticeRuleError(
+        raise rule_not_met(
             "exemption-unjustified",
             f"An exemption needs a written justification of at least {MIN_JUSTIFICATION} characters.",
             "exemption.justification",
@@ -82,7 +83,7 @@ def check_timing(timing: Timing, exemption: Exemption | None, justification: str
     earliest = earliest_effective(timing.published_at, exemption)
     if timing.effective_date < earliest:
         why = "publication" if exemption else "one calendar month after publication (Asia/Taipei)"
-        raise NoticeRuleError(
+        raise rule_not_met(
             "effective-date-too-early",
             f"The effective date may be no earlier than {earliest.isoformat()}: {why}.",
             "effective_date",

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import pydantic
 
-from orderpally import fields
-from orderpally.notices import rules
+from orderpally import fields, web
+from orderpally.notices import rules, store
 
-NOTICES = "notices"
-VERSIONS = "versions"
-SLAS = "slas"
-FANOUTS = "notice_fanouts"
-KINDS = ("service_change", "sla")
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, Transaction
+
+Kind = Literal["service_change", "sla"]
+KINDS = get_args(Kind)
 _LABEL = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Label = Annotated[str, pydantic.StringConstraints(pattern=_LABEL)]  # a plan, feature or SLA name
 
 
 class LocalizedText(pydantic.BaseModel):
@@ -51,8 +52,8 @@ class Audience(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     all: bool = False
-    plans: list[pydantic.constr(pattern=_LABEL)] = pydantic.Field(default_factory=list, max_length=50)  # type: ignore[valid-type]
-    features: list[pydantic.constr(pattern=_LABEL)] = pydantic.Field(default_factory=list, max_length=50)  # type: ignore[valid-type]
+    plans: list[Label] = pydantic.Field(default_factory=list, max_length=50)
+    features: list[Label] = pydantic.Field(default_factory=list, max_length=50)
 
     @pydantic.model_validator(mode="after")
     def _someone(self) -> Audience:
@@ -76,14 +77,14 @@ class ExemptionBody(pydantic.BaseModel):
 class SlaChange(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    sla_id: str = pydantic.Field(pattern=_LABEL)
+    sla_id: Label
     action: Literal["add", "change", "suspend"]
 
 
 class NoticeDraft(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    kind: Literal["service_change", "sla"]
+    kind: Kind
     text: Texts
     affects: Audience
     publish_at: fields.Moment | None = None  # now when omitted
@@ -107,11 +108,12 @@ class CorrectionDraft(pydantic.BaseModel):
     exemption: ExemptionBody | None = None
 
 
-class NoticeConflict(Exception):
-    def __init__(self, status: int, slug: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.slug = slug
+def _not_possible(slug: str, detail: str) -> web.Problem:
+    return web.Problem(409, slug, "Not possible", detail)
+
+
+def _not_found(slug: str, detail: str) -> web.Problem:
+    return web.Problem(404, slug, "Not found", detail)
 
 
 def _exemption(body: ExemptionBody | None) -> tuple[rules.Exemption | None, str | None]:
@@ -137,34 +139,27 @@ def _fanout_record(notice_id: str, number: int, due_at: datetime) -> dict[str, A
     return {"notice_id": notice_id, "version": number, "status": "pending", "due_at": due_at, "cursor": None}
 
 
-def version_ref(notice_ref: Any, number: int) -> Any:
-    return notice_ref.collection(VERSIONS).document(str(number))
-
-
 def fanout_id(notice_id: str, version: int) -> str:
     return f"{notice_id}-v{version}"
 
 
-def _check_sla(transaction: Any, db: Any, change: SlaChange) -> dict[str, Any]:
-    snapshot = db.collection(SLAS).document(change.sla_id).get(transaction=transaction)
-    state = snapshot.to_dict() if snapshot.exists else None
+def _check_sla(transaction: Transaction, db: Client, change: SlaChange) -> dict[str, Any]:
+    state = store.sla_in(transaction, db, change.sla_id)
     if change.action == "add" and state is not None:
-        raise NoticeConflict(409, "sla-exists", f"SLA {change.sla_id} exists already; announce a change instead.")
+        raise _not_possible("sla-exists", f"SLA {change.sla_id} exists already; announce a change instead.")
     if change.action != "add" and state is None:
-        raise NoticeConflict(404, "sla-not-found", f"There is no SLA {change.sla_id} to {change.action}.")
+        raise _not_found("sla-not-found", f"There is no SLA {change.sla_id} to {change.action}.")
     if change.action != "add" and state and state.get("status") == "suspended":
-        raise NoticeConflict(409, "sla-suspended", f"SLA {change.sla_id} is suspended; add it again to restore it.")
+        raise _not_possible("sla-suspended", f"SLA {change.sla_id} is suspended; add it again to restore it.")
     return state or {}
 
 
-def create_notice(db: Any, draft: NoticeDraft, author: str, now: datetime) -> dict[str, Any]:
-    """Publishes version 1 (at `publish_at`) after the one-month rule; returns the notice."""
-    from google.cloud import firestore
-
+def create_notice(db: Client, draft: NoticeDraft, author: str, now: datetime) -> dict[str, Any]:
+    """Publishes version 1 (at `publish_at`) after the one-month rule; returns the notice.
+    Refused (web.Problem) when the rule is not met or the SLA change does not fit its state."""
     published_at = rules.publication_time(draft.publish_at, now)
     rules.check_timing(rules.Timing(published_at, draft.effective_date), *_exemption(draft.exemption))
     notice_id = f"{rules.taipei_date(published_at):%Y%m%d}-{secrets.token_hex(5)}"
-    ref = db.collection(NOTICES).document(notice_id)
     notice = {
         "kind": draft.kind,
         "affects": draft.affects.model_dump(),
@@ -176,94 +171,73 @@ def create_notice(db: Any, draft: NoticeDraft, author: str, now: datetime) -> di
         "updated_at": now,
     }
 
-    @firestore.transactional
-    def publish(transaction: Any) -> None:
+    def publish(transaction: Transaction) -> None:
         if draft.sla:
             _check_sla(transaction, db, draft.sla)
-            transaction.set(
-                db.collection(SLAS).document(draft.sla.sla_id),
-                {
-                    "status": "suspended" if draft.sla.action == "suspend" else "active",
-                    "notices": firestore.ArrayUnion([notice_id]),
-                    "updated_at": now,
-                },
-                merge=True,
-            )
-        transaction.create(ref, notice)
-        transaction.create(version_ref(ref, 1), _version_record(1, draft, published_at, author, now))
-        transaction.create(
-            db.collection(FANOUTS).document(fanout_id(notice_id, 1)), _fanout_record(notice_id, 1, published_at)
-        )
+            status = "suspended" if draft.sla.action == "suspend" else "active"
+            store.set_sla(transaction, db, draft.sla.sla_id, status, notice_id, now)
+        store.create_notice(transaction, db, notice_id, notice)
+        store.create_version(transaction, db, notice_id, 1, _version_record(1, draft, published_at, author, now))
+        store.create_fanout(transaction, db, fanout_id(notice_id, 1), _fanout_record(notice_id, 1, published_at))
 
-    publish(db.transaction())
+    store.in_transaction(db, publish)
     return {"id": notice_id, **notice}
 
 
-def correct_notice(db: Any, notice_id: str, draft: CorrectionDraft, author: str, now: datetime) -> dict[str, Any]:
-    """Publishes the next version; the earlier ones stay visible as they were."""
-    from google.cloud import firestore
+def correct_notice(db: Client, notice_id: str, draft: CorrectionDraft, author: str, now: datetime) -> dict[str, Any]:
+    """Publishes the next version; the earlier ones stay visible as they were. Refused
+    (web.Problem) when there is no such notice or the correction does not meet the rule."""
 
-    ref = db.collection(NOTICES).document(notice_id)
-
-    @firestore.transactional
-    def correct(transaction: Any) -> dict[str, Any]:
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists:
-            raise NoticeConflict(404, "notice-not-found", "No such notice.")
-        notice = snapshot.to_dict()
+    def correct(transaction: Transaction) -> dict[str, Any]:
+        notice = store.notice_in(transaction, db, notice_id)
+        if notice is None:
+            raise _not_found("notice-not-found", "No such notice.")
         # A correction to a notice not yet out goes out with it, not before.
         published_at = max(now, notice["first_published_at"])
         rules.check_correction(rules.Timing(published_at, draft.effective_date), *_exemption(draft.exemption))
         number = int(notice["current_version"]) + 1
         update = {"current_version": number, "effective_date": draft.effective_date.isoformat(), "updated_at": now}
-        transaction.update(ref, update)
+        store.update_notice(transaction, db, notice_id, update)
         version = _version_record(number, draft, published_at, author, now)
-        transaction.create(version_ref(ref, number), version)
-        transaction.create(
-            db.collection(FANOUTS).document(fanout_id(notice_id, number)),
-            _fanout_record(notice_id, number, published_at),
+        store.create_version(transaction, db, notice_id, number, version)
+        store.create_fanout(
+            transaction, db, fanout_id(notice_id, number), _fanout_record(notice_id, number, published_at)
         )
         return {"id": notice_id, **notice, **update}
 
-    return correct(db.transaction())
+    return store.in_transaction(db, correct)
 
 
-def visible_versions(db: Any, notice_id: str, now: datetime) -> list[dict[str, Any]]:
+def visible_versions(db: Client, notice_id: str, now: datetime) -> list[dict[str, Any]]:
     """The notice's versions the public may see, oldest first."""
-    versions = db.collection(NOTICES).document(notice_id).collection(VERSIONS).get()
-    visible = [v.to_dict() for v in versions if v.to_dict()["published_at"] <= now]
+    visible = [v for v in store.versions(db, notice_id) if v["published_at"] <= now]
     return sorted(visible, key=lambda v: v["version"])
 
 
 def published_notices(
-    db: Any, now: datetime, *, kind: str | None, limit: int, before: tuple[datetime, str] | None
+    db: Client, now: datetime, *, kind: str | None, limit: int, before: tuple[datetime, str] | None
 ) -> list[tuple[str, dict[str, Any]]]:
     """Published notices, newest first, starting after the `before` cursor (published time, id)."""
-    from google.cloud import firestore
-
-    query = db.collection(NOTICES).where(filter=firestore.FieldFilter("first_published_at", "<=", now))
-    if kind:
-        query = query.where(filter=firestore.FieldFilter("kind", "==", kind))
-    query = query.order_by("first_published_at", direction=firestore.Query.DESCENDING).order_by(
-        "__name__", direction=firestore.Query.DESCENDING
-    )
-    if before:
-        query = query.start_after(
-            {"first_published_at": before[0], "__name__": db.collection(NOTICES).document(before[1])}
-        )
-    return [(snap.id, snap.to_dict()) for snap in query.limit(limit).get()]
+    return store.published(db, now, kind=kind, limit=limit, before=before)
 
 
-def sla_history(db: Any, sla_id: str, now: datetime) -> list[tuple[str, dict[str, Any]]]:
-    state = db.collection(SLAS).document(sla_id).get().to_dict() or {}
+def sla_history(db: Client, sla_id: str, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    state = store.sla(db, sla_id) or {}
     notices = []
     for notice_id in state.get("notices", []):
-        notice = db.collection(NOTICES).document(notice_id).get().to_dict()
+        notice = store.notice(db, notice_id)
         if notice and notice["first_published_at"] <= now:
             notices.append((notice_id, notice))
     return sorted(notices, key=lambda item: item[1]["first_published_at"])
 
 
-def load(db: Any, notice_id: str) -> dict[str, Any] | None:
+def load(db: Client, notice_id: str) -> dict[str, Any] | None:
     """The notice document (published or not: callers check `first_published_at`)."""
-    return db.collection(NOTICES).document(notice_id).get().to_dict()
+    return store.notice(db, notice_id)
+
+
+def notice_and_version(db: Client, notice_id: str, number: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The notice and one of its versions, None when either is missing."""
+    notice = store.notice(db, notice_id)
+    version = store.version(db, notice_id, number)
+    return None if notice is None or version is None else (notice, version)

@@ -9,23 +9,28 @@ through a short-lived signed URL.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import secrets
 import zipfile
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, audit, events, fields
-from orderpally.lifecycle.export import mark_ready, streamed_archive
+from orderpally import accounts, audit, events, fields, outbox, web
+from orderpally.lifecycle import archive_limits, export
 from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.records import store
+from orderpally.records.store import RECORDS as RECORDS  # where requests are kept (redrive reads it)
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, Transaction
 
 BUILD_FUNCTION = "build_records"  # the topic function, whose fault document the suite arms
 
-RECORDS = "records_requests"
 TOPIC = "records-request"
 MESSAGE_TYPE = "records_request.requested"
 MAX_RANGE = timedelta(days=3 * 366)
@@ -63,8 +68,67 @@ def new_request_id() -> str:
     return secrets.token_urlsafe(18)
 
 
+# --- what records take of the lifecycle's archives: the limits and the archive's plumbing ---
+# Kept here, in one place, so that the lifecycle's own changes touch records only here.
+
+
+def _reserve(transaction: Transaction, db: Client, account_id: str, request_id: str, now: datetime) -> None:
+    """Takes one of the account's records requests (raises the 409 or 429 web.Problem)."""
+    archive_limits.reserve(transaction, db, account_id, archive_limits.RECORDS, RECORDS, request_id, now)
+
+
+def _signed_link(bucket: Any, signing: tuple[Any, str], object_name: str, filename: str, now: datetime) -> dict:
+    credentials, endpoint = signing
+    return export.download_link(bucket, object_name, filename, credentials, endpoint, now)
+
+
+def _streamed_archive(bucket: Any, object_name: str) -> contextlib.AbstractContextManager[tuple[zipfile.ZipFile, Any]]:
+    """The zip written straight into `object_name`, and the digest of what it wrote."""
+    return export.streamed_archive(bucket, object_name)
+
+
+def _mark_ready(db: Client, request_id: str, object_name: str, out: Any, rows: int, now: datetime) -> None:
+    export.mark_ready(store.ref(db, request_id), object_name, out, {"rows": rows}, now)
+
+
+# --- use cases ---------------------------------------------------------------------------
+
+
+def request(
+    db: Client,
+    account_id: str,
+    wanted: RecordsRange,
+    *,
+    client_address: str | None,
+    now: datetime,
+    valid_days: int,
+) -> dict[str, Any]:
+    """Queues a records request within the account's archive limits, with its audit entry, and
+    starts its build. Refused (web.Problem 409 or 429) when the limits are reached."""
+    request_id = new_request_id()
+    event = audit.AuditEvent(
+        "records.requested",
+        audit.Actor("customer", account_id),
+        client_address,
+        None,
+        {"request_id": request_id, "from": wanted.date_from.isoformat(), "to": wanted.date_to.isoformat()},
+    )
+
+    # The limit is taken in the transaction that records the request: two at once cannot both pass.
+    def write(transaction: Transaction) -> tuple[dict[str, Any], outbox.Staged]:
+        _reserve(transaction, db, account_id, request_id, now)
+        record = create(db, account_id, wanted, now, valid_days, writer=transaction, request_id=request_id)
+        return record, outbox.stage(transaction, db, account_id, event, None, now)
+
+    record, staged = store.in_transaction(db, write)
+    outbox.announce(db, staged)
+    with events.left_for_later("records build"):  # archive-redrive publishes a request left queued
+        events.publish(TOPIC, MESSAGE_TYPE, {"request_id": record["request_id"], "account_id": account_id})
+    return record
+
+
 def create(
-    db: Any,
+    db: Client,
     account_id: str,
     wanted: RecordsRange,
     now: datetime,
@@ -83,21 +147,43 @@ def create(
         "requested_at": now,
         "expires_at": now + timedelta(days=valid_days),
     }
-    writer.create(db.collection(RECORDS).document(request_id), record)
+    store.create(writer, db, request_id, record)
     return record
 
 
-def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """Every record of the account in [start, end), oldest first."""
-    from google.cloud.firestore import FieldFilter
+def owned(db: Client, account_id: str, request_id: str) -> dict[str, Any]:
+    """The account's own request; another customer's is indistinguishable from none (404)."""
+    record = store.load(db, request_id) if fields.ARCHIVE_ID.fullmatch(request_id) else None
+    if not record or record.get("account_id") != account_id:
+        raise web.Problem(404, "records-request-not-found", "Not found", "No such records request.")
+    return record
 
-    rows: list[dict[str, Any]] = []
-    audit.settle(audit.account_chain(account_id))
-    trail = (
-        audit.trail(account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
+
+def download(
+    bucket: Any, signing: tuple[Any, str], record: dict[str, Any], *, client_address: str | None, now: datetime
+) -> dict[str, Any]:
+    """A short-lived link to the ready records, recorded in the owner's trail before it leaves.
+    `signing`: the credentials and endpoint that sign it."""
+    if record["status"] != "ready":
+        raise web.Problem(409, "records-not-ready", "Not ready", "The records are still being collected.")
+    if record["expires_at"] <= now:
+        raise web.Problem(410, "records-expired", "Expired", "This file has expired; request the records again.")
+    account_id, request_id = record["account_id"], record["request_id"]
+    link = _signed_link(bucket, signing, record["object"], f"orderpally-records-{request_id}.zip", now)
+    # Recorded before the link leaves: every URL handed out is in the trail.
+    audit.record(
+        account_id,
+        audit.AuditEvent(
+            "records.downloaded", audit.Actor("customer", account_id), client_address, None, {"request_id": request_id}
+        ),
     )
-    for snap in trail.stream():
-        entry = snap.to_dict()
+    return link
+
+
+def collect(db: Client, account_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Every record of the account in [start, end), oldest first."""
+    rows: list[dict[str, Any]] = []
+    for entry in store.audit_entries(account_id, start, end):
         rows.append(
             {
                 "kind": "audit",
@@ -109,27 +195,20 @@ def collect(db: Any, account_id: str, start: datetime, end: datetime) -> list[di
                 "details": {**entry.get("details", {}), "seq": entry["seq"], "hash": entry["hash"]},
             }
         )
-    from orderpally.incidents.service import INCIDENTS
-    from orderpally.messaging.delivery import DELIVERIES
-
-    incidents = db.collection(INCIDENTS).where(filter=FieldFilter("reporter_account_id", "==", account_id))
-    for snap in incidents.stream():
-        incident = snap.to_dict()
+    for reference, incident in store.incidents_reported_by(db, account_id):
         if start <= incident["created_at"] < end:
             rows.append(
                 {
                     "kind": "incident",
                     "at": incident["created_at"],
-                    "what": f"incident {snap.id}",
+                    "what": f"incident {reference}",
                     "actor": f"customer:{account_id}",
                     "client_address": None,
                     "reason": None,
                     "details": {"category": incident["category"], "state": incident["state"]},
                 }
             )
-    mails = db.collection(DELIVERIES).where(filter=FieldFilter("account_id", "==", account_id))
-    for snap in mails.stream():
-        delivery = snap.to_dict()
+    for delivery in store.deliveries_to(db, account_id):
         sent_at = delivery.get("sent_at")
         if sent_at and start <= sent_at < end:
             rows.append(
@@ -169,10 +248,9 @@ def write_archive(zipped: zipfile.ZipFile, rows: list[dict[str, Any]], account_i
     zipped.writestr("manifest.json", json.dumps({"account_id": account_id, **wanted, "rows": len(rows)}, indent=2))
 
 
-def run(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
+def run(db: Client, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     """Builds the file once; a redelivery after it is ready does nothing."""
-    ref = db.collection(RECORDS).document(message.request_id)
-    record = ref.get().to_dict()
+    record = store.load(db, message.request_id)
     if not record or record.get("account_id") != message.account_id:
         return "unknown"
     if record["status"] == "ready":
@@ -180,13 +258,13 @@ def run(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     wanted = RecordsRange.model_validate({"from": record["from"], "to": record["to"]})
     rows = collect(db, message.account_id, *wanted.bounds())
     object_name = f"{message.account_id}/records/{message.request_id}.zip"
-    with streamed_archive(bucket, object_name) as (zipped, out):
+    with _streamed_archive(bucket, object_name) as (zipped, out):
         write_archive(zipped, rows, message.account_id, {"from": record["from"], "to": record["to"]})
-    mark_ready(ref, object_name, out, {"rows": len(rows)}, now)
+    _mark_ready(db, message.request_id, object_name, out, len(rows), now)
     return "ready"
 
 
-def build(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
+def build(db: Client, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     """The build topic's use case: the archive, then the mail saying it is ready. The mail goes
     on a redelivery of built records too: it may be what a crash cut off, and its idempotency
     key sends it once."""
@@ -211,11 +289,8 @@ def build(db: Any, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     return outcome
 
 
-def pending(db: Any, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
-    from google.cloud.firestore import FieldFilter
-
-    snaps = db.collection(RECORDS).where(filter=FieldFilter("status", "==", "queued")).limit(limit).stream()
-    found = [snap.to_dict() for snap in snaps]
+def pending(db: Client, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    """The requests still queued, the oldest first."""
     return sorted(
         (
             {
@@ -224,11 +299,24 @@ def pending(db: Any, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
                 "requested_at": r["requested_at"].isoformat(),
                 "age_seconds": int((now - r["requested_at"]).total_seconds()),
             }
-            for r in found
+            for r in store.queued(db, limit)
         ),
         key=lambda r: -r["age_seconds"],
     )
 
 
-def load(db: Any, request_id: str) -> dict[str, Any] | None:
-    return db.collection(RECORDS).document(request_id).get().to_dict()
+def pending_for_staff(
+    db: Client, staff: audit.Actor, client_address: str | None, reason: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The queue, for staff; each listed customer sees in their trail that staff looked, and why."""
+    found = pending(db, now)
+    for account_id in sorted({row["account_id"] for row in found}):
+        audit.record(
+            account_id,
+            audit.AuditEvent("staff.read", staff, client_address, reason, {"what": "records_requests"}),
+        )
+    return found
+
+
+def load(db: Client, request_id: str) -> dict[str, Any] | None:
+    return store.load(db, request_id)
