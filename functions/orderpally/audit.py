@@ -25,6 +25,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -376,3 +377,13 @@ def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
                 alert=ALERT_CHAIN_BROKEN,
             )
     return {"checked": checked, "broken": broken}
+
+
+def entries_between(account_id: str, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+    """The account's audit trail in [start, end), once every pending entry is linked."""
+    from google.cloud.firestore import FieldFilter
+
+    settle(account_chain(account_id))
+    in_range = trail(account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
+    for snap in in_range.stream():
+        yield snap.to_dict() or {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import email.policy
 import logging
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -208,3 +208,11 @@ def deliver(
     _settle(ref, Status.SENT, now(), smtp_response=str(reply), language=rendered.language, sent_at=now())
     structured_logging.log(_log, logging.INFO, "email sent", language=rendered.language, **log_fields)
     return Status.SENT
+
+
+def deliveries_to(db: Any, account_id: str) -> Iterator[dict[str, Any]]:
+    """Every mail delivery recorded for the account (its records request lists them)."""
+    from google.cloud.firestore import FieldFilter
+
+    for snap in db.collection(DELIVERIES).where(filter=FieldFilter("account_id", "==", account_id)).stream():
+        yield snap.to_dict() or {}

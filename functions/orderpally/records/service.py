@@ -182,8 +182,10 @@ def download(
 
 def collect(db: Client, account_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Every record of the account in [start, end), oldest first."""
+    from orderpally.messaging import delivery as mail_delivery  # the build's, not a request's, cost
+
     rows: list[dict[str, Any]] = []
-    for entry in store.audit_entries(account_id, start, end):
+    for entry in audit.entries_between(account_id, start, end):
         rows.append(
             {
                 "kind": "audit",
@@ -208,7 +210,7 @@ def collect(db: Client, account_id: str, start: datetime, end: datetime) -> list
                     "details": {"category": incident["category"], "state": incident["state"]},
                 }
             )
-    for delivery in store.deliveries_to(db, account_id):
+    for delivery in mail_delivery.deliveries_to(db, account_id):
         sent_at = delivery.get("sent_at")
         if sent_at and start <= sent_at < end:
             rows.append(

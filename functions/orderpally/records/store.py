@@ -10,10 +10,7 @@ no Firestore of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from orderpally import audit
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, Transaction
@@ -51,22 +48,7 @@ def queued(db: Client, limit: int) -> list[dict[str, Any]]:
     return [snap.to_dict() or {} for snap in snaps]
 
 
-def audit_entries(account_id: str, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
-    """The account's audit trail in [start, end), once every pending entry is linked."""
-    from google.cloud.firestore import FieldFilter
-
-    audit.settle(audit.account_chain(account_id))
-    trail = (
-        audit.trail(account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
-    )
-    for snap in trail.stream():
-        yield snap.to_dict() or {}
-
-
-# Stand-ins until incidents and messaging expose these reads themselves (#16): each queries
-# another capability's collection by its name, which only that capability should do.
-
-
+# Stand-in until incidents exposes this read itself (#16).
 def incidents_reported_by(db: Client, account_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(reference, incident) of every incident the account reported."""
     from google.cloud.firestore import FieldFilter
@@ -76,13 +58,3 @@ def incidents_reported_by(db: Client, account_id: str) -> Iterator[tuple[str, di
     query = db.collection(INCIDENTS).where(filter=FieldFilter("reporter_account_id", "==", account_id))
     for snap in query.stream():
         yield snap.id, snap.to_dict() or {}
-
-
-def deliveries_to(db: Client, account_id: str) -> Iterator[dict[str, Any]]:
-    """Every mail delivery recorded for the account."""
-    from google.cloud.firestore import FieldFilter
-
-    from orderpally.messaging.delivery import DELIVERIES
-
-    for snap in db.collection(DELIVERIES).where(filter=FieldFilter("account_id", "==", account_id)).stream():
-        yield snap.to_dict() or {}
