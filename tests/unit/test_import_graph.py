@@ -4,12 +4,16 @@
 - the shared core never imports a capability;
 - no capability imports another capability's HTTP module;
 - no topic or schedule function imports an HTTP module;
-- no HTTP module touches Firestore collections itself.
+- no HTTP module touches Firestore collections itself;
+- in a capability, only its `store.py` touches Firestore (the data-map walkers excepted);
+- services, stores and rules get their clients passed in: they call no `clients` factory;
+- only `accounts.py` names the `accounts` collection.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,9 @@ import yaml
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 CATALOGUE = FUNCTIONS.parent / "infra" / "functions.yaml"
-CORE = {"web", "config", "clients", "events", "audit", "structured_logging", "accounts"}
+CORE = {"web", "config", "clients", "events", "audit", "structured_logging", "accounts", "leases", "outbox", "fields"}
+# Shared by every capability, like the core: mail requests, the mail outbox and deliveries.
+SHARED_PACKAGES = {"messaging"}
 
 
 def module_name(path: Path) -> str:
@@ -92,7 +98,7 @@ def test_no_import_circles():
 
 def test_the_shared_core_imports_no_capability():
     upward = {(m, t) for m in GRAPH if m.split(".")[-1] in CORE and capability(m) is None for t in GRAPH[m]}
-    assert {(m, t) for m, t in upward if capability(t)} == set()
+    assert {(m, t) for m, t in upward if capability(t) not in (None, *SHARED_PACKAGES)} == set()
 
 
 def test_no_capability_imports_another_capabilitys_http_module():
@@ -126,6 +132,73 @@ def test_topic_and_schedule_functions_import_no_http_module():
 def test_http_modules_reach_firestore_only_through_stores():
     touching = {name for name, path in MODULES.items() if is_http(name) and "collection(" in path.read_text()}
     assert touching == set()
+
+
+# A service may open a batch: the unit of work the stores, audit.stage and stage_email write into.
+FIRESTORE = re.compile(r"\.collection\(|\.collection_group\(|\.transactional\b|\.transaction\(\)")
+
+# They walk every collection the data map names, whichever capability owns it, so they cannot
+# be one capability's store: deletion and pseudonymisation, and the customer's content export.
+DATA_MAP_WALKERS = {"orderpally.lifecycle.deletion", "orderpally.lifecycle.export"}
+
+
+def test_in_a_capability_only_its_store_touches_firestore():
+    touching = {
+        name
+        for name, path in MODULES.items()
+        if capability(name) not in (None, *SHARED_PACKAGES)
+        and name.split(".")[-1] != "store"
+        and FIRESTORE.search(path.read_text())
+    }
+    assert touching - DATA_MAP_WALKERS == set()
+
+
+# What orderpally.clients builds once per process: the composition edge (HTTP modules, main.py,
+# the request guard) calls these and passes the clients in.
+CLIENT_FACTORIES = {
+    "firestore_client",
+    "publisher",
+    "storage_client",
+    "firebase_app",
+    "smtp_connection",
+    "url_signing_credentials",
+    "storage_download_endpoint",
+}
+
+
+def factory_calls(tree: ast.AST) -> set[str]:
+    return {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "clients"
+        and node.func.attr in CLIENT_FACTORIES
+    }
+
+
+def test_services_stores_and_rules_are_given_their_clients():
+    layered = {name for name in MODULES if capability(name) and name.split(".")[-1] in ("service", "store", "rules")}
+    assert len(layered) >= 15  # every capability's layers were found
+    calling = {(name, call) for name in layered for call in factory_calls(ast.parse(MODULES[name].read_text()))}
+    assert calling == set()
+
+
+def test_the_factory_finder_finds_a_call():
+    assert factory_calls(ast.parse("from orderpally import clients\nclients.firestore_client().collection('x')")) == {
+        "firestore_client"
+    }
+
+
+def test_only_accounts_names_the_accounts_collection():
+    naming = {
+        name
+        for name, path in MODULES.items()
+        if name != "orderpally.accounts"
+        and re.search(r"\bACCOUNTS\b|collection\([\"']accounts[\"']\)", path.read_text())
+    }
+    assert naming == set()
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import smtplib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from orderpally import clients
 from orderpally.config import Settings
 from orderpally.heartbeat import service as heartbeat
 
@@ -62,12 +62,12 @@ def local_checks(cfg: Settings, timeout: float = 2.0) -> list[Check]:
     return checks
 
 
-def report(cfg: Settings, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[int, dict]:
-    """(HTTP status, body) of the health endpoint."""
+def report(cfg: Settings, db: Any, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[int, dict]:
+    """(HTTP status, body) of the health endpoint; `db` is the Firestore client whose read it reports."""
     checks = local_checks(cfg) if cfg.uses_emulators else []
     beat: dict | None = None
     try:
-        beat = heartbeat.latest(clients.firestore_client(), now())
+        beat = heartbeat.latest(db, now())
         checks.append(Check("firestore-read", True))
     except Exception as exc:  # noqa: BLE001 - any failure here is what health reports
         checks.append(Check("firestore-read", False, type(exc).__name__))
