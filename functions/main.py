@@ -52,10 +52,11 @@ def _router(function: str, *tables: Any) -> web.Router:
 
 @functools.cache
 def health_routes() -> web.Router:
+    from orderpally import clients
     from orderpally.health import service as health_service
 
     def report(request: flask.Request) -> flask.Response:
-        status, body = health_service.report(settings())
+        status, body = health_service.report(settings(), clients.firestore_client())
         return web.json_response(body, status)
 
     return _router("health", [web.Route("/health", ("GET",), report)])
