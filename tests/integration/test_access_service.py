@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orderpally import audit, clients, web
-from orderpally.access import identity_toolkit, limiter, service
+from orderpally.access import api_keys, identity_toolkit, limiter, service
 from orderpally.access.principal import Principal
 from orderpally.config import settings
 from support.identities import PASSWORD, create_customer
@@ -79,7 +79,7 @@ def test_an_api_key_is_created_listed_and_once_revoked_refused():
     assert [k["id"] for k in service.keys_of(p, owner)] == [record["id"]]
     assert "api_key.created" in [e["action"] for e in audit.entries(customer.uid)]
 
-    as_key = service.key_principal(p.db, key, p.pepper, "198.18.0.2", datetime.now(UTC))
+    as_key = api_keys.principal(p.db, key, p.pepper, "198.18.0.2", datetime.now(UTC))
     assert (as_key.kind, as_key.account_id, as_key.credential_id) == ("api_key", customer.uid, record["id"])
     assert as_key.scopes == frozenset({"audit:read"})
 
@@ -88,7 +88,7 @@ def test_an_api_key_is_created_listed_and_once_revoked_refused():
     assert [k["id"] for k in listed] == [record["id"]]
     assert listed[0]["revoked_at"] is not None
     with pytest.raises(web.Problem) as refused:
-        service.key_principal(p.db, key, p.pepper, "198.18.0.2", datetime.now(UTC))
+        api_keys.principal(p.db, key, p.pepper, "198.18.0.2", datetime.now(UTC))
     assert (refused.value.status, refused.value.slug) == (401, "unauthenticated")
 
 
@@ -100,4 +100,4 @@ def test_another_accounts_key_cannot_be_revoked():
     with pytest.raises(web.Problem) as refused:
         service.revoke_key(p, Principal(kind="customer", account_id=stranger.uid), record["id"], None)
     assert refused.value.status == 404
-    assert service.key_principal(p.db, key, p.pepper, None, datetime.now(UTC)).account_id == customer.uid
+    assert api_keys.principal(p.db, key, p.pepper, None, datetime.now(UTC)).account_id == customer.uid

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # every API-key request verifies a key; only a revocation nee
     from google.cloud.firestore import Client
 
     from orderpally import audit
+    from orderpally.access.principal import Principal
 
 PREFIX = "opk_"
 KEY_ID = re.compile(r"^[0-9A-Za-z]{12}$")
@@ -37,6 +38,8 @@ Scope = Literal["export:create", "audit:read"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 MAX_ACTIVE_KEYS = 20
 # Writing "last used" on every call would make each request a write; once a minute is enough to see use.
+# Account statuses whose keys still work (a terminating account may still fetch its data).
+KEY_STATUSES = ("active", "terminating")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 USE_AUDIT_RESOLUTION = timedelta(hours=1)
 _ALPHABET = string.digits + string.ascii_letters
@@ -150,6 +153,32 @@ def note_use(db: Client, record: KeyRecord, address: str | None, now: datetime) 
     if record.needs_use_audit:
         update["last_use_audited_at"] = now
     store.note_key_use(db, record.key_id, update)
+
+
+def principal(db: Client, key: str, pepper: bytes, address: str | None, now: datetime) -> Principal:
+    """The caller behind an API key: any failure is the same 401. Use is noted (and audited)
+    at most once a minute (an hour), so a busy key does not make every request a write."""
+    from orderpally import accounts, audit
+    from orderpally.access.principal import Principal
+
+    record = verify(db, key, pepper, now)
+    account = accounts.load(db, record.account_id) or {}
+    if account.get("status") not in KEY_STATUSES:
+        raise unauthenticated("The API key's account cannot use keys now.")
+    if record.needs_last_used:
+        note_use(db, record, address, now)
+        if record.needs_use_audit:
+            actor = audit.Actor("api_key", record.key_id)
+            audit.record(
+                record.account_id, audit.AuditEvent("api_key.used", actor, address, None, {"key_id": record.key_id})
+            )
+    return Principal(
+        kind="api_key",
+        account_id=record.account_id,
+        email_verified=True,
+        scopes=record.scopes,
+        credential_id=record.key_id,
+    )
 
 
 def owned(db: Client, account_id: str) -> list[dict[str, Any]]:

@@ -65,10 +65,10 @@ def principal_from_session_cookie(cookie: str) -> Principal:
 def bearer_principal(token: str, request: flask.Request) -> Principal:
     """The API-key verifier behind `Authorization: Bearer`: any failure is the same 401."""
     # Imported here: most calls carry a session, and a function's cold start pays for each import.
-    from orderpally.access import service
+    from orderpally.access import api_keys
 
     pepper = settings().secret("API_KEY_PEPPER")
-    return service.key_principal(clients.firestore_client(), token, pepper, client_address(request), datetime.now(UTC))
+    return api_keys.principal(clients.firestore_client(), token, pepper, client_address(request), datetime.now(UTC))
 
 
 def authenticate(request: flask.Request) -> Principal | None:

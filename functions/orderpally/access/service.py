@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from orderpally import accounts, audit, events, fields, outbox, web
 from orderpally.access import api_keys, facebook, identity_toolkit, limiter, passwords, sessions, store
 from orderpally.access.principal import Principal, roles_from_claims
-from orderpally.access.refusals import unauthenticated
 from orderpally.accounts import AccountKind, Language, trail_is_open
 from orderpally.config import settings
 from orderpally.messaging.requests import (
@@ -60,7 +59,6 @@ RESET_PER_ACCOUNT = limiter.Limit("reset-account", 3, timedelta(hours=1))
 # Read where an unregistered address has no account: the same Firestore read a registered one makes.
 NO_ACCOUNT = "~unregistered"
 # Accounts whose API keys still work; suspension and termination stop them.
-KEY_STATUSES = ("active", "terminating")
 FACEBOOK_LINK_LIFETIME = timedelta(minutes=30)
 
 
@@ -643,29 +641,6 @@ def _take_over_from_whoever_was_there(ports: Ports, uid: str) -> None:
 
 
 # --- API keys ---------------------------------------------------------------------------
-
-
-def key_principal(db: Client, key: str, pepper: bytes, address: str | None, now: datetime) -> Principal:
-    """The caller behind an API key: any failure is the same 401. Use is noted (and audited)
-    at most once a minute (an hour), so a busy key does not make every request a write."""
-    record = api_keys.verify(db, key, pepper, now)
-    account = accounts.load(db, record.account_id) or {}
-    if account.get("status") not in KEY_STATUSES:
-        raise unauthenticated("The API key's account cannot use keys now.")
-    if record.needs_last_used:
-        api_keys.note_use(db, record, address, now)
-        if record.needs_use_audit:
-            actor = audit.Actor("api_key", record.key_id)
-            audit.record(
-                record.account_id, audit.AuditEvent("api_key.used", actor, address, None, {"key_id": record.key_id})
-            )
-    return Principal(
-        kind="api_key",
-        account_id=record.account_id,
-        email_verified=True,
-        scopes=record.scopes,
-        credential_id=record.key_id,
-    )
 
 
 def issue_key(
