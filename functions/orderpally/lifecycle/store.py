@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orderpally import leases
+from orderpally.unit_of_work import in_batch as in_batch  # the services run their work through the store
+from orderpally.unit_of_work import in_transaction as in_transaction
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, Transaction, WriteBatch
@@ -39,21 +41,6 @@ QUOTAS = "archive_quotas"
 EXPORTS = "content_exports"
 
 T = TypeVar("T")
-
-
-def in_transaction(db: Client, work: Callable[[Transaction], T]) -> T:
-    """Runs `work` in a Firestore transaction, again from the start when it contends."""
-    from google.cloud import firestore
-
-    return firestore.transactional(work)(db.transaction())
-
-
-def in_batch(db: Client, work: Callable[[WriteBatch], T]) -> T:
-    """Commits what `work` writes through one batch, all or nothing; returns what it returns."""
-    batch = db.batch()
-    result = work(batch)
-    batch.commit()
-    return result
 
 
 def _data(snap: Any) -> dict[str, Any] | None:

@@ -11,11 +11,11 @@ The accounts a mailing walks are `orderpally.accounts`'.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from orderpally import leases
+from orderpally.unit_of_work import in_transaction as in_transaction  # the services run their work through the store
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, Transaction
@@ -25,15 +25,6 @@ VERSIONS = "versions"
 SLAS = "slas"
 FANOUTS = "notice_fanouts"
 OPEN_FANOUT_STATUSES = ["pending", "running", "queued"]
-
-T = TypeVar("T")
-
-
-def in_transaction(db: Client, work: Callable[[Transaction], T]) -> T:
-    """Runs `work` in a Firestore transaction, again from the start when it contends."""
-    from google.cloud import firestore
-
-    return firestore.transactional(work)(db.transaction())
 
 
 def _notice_ref(db: Client, notice_id: str) -> DocumentReference:

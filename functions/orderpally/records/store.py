@@ -9,22 +9,15 @@ no Firestore of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from orderpally.unit_of_work import in_transaction as in_transaction  # the service runs its work through the store
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentReference, Transaction
+    from google.cloud.firestore import Client, DocumentReference
 
 RECORDS = "records_requests"
-
-T = TypeVar("T")
-
-
-def in_transaction(db: Client, work: Callable[[Transaction], T]) -> T:
-    """Runs `work` in a Firestore transaction, again from the start when it contends."""
-    from google.cloud import firestore
-
-    return firestore.transactional(work)(db.transaction())
 
 
 def ref(db: Client, request_id: str) -> DocumentReference:
