@@ -3,30 +3,24 @@ Firestore and Auth emulators (and Identity Platform's REST API on the Auth emula
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from orderpally import audit, clients, web
-from orderpally.access import api_keys, identity_toolkit, limiter, service
+from orderpally.access import api_keys, limiter, service
+from orderpally.access import http as access_http
 from orderpally.access.principal import Principal
-from orderpally.config import settings
 from support.identities import PASSWORD, create_customer
 
 pytestmark = pytest.mark.usefixtures("emulators")
 
 
 def ports() -> service.Ports:
-    app = clients.firebase_app()
-    return service.Ports(
-        db=clients.firestore_client(),
-        auth_app=app,
-        identity=identity_toolkit.IdentityToolkit(app),
-        pepper=settings().secret("API_KEY_PEPPER"),
-        # Sign-in and keys mail nothing; the integration tier has no topic to publish to.
-        publish_mail=lambda notice: None,
-    )
+    # The HTTP edge's own ports; sign-in and keys mail nothing, and this tier has no topic to publish to.
+    return dataclasses.replace(access_http.ports(), publish_mail=lambda notice: None)
 
 
 def address() -> str:

@@ -21,7 +21,19 @@ import yaml
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 CATALOGUE = FUNCTIONS.parent / "infra" / "functions.yaml"
-CORE = {"web", "config", "clients", "events", "audit", "structured_logging", "accounts", "leases", "outbox", "fields", "unit_of_work"}
+CORE = {
+    "web",
+    "config",
+    "clients",
+    "events",
+    "audit",
+    "structured_logging",
+    "accounts",
+    "leases",
+    "outbox",
+    "fields",
+    "unit_of_work",
+}
 # Shared by every capability, like the core: mail requests, the mail outbox and deliveries.
 SHARED_PACKAGES = {"messaging"}
 
