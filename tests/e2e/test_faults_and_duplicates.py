@@ -314,7 +314,7 @@ def history_actions(reference: str) -> list[str]:
     from orderpally import audit
     from orderpally.incidents import service
 
-    return [entry["action"] for entry in audit.chain_page(service.chain(reference), 100)]
+    return [entry["action"] for entry in audit.chain_page(service.chain(clients.firestore_client(), reference), 100)]
 
 
 @pytest.mark.parametrize(

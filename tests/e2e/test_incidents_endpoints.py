@@ -202,7 +202,7 @@ def test_sweeps_after_a_page_neither_page_nor_record_it_again(running_stack):
     fire = running_stack.url("incident-deadlines")
     for _ in range(2):
         assert requests.post(fire, timeout=30).status_code == 200
-    actions = [entry["action"] for entry in audit.chain_page(service.chain(reference), 100)]
+    actions = [entry["action"] for entry in audit.chain_page(service.chain(clients.firestore_client(), reference), 100)]
     assert actions.count("incident.paged") == 1
     assert clients.firestore_client().document(f"incidents/{reference}").get().get("paged_at") is not None
 
@@ -321,17 +321,21 @@ def test_concurrent_uploads_keep_the_limit_and_every_file(running_stack):
     assert len({entry["object"] for entry in stored}) == len(numbers)
     objects = list(clients.storage_client().list_blobs(settings().attachments_bucket, prefix=f"{customer.uid}/"))
     assert sorted(o.name for o in objects) == sorted(entry["object"] for entry in stored)  # no orphans
-    history = [e for e in audit.chain_page(service.chain(reference), 100) if e["action"] == "incident.attachment"]
+    history = [
+        e
+        for e in audit.chain_page(service.chain(clients.firestore_client(), reference), 100)
+        if e["action"] == "incident.attachment"
+    ]
     assert len(history) == len(numbers)
 
 
 def test_a_staff_read_of_a_retained_report_starts_no_trail_for_its_pseudonym(running_stack):
-    from orderpally.incidents import service
+    from orderpally.incidents import store
 
     reference = submit(running_stack, report()).json()["reference"]
     pseudonym = "pseudonym:0123456789abcdef01234567"
     db = clients.firestore_client()
-    db.document(f"{service.INCIDENTS}/{reference}").update({"reporter_account_id": pseudonym})
+    db.document(f"{store.INCIDENTS}/{reference}").update({"reporter_account_id": pseudonym})
     security = create_identity(roles=["security"])
     opened = requests.get(
         running_stack.url("staff") + f"/staff/incidents/{reference}", params=WHY, headers=browser_headers(security)

@@ -224,7 +224,7 @@ def test_every_collection_the_code_gives_an_expire_at_expires(terraform):
         "rate_limits": "access/store.py",
         "revoked_sessions": "access/store.py",
         "facebook_links": "access/store.py",
-        "incident_requests": "incidents/service.py",
+        "incident_requests": "incidents/store.py",
         "audit_link_locks": "audit.py",
     }
     assert writers == sorted(set(expected.values()))

@@ -108,8 +108,8 @@ def test_the_scheduled_check_links_stragglers_and_verifies_incident_chains_too()
     from orderpally.incidents import service
 
     leave_pending("straggler", "sign_in.succeeded")
-    service.history("OPI-AAAA-BBBB-CCCC", "incident.received", ACTOR)
-    service.history("OPI-AAAA-BBBB-CCCC", "incident.note", ACTOR)
+    service.history(clients.firestore_client(), "OPI-AAAA-BBBB-CCCC", "incident.received", ACTOR)
+    service.history(clients.firestore_client(), "OPI-AAAA-BBBB-CCCC", "incident.note", ACTOR)
     result = audit.verify_recent(datetime.now(UTC))
     assert result == {"checked": 2, "broken": []}
     assert audit.verify("straggler").entries == 1

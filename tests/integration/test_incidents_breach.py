@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orderpally import audit, clients
-from orderpally.incidents import rules, service
+from orderpally.incidents import rules, service, store
 from orderpally.messaging.requests import OUTBOX, key_digest
 
 pytestmark = pytest.mark.usefixtures("emulators")
@@ -27,7 +27,7 @@ def notice(account_ids: list[str]) -> service.BreachNotice:
 def test_a_breach_past_one_batch_records_every_account_and_stages_every_mail():
     db = clients.firestore_client()
     reference = rules.new_reference()
-    db.collection(service.INCIDENTS).document(reference).set({"state": "triaged", "category": "suspected_data_leak"})
+    db.collection(store.INCIDENTS).document(reference).set({"state": "triaged", "category": "suspected_data_leak"})
     # More accounts than one batch can hold; some have no address, some do not exist.
     ids = [f"acct-{i:04d}" for i in range(620)]
     writer = db.bulk_writer()
@@ -41,8 +41,8 @@ def test_a_breach_past_one_batch_records_every_account_and_stages_every_mail():
 
     assert len(mails) == 558  # every existing account with an address, once
     assert {m.account_id for m in mails} == {a for i, a in enumerate(ids) if i % 10}
-    recipients = db.collection(service.INCIDENTS).document(reference).collection(service.BREACH_RECIPIENTS).get()
+    recipients = db.collection(store.INCIDENTS).document(reference).collection(store.BREACH_RECIPIENTS).get()
     assert len(recipients) == 620
     staged = db.get_all([db.collection(OUTBOX).document(key_digest(m.idempotency_key)) for m in mails])
     assert all(snap.exists for snap in staged)
-    assert db.collection(service.INCIDENTS).document(reference).get().to_dict()["personal_data_breach"] is True
+    assert db.collection(store.INCIDENTS).document(reference).get().to_dict()["personal_data_breach"] is True

@@ -353,7 +353,7 @@ def report_incident(reporter: str | None, with_file: bool = True) -> str:
     who = service.Reporter(reporter, f"{reporter}@example.test" if reporter else None, "203.0.113.9")
     reference = service.submit(db, report, who, None, incident_rules.parse_deadlines(""), INCIDENT_AT).reference
     actor = audit.Actor("customer", reporter) if reporter else audit.Actor("anonymous", "reporter")
-    service.history(reference, "incident.received", actor, "203.0.113.9", category="suspected_data_leak")
+    service.history(db, reference, "incident.received", actor, "203.0.113.9", category="suspected_data_leak")
     if with_file:
         name = f"{reporter or 'anonymous'}/incidents/{reference}/abc.txt"
         clients.storage_client().bucket(settings().attachments_bucket).blob(name).upload_from_string(b"evidence")
@@ -369,7 +369,7 @@ def history_chain(reference: str):
     from orderpally import audit
     from orderpally.incidents import service
 
-    return service.chain(reference), audit
+    return service.chain(clients.firestore_client(), reference), audit
 
 
 def notify_breach(reference: str, account_id: str, sent: bool = True) -> None:

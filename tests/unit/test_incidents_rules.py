@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orderpally import web
 from orderpally.incidents import rules
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -34,7 +35,7 @@ def test_transitions(current, target, ok):
     if ok:
         rules.check_transition(current, target)
     else:
-        with pytest.raises(rules.TransitionError):
+        with pytest.raises(web.Problem):
             rules.check_transition(current, target)
 
 

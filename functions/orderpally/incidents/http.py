@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import flask
 import pydantic
 
-from orderpally import accounts, audit, clients, events, web
+from orderpally import audit, clients, events, web
 from orderpally.access import guard as access
-from orderpally.access import limiter
 from orderpally.access.principal import Principal
 from orderpally.config import settings
 from orderpally.incidents import intake, rules, service
-from orderpally.lifecycle.rules import PSEUDONYM_PREFIX
-from orderpally.messaging.requests import EmailRequest, send_staged
+from orderpally.messaging.requests import send_staged
 
-ANONYMOUS_PER_ADDRESS = limiter.Limit("incident-address", 5, timedelta(hours=1))
-CUSTOMER_PER_ACCOUNT = limiter.Limit("incident-account", 20, timedelta(hours=1))
+ANONYMOUS_PER_ADDRESS = intake.ANONYMOUS_PER_ADDRESS  # the gateway's tests read the limit here
 STAFF_LIST_LIMIT = 200
 SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires less than a year ahead
 
@@ -33,25 +29,14 @@ class TokenQuery(pydantic.BaseModel):
 class ListQuery(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    state: Literal[rules.STATES] | None = None  # type: ignore[valid-type]
-    severity: Literal[rules.SEVERITIES] | None = None  # type: ignore[valid-type]
-    category: Literal[rules.CATEGORIES] | None = None  # type: ignore[valid-type]
+    state: rules.State | None = None
+    severity: rules.Severity | None = None
+    category: rules.Category | None = None
 
 
-def _table() -> dict:
-    return rules.parse_deadlines(settings().incident_deadlines)
-
-
-def _problem(exc: service.IncidentError) -> web.Problem:
-    titles = {404: "Not found", 409: "Not possible now", 422: "Invalid report"}
-    return web.Problem(exc.status, exc.slug, titles.get(exc.status, "Refused"), str(exc))
-
-
-def _load(db: Any, reference: str) -> dict[str, Any]:
-    try:
-        return service.load(db, reference)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+def _files() -> service.Files:
+    bucket = clients.storage_client().bucket(settings().attachments_bucket)
+    return service.Files(bucket, clients.while_a_client_waits())
 
 
 def submit(request: flask.Request) -> flask.Response:
@@ -64,34 +49,14 @@ def submit(request: flask.Request) -> flask.Response:
         raise web.Problem(
             422, "validation-error", "Invalid request", "Idempotency-Key: 8 to 200 characters.", field="Idempotency-Key"
         )
-    db = clients.firestore_client()
-    now = datetime.now(UTC)
-    address = access.client_address(request)
-    email = None
-    if principal:
-        email = accounts.email_of(db, principal.account_id)
-    reporter = service.Reporter(principal.account_id if principal else None, email, address)
-    if not service.is_retry(db, reporter, key):
-        try:
-            if principal:
-                limiter.hit(db, CUSTOMER_PER_ACCOUNT, principal.account_id, now)
-            else:
-                limiter.hit(db, ANONYMOUS_PER_ADDRESS, address or "unknown", now)
-        except limiter.Limited as exc:
-            raise access.too_many(exc) from None
-    try:
-        done = service.submit(db, report, reporter, key, _table(), now)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
-    # The report is stored: an outage in the steps after it leaves them to a retry or the
-    # deadline sweep, and the reporter still gets the reference.
-    with events.left_for_later("incident intake steps"):
-        if done.duplicate:
-            intake.resume_intake(done.reference, address, now)
-        else:
-            intake.finish_intake(
-                done.reference, done.incident, (done.status_token or "", done.confirm_token), address, now
-            )
+    done = intake.receive(
+        clients.firestore_client(),
+        report,
+        principal.account_id if principal else None,
+        access.client_address(request),
+        key,
+        datetime.now(UTC),
+    )
     body = {
         "reference": done.reference,
         "state": done.incident["state"],
@@ -105,20 +70,13 @@ def _reporters_incident(request: flask.Request, reference: str) -> tuple[dict[st
     """The incident, for its reporter (their session, or the secret link's token); else 404."""
     principal = access.authenticate(request)
     query = web.validate(request.args.to_dict(), TokenQuery)
-    incident = _load(clients.firestore_client(), reference)
     owner = principal.account_id if principal and principal.kind == "customer" else None
-    # Someone else's report is indistinguishable from none.
-    if not service.reporter_may_read(incident, owner, query.token):
-        raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
-    return incident, owner
+    return service.reporters_incident(clients.firestore_client(), reference, owner, query.token), owner
 
 
 def add_attachment(request: flask.Request, reference: str) -> flask.Response:
     """The reporter adds a file (PNG, JPEG, PDF or plain text, 5 MB at most, 5 per incident)."""
-    import hashlib
-
     incident, owner = _reporters_incident(request, reference)
-    db = clients.firestore_client()
     content_type = request.mimetype
     if content_type not in rules.ATTACHMENT_TYPES:
         raise web.Problem(415, "attachment-type", "Unsupported file type", "Send PNG, JPEG, PDF or plain text.")
@@ -127,88 +85,45 @@ def add_attachment(request: flask.Request, reference: str) -> flask.Response:
     payload = request.stream.read(rules.MAX_ATTACHMENT_BYTES + 1)
     if len(payload) > rules.MAX_ATTACHMENT_BYTES:
         raise web.Problem(413, "attachment-too-large", "File too large", "Files may be at most 5 MB.")
-    if not payload or not rules.attachment_matches(content_type, payload):
-        raise web.Problem(422, "attachment-content", "File does not match its type", f"The file is not {content_type}.")
-    too_many = web.Problem(
-        409, "too-many-attachments", "Too many files", f"At most {rules.MAX_ATTACHMENTS} files per report."
-    )
-    if len(incident.get("attachments") or []) >= rules.MAX_ATTACHMENTS:
-        raise too_many
-    digest = hashlib.sha256(payload).hexdigest()
-    owner_prefix = incident.get("reporter_account_id") or "anonymous"
-    extension = rules.ATTACHMENT_TYPES[content_type]
-    # Named by content and chance, not by number: concurrent uploads must not overwrite each other.
-    name = f"{owner_prefix}/incidents/{reference}/{digest[:16]}-{secrets.token_hex(4)}.{extension}"
-    blob = clients.storage_client().bucket(settings().attachments_bucket).blob(name)
-    blob.upload_from_string(payload, content_type="application/octet-stream", **clients.while_a_client_waits())
-    entry = {"object": name, "declared_type": content_type, "size": len(payload), "sha256": digest}
-    try:
-        number = service.add_attachment(db, reference, entry, rules.MAX_ATTACHMENTS)
-    except Exception:
-        blob.delete(**clients.while_a_client_waits())
-        raise
-    if number is None:
-        blob.delete(**clients.while_a_client_waits())
-        raise too_many
-    service.history(
-        reference,
-        "incident.attachment",
-        audit.Actor("customer", owner) if owner else audit.Actor("anonymous", "reporter"),
-        number=number,
-        sha256=digest,
-        size=len(payload),
+    actor = audit.Actor("customer", owner) if owner else audit.Actor("anonymous", "reporter")
+    number, digest = service.attach_file(
+        clients.firestore_client(), _files(), reference, incident, actor, content_type, payload
     )
     return web.json_response({"number": number, "size": len(payload), "sha256": digest}, 201)
 
 
+def _staff_read(request: flask.Request) -> service.StaffAccess:
+    principal, reason = access.require_staff_read(request, "security")
+    return service.StaffAccess(_staff_actor(principal), access.client_address(request), reason)
+
+
 def staff_attachment(request: flask.Request, reference: str, number: str) -> flask.Response:
     """Served to staff only, and never as something a browser would run or render."""
-    principal, reason = access.require_staff_read(request, "security")
-    db = clients.firestore_client()
-    incident = _load(db, reference)
-    attachments = incident.get("attachments") or []
-    if not number.isdigit() or not 1 <= int(number) <= len(attachments):
-        raise web.Problem(404, "attachment-not-found", "Not found", "No such attachment.")
-    entry = attachments[int(number) - 1]
-    if not entry.get("object"):
-        # Deleted with the reporter's account; the retained record keeps only its size and digest.
-        raise web.Problem(410, "attachment-deleted", "Deleted", "The file was deleted with the reporter's account.")
-    actor = _staff_actor(principal)
-    # On the record, in the incident's history and the reporter's trail, before the file leaves.
-    service.history(
-        reference, "staff.attachment_opened", actor, access.client_address(request), number=int(number), reason=reason
-    )
-    _reporter_sees(incident, reference, actor, request, reason, f"attachment {int(number)}")
-    payload = (
-        clients.storage_client()
-        .bucket(settings().attachments_bucket)
-        .blob(entry["object"])
-        .download_as_bytes(**clients.while_a_client_waits())
-    )
+    staff = _staff_read(request)
+    payload, filename = service.open_attachment(clients.firestore_client(), _files(), reference, number, staff)
     response = flask.Response(payload, mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="{reference}-{number}.{entry["object"].rsplit(".", 1)[-1]}"'
-    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _reporter_view(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
+def _reporter_view(reference: str, incident: dict[str, Any], replies: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "reference": reference,
         "category": incident["category"],
         "state": incident["state"],
         "confirmed": incident["confirmed"],
         "received_at": incident["created_at"].isoformat(),
-        "replies": [{"at": r["at"].isoformat(), "text": r["text"]} for r in service.public_replies(reference)],
+        "replies": [{"at": r["at"].isoformat(), "text": r["text"]} for r in replies],
     }
 
 
 def reporter_status(request: flask.Request, reference: str) -> flask.Response:
     incident, _ = _reporters_incident(request, reference)
-    return web.json_response(_reporter_view(reference, incident))
+    replies = service.public_replies(clients.firestore_client(), reference)
+    return web.json_response(_reporter_view(reference, incident, replies))
 
 
 def confirm(request: flask.Request, reference: str) -> flask.Response:
@@ -216,11 +131,9 @@ def confirm(request: flask.Request, reference: str) -> flask.Response:
     if not query.token:
         raise web.Problem(404, "incident-not-found", "Not found", "No such incident.")
     now = datetime.now(UTC)
-    try:
-        incident, _ = service.confirm(clients.firestore_client(), reference, query.token, now)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
-    intake.page_on_call(reference, incident, now)
+    db = clients.firestore_client()
+    incident, _ = service.confirm(db, reference, query.token, now)
+    intake.page_on_call(db, reference, incident, now)
     return web.json_response({"reference": reference, "confirmed": True})
 
 
@@ -247,21 +160,6 @@ def _summary(reference: str, incident: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reporter_sees(
-    incident: dict[str, Any], reference: str, actor: audit.Actor, request: flask.Request, reason: str, what: str
-) -> None:
-    """A staff read of a report reaches its signed-in reporter's own trail, with the reason."""
-    reporter = incident.get("reporter_account_id") or ""
-    # A retained report names a pseudonym: nobody's trail, and none to start.
-    if reporter and not reporter.startswith(PSEUDONYM_PREFIX):
-        audit.record(
-            reporter,
-            audit.AuditEvent(
-                "staff.read", actor, access.client_address(request), reason, {"reference": reference, "what": what}
-            ),
-        )
-
-
 def staff_list(request: flask.Request) -> flask.Response:
     # Summaries name no reporter; the reason and the token are still asked, as for every staff read.
     access.require_staff_read(request, "security")
@@ -272,14 +170,7 @@ def staff_list(request: flask.Request) -> flask.Response:
 
 
 def staff_open(request: flask.Request, reference: str) -> flask.Response:
-    principal, reason = access.require_staff_read(request, "security")
-    db = clients.firestore_client()
-    incident = _load(db, reference)
-    actor = _staff_actor(principal)
-    # Every open is a staff access to someone's report: on the record before the data leaves.
-    service.history(reference, "staff.opened", actor, access.client_address(request), reason=reason)
-    _reporter_sees(incident, reference, actor, request, reason, "incident")
-    entries = audit.chain_page(service.chain(reference), 500)
+    incident, entries = service.open_for_staff(clients.firestore_client(), reference, _staff_read(request))
     body = {
         **_summary(reference, incident),
         "description": incident["description"],
@@ -295,7 +186,7 @@ def staff_open(request: flask.Request, reference: str) -> flask.Response:
                 "at": e["at"].isoformat(),
                 "details": e["details"],
             }
-            for e in reversed(entries)
+            for e in entries
         ],
     }
     return web.json_response(body)
@@ -304,36 +195,16 @@ def staff_open(request: flask.Request, reference: str) -> flask.Response:
 def staff_triage(request: flask.Request, reference: str) -> flask.Response:
     principal = access.require_staff(request, "security")
     change = web.parse_json(request, service.Triage)
-    try:
-        incident = service.triage(
-            clients.firestore_client(), reference, change, _staff_actor(principal), _table(), datetime.now(UTC)
-        )
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+    db = clients.firestore_client()
+    incident = service.triage(db, reference, change, _staff_actor(principal), intake.table(), datetime.now(UTC))
     return web.json_response(_summary(reference, incident))
 
 
 def staff_note(request: flask.Request, reference: str) -> flask.Response:
     principal = access.require_staff(request, "security")
     note = web.parse_json(request, service.Note)
-    now = datetime.now(UTC)
     db = clients.firestore_client()
-
-    def reply(incident: dict[str, Any], status_token: str) -> EmailRequest:
-        status_link = intake.links(reference, status_token, None)["status_link"]
-        return EmailRequest(
-            idempotency_key=f"incident_reply:{reference}:{now.isoformat()}",
-            template="incident_reply",
-            to_email=incident["contact_email"],
-            account_id=incident.get("reporter_account_id"),
-            language=incident.get("language"),
-            data={"reference": reference, "text": note.text, "status_link": status_link},
-        )
-
-    try:
-        service.add_note(db, reference, note, _staff_actor(principal), now, reply)
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+    service.add_note(db, reference, note, _staff_actor(principal), datetime.now(UTC), mail_reporter=True)
     return flask.Response(status=204)
 
 
@@ -342,10 +213,7 @@ def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
     principal = access.require_staff(request, "security")
     notice = web.parse_json(request, service.BreachNotice)
     db = clients.firestore_client()
-    try:
-        mails = service.mark_breach(db, reference, notice, _staff_actor(principal), datetime.now(UTC))
-    except service.IncidentError as exc:
-        raise _problem(exc) from None
+    mails = service.mark_breach(db, reference, notice, _staff_actor(principal), datetime.now(UTC))
     with events.left_for_later("breach notice emails"):
         for mail in mails:
             send_staged(db, mail)
@@ -353,21 +221,10 @@ def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
 
 
 def staff_breach_status(request: flask.Request, reference: str, status: int = 200) -> flask.Response:
-    if status == 200:  # a read of its own; after marking the breach, the marking was the access
-        principal, reason = access.require_staff_read(request, "security")
-        service.history(
-            reference,
-            "staff.breach_status_read",
-            _staff_actor(principal),
-            access.client_address(request),
-            reason=reason,
-        )
-    db = clients.firestore_client()
-    incident = _load(db, reference)
-    rows = [
-        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-        for row in service.breach_recipients(db, reference)
-    ]
+    # A read of its own; after marking the breach, the marking was the access.
+    staff = _staff_read(request) if status == 200 else None
+    incident, recipients = service.breach_status(clients.firestore_client(), reference, staff)
+    rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in recipients]
     return web.json_response(
         {
             "reference": reference,

@@ -1,34 +1,66 @@
 """The use cases of a report's intake, called alike by the intake route and the deadline
-schedule: the steps after a report is stored (its history, the acknowledgement, the
-reporter's trail, the on-call page), resumed when a crash cut them off, and the sweep
-that alerts staff to deadlines near or past."""
+schedule: taking a report in (the rate limits, storing it), the steps after it is stored
+(its history, the acknowledgement, the reporter's trail, the on-call page), resumed when a
+crash cut them off, and the sweep that alerts staff to deadlines near or past."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orderpally import audit, clients, events, structured_logging
+from orderpally import accounts, audit, events, structured_logging
+from orderpally.access import limiter
 from orderpally.config import settings
 from orderpally.incidents import rules, service
 from orderpally.messaging.requests import mail
 
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
+
+ANONYMOUS_PER_ADDRESS = limiter.Limit("incident-address", 5, timedelta(hours=1))
+CUSTOMER_PER_ACCOUNT = limiter.Limit("incident-account", 20, timedelta(hours=1))
 ALERT_DEADLINE = "incident-deadline"
 INTAKE_FAULTS = "incident_intake"  # the fault suite's crash points between intake steps
 
 _log = structured_logging.get_logger("orderpally.incidents")
 
 
-def links(reference: str, status_token: str, confirm_token: str | None) -> dict[str, str]:
-    base = f"{settings().public_base_url}/incidents/{reference}"
-    return {
-        "status_link": f"{base}?token={status_token}",
-        "confirm_link": f"{base}/confirm?token={confirm_token}" if confirm_token else "",
-    }
+def table() -> dict:
+    """The deadlines per severity, as configured."""
+    return rules.parse_deadlines(settings().incident_deadlines)
 
 
-def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> None:
+def receive(
+    db: Client,
+    report: service.Report,
+    account_id: str | None,
+    address: str | None,
+    idempotency_key: str | None,
+    now: datetime,
+) -> service.Submitted:
+    """Takes a report in from a signed-in customer (`account_id`) or anonymously, within the
+    reporter's rate, and runs the intake steps after it (or resumes a retry's)."""
+    email = accounts.email_of(db, account_id) if account_id else None
+    reporter = service.Reporter(account_id, email, address)
+    if not service.is_retry(db, reporter, idempotency_key):
+        if account_id:
+            limiter.hit(db, CUSTOMER_PER_ACCOUNT, account_id, now)
+        else:
+            limiter.hit(db, ANONYMOUS_PER_ADDRESS, address or "unknown", now)
+    done = service.submit(db, report, reporter, idempotency_key, table(), now)
+    # The report is stored: an outage in the steps after it leaves them to a retry or the
+    # deadline sweep, and the reporter still gets the reference.
+    with events.left_for_later("incident intake steps"):
+        if done.duplicate:
+            resume_intake(db, done.reference, address, now)
+        else:
+            tokens = (done.status_token or "", done.confirm_token)
+            finish_intake(db, done.reference, done.incident, tokens, address, now)
+    return done
+
+
+def page_on_call(db: Client, reference: str, incident: dict[str, Any], now: datetime) -> None:
     """Pages the security on-call for a confirmed report in a critical category.
 
     The page is requested before it is marked sent, under a fixed idempotency key: a
@@ -49,11 +81,12 @@ def page_on_call(reference: str, incident: dict[str, Any], now: datetime) -> Non
         first_response_due=incident["first_response_due"].isoformat(),
         staff_path=f"/staff/incidents/{reference}",
     )
-    if service.mark_paged(clients.firestore_client(), reference, now):
-        service.history(reference, "incident.paged", audit.SYSTEM)
+    if service.mark_paged(db, reference, now):
+        service.history(db, reference, "incident.paged", audit.SYSTEM)
 
 
 def finish_intake(
+    db: Client,
     reference: str,
     incident: dict[str, Any],
     tokens: tuple[str, str | None],
@@ -66,7 +99,6 @@ def finish_intake(
     A resumed intake may find a step done but not marked: trail entries are then
     appended only if missing, and mails carry fixed keys, so nothing happens twice.
     """
-    db = clients.firestore_client()
     account_id = incident.get("reporter_account_id")
 
     def write(chain: audit.Chain, event: audit.AuditEvent) -> None:
@@ -75,7 +107,7 @@ def finish_intake(
     def history() -> None:
         actor = service.reporter_actor(incident)
         write(
-            service.chain(reference),
+            service.chain(db, reference),
             audit.AuditEvent("incident.received", actor, address, None, {"category": incident["category"]}),
         )
 
@@ -88,7 +120,7 @@ def finish_intake(
             account_id,
             incident.get("language"),
             reference=reference,
-            **links(reference, *tokens),
+            **service.links(reference, *tokens),
         )
 
     def customer_trail() -> None:
@@ -100,7 +132,7 @@ def finish_intake(
             )
 
     def page() -> None:
-        page_on_call(reference, incident, now)
+        page_on_call(db, reference, incident, now)
 
     steps = {"history": history, "acknowledgement": acknowledgement, "customer_trail": customer_trail, "page": page}
     try:
@@ -116,26 +148,24 @@ def finish_intake(
         raise
 
 
-def resume_intake(reference: str, address: str | None, now: datetime) -> bool:
+def resume_intake(db: Client, reference: str, address: str | None, now: datetime) -> bool:
     """Finishes an intake a crash left part-way, unless it is still running; returns whether it did."""
-    db = clients.firestore_client()
     incident = service.claim_unfinished_intake(db, reference, now)
     if incident is None:
         return False
     tokens = service.new_intake_tokens(db, reference, incident)
-    finish_intake(reference, incident, tokens, address, now, resumed=True)
+    finish_intake(db, reference, incident, tokens, address, now, resumed=True)
     return True
 
 
-def check_deadlines(now: datetime) -> dict[str, int]:
+def check_deadlines(db: Client, now: datetime) -> dict[str, int]:
     """Alerts staff about open incidents near or past a deadline, once per incident, deadline and kind."""
     warn = timedelta(minutes=settings().incident_warn_minutes)
     sent = 0
-    db = clients.firestore_client()
     for reference in service.unfinished_intakes(db, now):
-        resume_intake(reference, None, now)
+        resume_intake(db, reference, None, now)
     for reference, incident in service.open_incidents(db):
-        page_on_call(reference, incident, now)  # a page that failed to go out earlier
+        page_on_call(db, reference, incident, now)  # a page that failed to go out earlier
         for alert in rules.due_alerts(incident, now, warn):
             due = incident[f"{alert.deadline}_due"]
             structured_logging.log(

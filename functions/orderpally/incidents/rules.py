@@ -6,19 +6,25 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal, get_args
 
-CATEGORIES = (
+from orderpally import web
+
+Category = Literal[
     "account_compromise",
     "suspected_data_leak",
     "vulnerability",
     "phishing_or_impersonation",
     "live_stream_abuse",
     "other",
-)
+]
+Severity = Literal["critical", "high", "medium", "low"]
+State = Literal["received", "triaged", "investigating", "resolved", "not_an_issue"]
+CATEGORIES: tuple[str, ...] = get_args(Category)
 # Reports in these categories page the security on-call as soon as they are confirmed.
 CRITICAL_CATEGORIES = frozenset({"account_compromise", "suspected_data_leak"})
-SEVERITIES = ("critical", "high", "medium", "low")
-STATES = ("received", "triaged", "investigating", "resolved", "not_an_issue")
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+STATES: tuple[str, ...] = get_args(State)
 OPEN_STATES = ("received", "triaged", "investigating")
 TRANSITIONS = {
     "received": {"triaged", "not_an_issue"},
@@ -39,10 +45,6 @@ _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 REFERENCE = re.compile(r"^OPI-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
 # Only what a browser would parse as a tag: "a < b" is prose, "<b" and "</b" and "<!--" are not.
 _MARKUP = re.compile(r"</?[A-Za-z!?]")
-
-
-class TransitionError(ValueError):
-    pass
 
 
 def new_reference() -> str:
@@ -79,9 +81,11 @@ def deadlines(
 
 
 def check_transition(current: str, target: str) -> None:
+    """Refuses (409) a move the incident's state does not allow."""
     if target != current and target not in TRANSITIONS[current]:
         allowed = ", ".join(sorted(TRANSITIONS[current])) or "none: the incident is closed"
-        raise TransitionError(f"cannot move from {current} to {target}; allowed: {allowed}")
+        detail = f"cannot move from {current} to {target}; allowed: {allowed}"
+        raise web.Problem(409, "incident-transition", "Not possible now", detail)
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,8 @@ def deliveries_to(db: Any, account_id: str) -> Iterator[dict[str, Any]]:
 
     for snap in db.collection(DELIVERIES).where(filter=FieldFilter("account_id", "==", account_id)).stream():
         yield snap.to_dict() or {}
+
+
+def record_of(db: Any, idempotency_key: str) -> dict[str, Any]:
+    """The delivery record of the mail requested under `idempotency_key`; empty when there is none (yet)."""
+    return db.collection(DELIVERIES).document(delivery_id(idempotency_key)).get().to_dict() or {}

@@ -182,7 +182,8 @@ def download(
 
 def collect(db: Client, account_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Every record of the account in [start, end), oldest first."""
-    from orderpally.messaging import delivery as mail_delivery  # the build's, not a request's, cost
+    from orderpally.incidents import service as incidents  # the build's cost, not a request's
+    from orderpally.messaging import delivery as mail_delivery
 
     rows: list[dict[str, Any]] = []
     for entry in audit.entries_between(account_id, start, end):
@@ -197,7 +198,7 @@ def collect(db: Client, account_id: str, start: datetime, end: datetime) -> list
                 "details": {**entry.get("details", {}), "seq": entry["seq"], "hash": entry["hash"]},
             }
         )
-    for reference, incident in store.incidents_reported_by(db, account_id):
+    for reference, incident in incidents.reported_by(db, account_id):
         if start <= incident["created_at"] < end:
             rows.append(
                 {

@@ -9,7 +9,6 @@ no Firestore of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from orderpally.unit_of_work import in_transaction as in_transaction  # the service runs its work through the store
@@ -39,15 +38,3 @@ def queued(db: Client, limit: int) -> list[dict[str, Any]]:
 
     snaps = db.collection(RECORDS).where(filter=FieldFilter("status", "==", "queued")).limit(limit).stream()
     return [snap.to_dict() or {} for snap in snaps]
-
-
-# Stand-in until incidents exposes this read itself (#16).
-def incidents_reported_by(db: Client, account_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(reference, incident) of every incident the account reported."""
-    from google.cloud.firestore import FieldFilter
-
-    from orderpally.incidents.service import INCIDENTS
-
-    query = db.collection(INCIDENTS).where(filter=FieldFilter("reporter_account_id", "==", account_id))
-    for snap in query.stream():
-        yield snap.id, snap.to_dict() or {}
