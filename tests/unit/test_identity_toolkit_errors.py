@@ -35,7 +35,7 @@ def _answer(status: int, body: dict[str, Any]) -> requests.Response:
 
 
 def _google_says(monkeypatch: pytest.MonkeyPatch, status: int, body: dict[str, Any]) -> None:
-    monkeypatch.setattr(identity_toolkit.requests, "post", lambda *args, **kwargs: _answer(status, body))
+    monkeypatch.setattr(requests, "post", lambda *args, **kwargs: _answer(status, body))
 
 
 @pytest.mark.parametrize(

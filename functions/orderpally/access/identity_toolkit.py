@@ -11,12 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import requests
-
 from orderpally import structured_logging
 from orderpally.config import settings
 
 if TYPE_CHECKING:
+    import requests
     from firebase_admin import App
 
 TIMEOUT_SECONDS = 10.0
@@ -65,6 +64,8 @@ class SignedIn:
 
 
 def _post(method: str, body: dict) -> dict:
+    import requests  # only the auth function calls Identity Toolkit; the others skip its import
+
     cfg = settings()
     url = f"{cfg.identity_toolkit_url}/v1/accounts:{method}"
     try:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orderpally import accounts, audit, events, fields, outbox, web
-from orderpally.access import api_keys, facebook, identity_toolkit, limiter, passwords, sessions, store
+from orderpally.access import api_keys, identity_toolkit, limiter, passwords, sessions, store
 from orderpally.access.principal import Principal, roles_from_claims
 from orderpally.accounts import AccountKind, Language, trail_is_open
 from orderpally.config import settings
@@ -37,6 +37,8 @@ from orderpally.messaging.requests import (
 if TYPE_CHECKING:
     from firebase_admin import App
     from google.cloud.firestore import Client
+
+    from orderpally.access import facebook
 
 # Password attempts count as failures until they succeed (then they are given back).
 # A browser without a device cookie for the account: per client address; per address and
@@ -584,6 +586,8 @@ def _sign_in_as(ports: Ports, uid: str) -> identity_toolkit.SignedIn:
 def facebook_sign_in(ports: Ports, code: str, redirect_uri: str, address: str | None) -> NewSession:
     """Signs in the Facebook user the code vouches for: into their account, a new one, or (for an
     address that has an account) not before its owner opens the link mailed to it."""
+    from orderpally.access import facebook  # its HTTP client stays off the other functions' cold start
+
     now = ports.now()
     limiter.hit(ports.db, SIGN_IN_PER_ADDRESS, address or "unknown", now)
     try:
