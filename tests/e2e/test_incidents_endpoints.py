@@ -13,6 +13,7 @@ from orderpally.config import settings
 from orderpally.incidents import rules
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
+from support.payloads import incident_report as report
 from support.waiting import links_in, mails_to, wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
@@ -21,16 +22,6 @@ pytestmark = pytest.mark.usefixtures("running_stack")
 def local(stack, link: str) -> str:
     """Mailed links use the public base URL; locally that is the notices function, so point at incidents."""
     return link.replace(settings().public_base_url, stack.url("incidents"))
-
-
-def report(**overrides) -> dict:
-    return {
-        "category": "suspected_data_leak",
-        "description": "Orders of my shop appear on a public paste site.",
-        "contact_email": "reporter@example.com",
-        "language": "en",
-        **overrides,
-    }
 
 
 WHY = {"reason": "security review of the report"}

@@ -8,19 +8,10 @@ import json
 import pytest
 
 from support.identities import FRONTEND_ORIGIN
+from support.payloads import incident_report as report
 
 # A value no answer may repeat: refused fields may hold passwords.
 MARKER = "Zq-marker-7f3a9c"
-
-
-def report(**overrides) -> dict:
-    return {
-        "category": "suspected_data_leak",
-        "description": "Orders of my shop appear on a public paste site.",
-        "contact_email": "reporter@example.com",
-        "language": "en",
-        **overrides,
-    }
 
 
 def sign_up(**overrides) -> dict:
