@@ -169,12 +169,15 @@ def _handle(cloud_event: CloudEvent, spec: Any, handler: Callable[[Any, Any], ob
 
 
 @functools.cache
-def _event_spec(function: str, message_type: str, payload: type, lease_seconds: int | None = None) -> Any:
+def _event_spec(function: str, message_type: str, payload: type, *, own_ledger: bool = True) -> Any:
+    """How a topic function reads its events. A handler with `own_ledger` settles its work in
+    state of its own, keyed by what it works on (a sequence number, a job's or a request's
+    lease, a mail's delivery), not by the message: a redrive republishes under a new message
+    id. That is its one ledger; the event ledger then only records the events it drops. The
+    fault suite shows one effect under duplicate, concurrent and crashed deliveries of each."""
     from orderpally import events
 
-    if lease_seconds:
-        return events.EventSpec(function, message_type, payload, lease_seconds=lease_seconds)
-    return events.EventSpec(function=function, message_type=message_type, payload=payload)
+    return events.EventSpec(function, message_type, payload, handler_is_idempotent=own_ledger)
 
 
 @functions_framework.http
@@ -194,7 +197,8 @@ def record_heartbeat(cloud_event: CloudEvent) -> None:
     from orderpally import clients
     from orderpally.heartbeat import service as heartbeat
 
-    spec = _event_spec("record_heartbeat", heartbeat.MESSAGE_TYPE, heartbeat.Heartbeat)
+    # The newest beat wins, whichever delivery brings it: a rule, not a ledger; the event ledger is its one.
+    spec = _event_spec("record_heartbeat", heartbeat.MESSAGE_TYPE, heartbeat.Heartbeat, own_ledger=False)
     _handle(cloud_event, spec, lambda beat, ctx: heartbeat.record(clients.firestore_client(), beat, ctx.event_id))
 
 
@@ -240,9 +244,7 @@ def run_account_deletion(cloud_event: CloudEvent) -> None:
     from orderpally.lifecycle import data_map
     from orderpally.lifecycle import deletion as account_deletion
 
-    spec = _event_spec(
-        "run_account_deletion", account_deletion.MESSAGE_TYPE, account_deletion.DeletionMessage, lease_seconds=600
-    )
+    spec = _event_spec("run_account_deletion", account_deletion.MESSAGE_TYPE, account_deletion.DeletionMessage)
 
     def run(message: account_deletion.DeletionMessage, _: events.EventContext) -> None:
         cfg = settings()
@@ -323,14 +325,11 @@ def build_content_export(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def send_notice_email(cloud_event: CloudEvent) -> None:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.messaging import delivery as email_delivery
     from orderpally.messaging import requests as email_requests
 
-    # The delivery ledger, keyed by the request's idempotency key, is this handler's one ledger.
-    spec = events.EventSpec(
-        "send_notice_email", email_requests.MESSAGE_TYPE, email_requests.EmailRequest, handler_is_idempotent=True
-    )
+    spec = _event_spec("send_notice_email", email_requests.MESSAGE_TYPE, email_requests.EmailRequest)
     _handle(
         cloud_event,
         spec,
@@ -357,7 +356,7 @@ def fan_out_notice(cloud_event: CloudEvent) -> None:
         )
         notice_fanout.run(ports, message.job_id, lambda: datetime.now(UTC))
 
-    spec = _event_spec("fan_out_notice", notice_fanout.MESSAGE_TYPE, notice_fanout.FanoutMessage, lease_seconds=600)
+    spec = _event_spec("fan_out_notice", notice_fanout.MESSAGE_TYPE, notice_fanout.FanoutMessage)
     _handle(cloud_event, spec, fan_out)
 
 

@@ -171,9 +171,10 @@ class EventSpec(Generic[Payload]):
     schema_versions: frozenset[int] = frozenset({1})
     max_age_seconds: int | None = None
     lease_seconds: int = DEFAULT_LEASE_SECONDS
-    # True when the handler settles each request in a ledger of its own, keyed by the
-    # request rather than the message (mail: a redrive republishes a request under a new
-    # message id). One ledger is then enough; this one only records dropped events.
+    # True when the handler settles its work in a ledger of its own, keyed by what it works
+    # on rather than by the message (a redrive republishes under a new message id). One
+    # ledger is then enough; this one only records dropped events. Every handler of the
+    # bundle is such a handler (main._event_spec); False is for one with no state of its own.
     handler_is_idempotent: bool = False
 
 

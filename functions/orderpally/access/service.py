@@ -684,6 +684,63 @@ def revoke_key(ports: Ports, principal: Principal, key_id: str, address: str | N
         raise web.Problem(404, "api-key-not-found", "Not found", "No such API key.")
 
 
+# --- the audit trail, for its customer and for staff -------------------------------------
+
+# Who at OrderPally acted, and from where, is the company's to know: the customer sees the
+# role and the reason of a staff member's or an operator's entry.
+STAFF_ACTORS = frozenset({"staff", "operator"})
+
+
+def as_the_customer_sees(entry: dict[str, Any]) -> dict[str, Any]:
+    actor = entry.get("actor") or {}
+    if actor.get("kind") not in STAFF_ACTORS:
+        return entry
+    return {**entry, "actor": {"kind": actor["kind"], "role": actor.get("role")}, "client_address": None}
+
+
+def trail_page(account_id: str, page_size: int, before_seq: int | None, for_customer: bool) -> TrailPage:
+    """Up to `page_size` entries of the account's trail, newest first, below `before_seq`."""
+    entries = audit.page(account_id, page_size + 1, before_seq)
+    shown = entries[:page_size]
+    if for_customer:
+        shown = [as_the_customer_sees(e) for e in shown]
+    return TrailPage(shown, more=len(entries) > page_size)
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    entries: list[dict[str, Any]]
+    more: bool  # entries older than the last one remain
+
+
+def staff_read(
+    db: Client, principal: Principal, account_id: str, what: str, reason: str, address: str | None
+) -> dict[str, Any]:
+    """The account, for a staff read of `what`; its customer sees in their trail that staff
+    looked, and why (clause 1.1(b)), written before the data leaves."""
+    account = accounts.load(db, account_id) if fields.ACCOUNT_ID.fullmatch(account_id) else None
+    if account is None:
+        raise no_such_account()
+    _record_staff_read(principal, account_id, what, reason, address)
+    return account
+
+
+def verify_trail(principal: Principal, account_id: str, reason: str, address: str | None) -> audit.Verdict:
+    """Walks the account's whole trail: a staff access its customer sees, like any other."""
+    if not fields.ACCOUNT_ID.fullmatch(account_id):
+        raise no_such_account()
+    _record_staff_read(principal, account_id, "audit_trail_verification", reason, address)
+    return audit.verify(account_id)
+
+
+def _record_staff_read(principal: Principal, account_id: str, what: str, reason: str, address: str | None) -> None:
+    audit.record(account_id, audit.AuditEvent("staff.read", actor_of(principal), address, reason, {"what": what}))
+
+
+def no_such_account() -> web.Problem:
+    return web.Problem(404, "account-not-found", "Not found", "No such account.")
+
+
 # --- staff roles ------------------------------------------------------------------------
 
 

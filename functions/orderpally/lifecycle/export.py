@@ -41,6 +41,9 @@ UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 # A download URL is a bearer credential: short-lived, and issued again on each authorized request.
 DOWNLOAD_URL_SECONDS = 300
+# One build at a time per request, for longer than either build function's timeout (540 s):
+# a concurrent duplicate delivery waits instead of writing the same archive twice.
+BUILD_LEASE = timedelta(minutes=10)
 
 
 class ExportMessage(pydantic.BaseModel):
@@ -212,29 +215,44 @@ def write_archive(
     return counts
 
 
+def take_build(db: Any, ref: DocumentReference, account_id: str, now: datetime) -> str | None:
+    """Takes the request's build lease: None when this build holds it, else its settled status
+    ("ready", "refused", "unknown"). Raises RetryableError while another delivery builds it."""
+    claim = store.claim_archive_build(db, ref, account_id, now, BUILD_LEASE)
+    if claim.busy:
+        raise events.RetryableError("the archive is being built by another delivery")
+    return claim.finished
+
+
+@contextlib.contextmanager
+def building(ref: DocumentReference) -> Iterator[None]:
+    """The build under its lease: a build that fails lets a redelivery start again at once."""
+    try:
+        yield
+    except BaseException:
+        store.release_archive_build(ref)
+        raise
+
+
 def run_export(
     db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, message: ExportMessage, now: datetime
 ) -> str:
     """Builds the archive once; a redelivery after it is ready does nothing."""
-    record = store.export(db, message.export_id) or {}
-    if not record or record.get("account_id") != message.account_id:
-        return "unknown"
-    if record.get("status") == "ready":
-        return "duplicate"
-    if record.get("status") == "refused":
-        return "refused"
-    # Checked again here: an invoice may have arrived (or queued behind a gap) since the request.
-    try:
-        check_settled(billing.read_state(db, message.account_id))
-    except web.Problem as refused:
-        store.update_export(
-            db, message.export_id, {"status": "refused", "refused": refusal(refused), "refused_at": now}
-        )
-        return "refused"
-    object_name = f"{message.account_id}/{message.export_id}.zip"
-    with streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
-        counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
-    mark_ready(store.export_ref(db, message.export_id), object_name, out, counts, now)
+    ref = store.export_ref(db, message.export_id)
+    settled = take_build(db, ref, message.account_id, now)
+    if settled is not None:
+        return "duplicate" if settled == "ready" else settled
+    with building(ref):
+        # Checked again here: an invoice may have arrived (or queued behind a gap) since the request.
+        try:
+            check_settled(billing.read_state(db, message.account_id))
+        except web.Problem as refused:
+            store.settle_archive(ref, {"status": "refused", "refused": refusal(refused), "refused_at": now})
+            return "refused"
+        object_name = f"{message.account_id}/{message.export_id}.zip"
+        with streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
+            counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
+        mark_ready(ref, object_name, out, counts, now)
     return "ready"
 
 
@@ -276,7 +294,7 @@ def mark_ready(
     ref: DocumentReference, object_name: str, out: _Digesting, counts: dict[str, int], now: datetime
 ) -> None:
     """Marks a request ready once its archive is stored, with the checksum the download names."""
-    store.mark_archive_ready(
+    store.settle_archive(
         ref,
         {
             "status": "ready",

@@ -352,10 +352,26 @@ def export(db: Client, export_id: str) -> dict[str, Any] | None:
     return export_ref(db, export_id).get().to_dict()
 
 
-def update_export(db: Client, export_id: str, fields: dict[str, Any]) -> None:
-    export_ref(db, export_id).update(fields)
+def claim_archive_build(
+    db: Client, ref: DocumentReference, account_id: str, now: datetime, duration: timedelta
+) -> leases.Claim:
+    """The build lease on an archive request (an export, a records request): one build at a
+    time. `finished` is the request's settled status ("ready", "refused"), or "unknown" when
+    there is no such request of `account_id`."""
+
+    def finished(record: dict[str, Any], exists: bool) -> str | None:
+        if not exists or record.get("account_id") != account_id:
+            return "unknown"
+        return record["status"] if record.get("status") in ("ready", "refused") else None
+
+    return leases.claim(db, ref, now, duration, finished=finished)
 
 
-def mark_archive_ready(ref: DocumentReference, fields: dict[str, Any]) -> None:
-    """Marks an archive request (an export, a records request) ready with what was stored."""
-    ref.update(fields)
+def settle_archive(ref: DocumentReference, fields: dict[str, Any]) -> None:
+    """Settles an archive request (ready with what was stored, or refused); its build lease ends."""
+    ref.update({**fields, leases.LEASE_FIELD: None})
+
+
+def release_archive_build(ref: DocumentReference) -> None:
+    """Ends a failed build's lease, so that a redelivery starts again at once."""
+    ref.update({leases.LEASE_FIELD: None})

@@ -253,17 +253,18 @@ def write_archive(zipped: zipfile.ZipFile, rows: list[dict[str, Any]], account_i
 
 def run(db: Client, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     """Builds the file once; a redelivery after it is ready does nothing."""
-    record = store.load(db, message.request_id)
-    if not record or record.get("account_id") != message.account_id:
-        return "unknown"
-    if record["status"] == "ready":
-        return "duplicate"
-    wanted = RecordsRange.model_validate({"from": record["from"], "to": record["to"]})
-    rows = collect(db, message.account_id, *wanted.bounds())
-    object_name = f"{message.account_id}/records/{message.request_id}.zip"
-    with _streamed_archive(bucket, object_name) as (zipped, out):
-        write_archive(zipped, rows, message.account_id, {"from": record["from"], "to": record["to"]})
-    _mark_ready(db, message.request_id, object_name, out, len(rows), now)
+    ref = store.ref(db, message.request_id)
+    settled = export.take_build(db, ref, message.account_id, now)
+    if settled is not None:
+        return "duplicate" if settled == "ready" else settled
+    with export.building(ref):
+        record = store.load(db, message.request_id) or {}
+        wanted = RecordsRange.model_validate({"from": record["from"], "to": record["to"]})
+        rows = collect(db, message.account_id, *wanted.bounds())
+        object_name = f"{message.account_id}/records/{message.request_id}.zip"
+        with _streamed_archive(bucket, object_name) as (zipped, out):
+            write_archive(zipped, rows, message.account_id, {"from": record["from"], "to": record["to"]})
+        _mark_ready(db, message.request_id, object_name, out, len(rows), now)
     return "ready"
 
 

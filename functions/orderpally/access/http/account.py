@@ -8,11 +8,11 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import accounts, audit, clients, fields, web
+from orderpally import clients, web
 from orderpally.access import api_keys, service
 from orderpally.access import guard as access
 from orderpally.access.http import ports
-from orderpally.access.principal import STAFF_ROLES, Principal
+from orderpally.access.principal import STAFF_ROLES
 
 AUDIT_SCOPE = "audit:read"
 
@@ -51,15 +51,6 @@ class StaffReadQuery(PageQuery):
     reason: str  # checked by access.require_staff_read; allowed here beside the paging fields
 
 
-def _audit(
-    request: flask.Request, account_id: str, action: str, actor: audit.Actor, reason: str | None = None, **details: Any
-) -> None:
-    audit.record(account_id, audit.AuditEvent(action, actor, access.client_address(request), reason, details))
-
-
-_actor = service.actor_of
-
-
 def _iso(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items()}
 
@@ -89,10 +80,6 @@ def revoke_key(request: flask.Request, key_id: str) -> flask.Response:
     return flask.Response(status=204)
 
 
-def _encode_token(entry: dict[str, Any]) -> str:
-    return web.encode_page_token({"seq": entry["seq"]})
-
-
 def _decode_token(token: str) -> int:
     seq = web.decode_page_token(token).get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63:  # Firestore integers are int64
@@ -100,26 +87,11 @@ def _decode_token(token: str) -> int:
     return seq
 
 
-# Who at OrderPally acted, and from where, is the company's to know: the customer sees the
-# role and the reason of a staff member's or an operator's entry.
-STAFF_ACTORS = frozenset({"staff", "operator"})
-
-
-def as_the_customer_sees(entry: dict[str, Any]) -> dict[str, Any]:
-    actor = entry.get("actor") or {}
-    if actor.get("kind") not in STAFF_ACTORS:
-        return entry
-    return {**entry, "actor": {"kind": actor["kind"], "role": actor.get("role")}, "client_address": None}
-
-
 def _trail_page(account_id: str, query: PageQuery, for_customer: bool) -> dict[str, Any]:
     before = _decode_token(query.page_token) if query.page_token else None
-    entries = audit.page(account_id, query.page_size + 1, before)
-    more = len(entries) > query.page_size
-    entries = entries[: query.page_size]
-    token = _encode_token(entries[-1]) if more else None
-    shown = [as_the_customer_sees(e) for e in entries] if for_customer else entries
-    return {"entries": [_iso(e) for e in shown], "next_page_token": token}
+    page = service.trail_page(account_id, query.page_size, before, for_customer)
+    token = web.encode_page_token({"seq": page.entries[-1]["seq"]}) if page.more else None
+    return {"entries": [_iso(e) for e in page.entries], "next_page_token": token}
 
 
 def own_audit_trail(request: flask.Request) -> flask.Response:
@@ -132,36 +104,28 @@ def own_audit_trail(request: flask.Request) -> flask.Response:
     return web.json_response(_trail_page(principal.account_id, query, for_customer=True))
 
 
-def _staff_read(request: flask.Request, account_id: str, what: str) -> tuple[Principal, StaffReadQuery, dict[str, Any]]:
+def _staff_read(request: flask.Request, account_id: str, what: str) -> tuple[StaffReadQuery, dict[str, Any]]:
     principal, reason = access.require_staff_read(request, "support", "security", "admin")
     query = web.validate(request.args.to_dict(), StaffReadQuery)
-    if not fields.ACCOUNT_ID.fullmatch(account_id):
-        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
-    account = accounts.load(clients.firestore_client(), account_id)
-    if account is None:
-        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
-    # Written before the data leaves: the customer sees every staff read and why (clause 1.1(b)).
-    _audit(request, account_id, "staff.read", _actor(principal), reason=reason, what=what)
-    return principal, query, account
+    account = service.staff_read(
+        clients.firestore_client(), principal, account_id, what, reason, access.client_address(request)
+    )
+    return query, account
 
 
 def staff_read_account(request: flask.Request, account_id: str) -> flask.Response:
-    _, _, account = _staff_read(request, account_id, "account")
+    _, account = _staff_read(request, account_id, "account")
     return web.json_response({"id": account_id, **_iso(account)})
 
 
 def staff_read_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
-    _, query, _ = _staff_read(request, account_id, "audit_trail")
+    query, _ = _staff_read(request, account_id, "audit_trail")
     return web.json_response(_trail_page(account_id, query, for_customer=False))
 
 
 def staff_verify_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
     principal, reason = access.require_staff_read(request, "security", "admin")
-    if not fields.ACCOUNT_ID.fullmatch(account_id):
-        raise web.Problem(404, "account-not-found", "Not found", "No such account.")
-    # Verifying reads the whole trail: a staff access the customer sees, like any other.
-    _audit(request, account_id, "staff.read", _actor(principal), reason=reason, what="audit_trail_verification")
-    verdict = audit.verify(account_id)
+    verdict = service.verify_trail(principal, account_id, reason, access.client_address(request))
     return web.json_response(
         {
             "account_id": account_id,
