@@ -382,6 +382,15 @@ def verify_audit_chains(request: flask.Request) -> flask.Response:
 
 @functions_framework.http
 @web.endpoint
+def sequence_audit_trails(request: flask.Request) -> flask.Response:
+    from orderpally import audit
+
+    web.require_method(request, "POST")
+    return web.json_response({"chains": audit.link_stragglers()})
+
+
+@functions_framework.http
+@web.endpoint
 def check_incident_deadlines(request: flask.Request) -> flask.Response:
     from orderpally import clients
     from orderpally.incidents import intake

@@ -10,8 +10,11 @@ would hold every worker thread). Each writes its entry to the chain's pending li
 (`audit_chains/{chain}/audit_pending`) first, durably and without contention; then
 one linker at a time, under a short lock, moves every pending entry into the chain,
 in order, in one transaction with the head, so concurrent writers cannot fork it.
-What a crash or a long queue leaves pending is linked by the next write or read of
-the chain, or by the daily verification.
+Writers on a user's critical path (a sign-in) only stage their entry: the commit is
+their durable receipt, and `sequence_audit_trails` (every minute) links whatever is
+pending, as Certificate Transparency's and Rekor's sequencers integrate their queues.
+Readers link what is pending before they read (`settle`), so they always see the whole
+sequenced log. What a crash or a long queue leaves pending is linked the same way.
 
 Entries hold identifiers and a short vocabulary of actions, never secrets;
 the client address is kept because the customer is shown where their account
@@ -333,7 +336,9 @@ def chain_of(head: Any, entries_path: str | None) -> Chain:
 
 
 def link_stragglers(limit: int = 2000) -> int:
-    """Links entries left pending by a crash or a long queue; returns how many chains had some."""
+    """The sequencer: links the pending entries (up to `limit` found) of every chain, those
+    staged by writers that do not wait and those a crash or a long queue left; returns how
+    many chains had some."""
     db = clients.firestore_client()
     chains: dict[str, Chain] = {}
     for snap in db.collection_group(PENDING).limit(limit).stream():

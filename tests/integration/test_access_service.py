@@ -50,6 +50,39 @@ def test_a_sign_in_with_the_right_password_starts_a_session_and_counts_no_failur
     assert "sign_in.succeeded" in actions
 
 
+def test_a_sign_in_answers_with_its_entry_staged_and_the_sequencer_links_it_into_an_intact_chain():
+    customer = create_customer()
+    chain = audit.account_chain(customer.uid)
+    head_before = (chain.head.get().to_dict() or {}).get("seq", 0)
+    service.sign_in(ports(), customer.email, PASSWORD, address(), None)
+    # Answered before linking: the entry is durable in the pending list, and the head has not moved.
+    staged = [snap.to_dict() or {} for snap in audit.pending(chain).stream()]
+    assert [e["action"] for e in staged] == ["sign_in.succeeded"]
+    assert (chain.head.get().to_dict() or {}).get("seq", 0) == head_before
+    assert audit.link_stragglers() >= 1
+    assert list(audit.pending(chain).stream()) == []
+    linked = [snap.to_dict() or {} for snap in chain.entries.order_by("seq").stream()]
+    assert linked[-1]["action"] == "sign_in.succeeded"
+    assert audit.verify(customer.uid).intact
+
+
+def test_a_sign_in_whose_session_cannot_be_minted_gives_its_attempts_back_and_records_no_success(monkeypatch):
+    customer = create_customer()
+    at = address()
+
+    class MintFails(Exception):
+        pass
+
+    def refuse(*_: object, **__: object) -> str:
+        raise MintFails
+
+    monkeypatch.setattr(service.sessions, "mint", refuse)  # Firebase failing between the password and the cookie
+    with pytest.raises(MintFails):
+        service.sign_in(ports(), customer.email, PASSWORD, at, None)
+    assert failures_counted(customer.email, at, datetime.now(UTC)) == 0
+    assert not any(e["action"] == "sign_in.succeeded" for e in audit.entries(customer.uid))
+
+
 def test_a_wrong_password_is_refused_counted_and_on_the_trail():
     customer = create_customer()
     at = address()

@@ -78,8 +78,8 @@ def hit(db: Client, limit: Limit, key: str, now: datetime) -> None:
 def hit_all(db: Client, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
     """Counts one attempt on every counter, in one write; raises Limited for the first one over its limit.
 
-    Reading the count after the increment may see other attempts' increments too:
-    a burst can be refused a little early, never let through beyond the limit.
+    Each count is the one this attempt's increment produced: concurrent attempts are
+    numbered one by one, so a burst is never let through beyond the limit.
     """
     judged = [(asked, configured(asked)) for asked, _ in counters]
     placed = [_counter(limit, key, now) for (_, limit), (_, key) in zip(judged, counters, strict=True)]
@@ -90,9 +90,12 @@ def hit_all(db: Client, counters: Sequence[tuple[Limit, str]], now: datetime) ->
             raise refused(asked, max(1, math.ceil((ends - now).total_seconds())))
 
 
-def refund_all(db: Client, counters: Sequence[tuple[Limit, str]], now: datetime) -> None:
-    """Takes back the attempts `hit_all` counted at the same `now` (they turned out not to count)."""
-    store.take_back(db, [_counter(configured(limit), key, now)[0][0] for limit, key in counters])
+def refund_all(
+    db: Client, counters: Sequence[tuple[Limit, str]], now: datetime, writer: WriteBatch | None = None
+) -> None:
+    """Takes back the attempts `hit_all` counted at the same `now` (they turned out not to count),
+    through `writer` (a batch, committed with its other writes) when given."""
+    store.take_back(db, [_counter(configured(limit), key, now)[0][0] for limit, key in counters], writer)
 
 
 def tally(writer: WriteBatch, db: Client, limit: Limit, key: str, now: datetime) -> None:

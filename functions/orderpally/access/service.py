@@ -7,12 +7,16 @@ always answer 202 and mail the address what fits; sign-in answers one 401 for
 an unknown address, a wrong password and a disabled account alike. Nor does
 their timing: registered and unregistered addresses make the same round trips
 before the answer (the registered one's audit entry is staged, linked by the
-trail's next reader; its mail is staged and published without waiting).
+trail's sequencer or next reader; its mail is staged and published without waiting).
+A successful sign-in's audit entry is staged the same way, in the commit that gives
+back its counted attempts.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -298,8 +302,9 @@ def trusted_device(ports: Ports, device_cookie: str | None, email: str, now: dat
 
 def verify_password(
     ports: Ports, email: str, password: str, address: str | None, device_cookie: str | None, now: datetime
-) -> identity_toolkit.SignedIn:
-    """Checks the password under the sign-in limits; audits a failure on the account it names."""
+) -> SignedInPassword:
+    """Checks the password under the sign-in limits; audits a failure on the account it names.
+    A success's counted attempts are for the caller to give back (`start_session(refund=...)`)."""
     db = ports.db
     device = trusted_device(ports, device_cookie, email, now)
     counters = sign_in_counters(address or "unknown", email, device.nonce if device else None)
@@ -315,8 +320,8 @@ def verify_password(
         # configuration): no failure is counted and nothing is written to the account's trail.
         limiter.refund_all(db, counters, now)
         raise identity_unavailable(exc) from None
-    limiter.refund_all(db, counters, now)  # a success was no failure, on any counter
-    return signed_in
+    # A success was no failure, on any counter: given back with the session's audit entry.
+    return SignedInPassword(signed_in, counters, now)
 
 
 def record_failure(ports: Ports, email: str, address: str | None, now: datetime) -> None:
@@ -336,6 +341,13 @@ def record_failure(ports: Ports, email: str, address: str | None, now: datetime)
     batch.commit()
 
 
+@dataclass(frozen=True)
+class SignedInPassword:
+    signed_in: identity_toolkit.SignedIn
+    counted: tuple[tuple[limiter.Limit, str], ...]  # the attempts counted as failures until now
+    at: datetime  # when they were counted
+
+
 def session_body(
     ports: Ports,
     uid: str,
@@ -343,8 +355,10 @@ def session_body(
     roles: list[str],
     csrf: str,
     session_email_verified: bool | None = None,
+    account: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    account = accounts.load(ports.db, uid) or {}
+    """What a frontend is told of a session; `account` when already read."""
+    account = (accounts.load(ports.db, uid) if account is None else account) or {}
     return {
         "account_id": uid,
         "kind": "staff" if roles else account.get("kind"),
@@ -365,27 +379,54 @@ def start_session(
     method: str,
     address: str | None,
     trusted_email: str | None = None,
+    refund: SignedInPassword | None = None,
 ) -> NewSession:
     """A session for the signed-in user, audited; with `trusted_email` (a password sign-in),
-    a device cookie that trusts this browser for the account."""
+    a device cookie that trusts this browser for the account; with `refund`, the password
+    check's counted attempts given back.
+
+    The session's audit entry is staged, in the one commit that also gives the attempts back,
+    before the session is answered: a crash after it loses nothing, and the trail's sequencer
+    (or its next reader) links it into the chain, so sign-in never waits on the chain's lock.
+    """
     from firebase_admin import auth
 
-    cookie = sessions.mint(ports.auth_app, signed_in.id_token)
+    db = ports.db
+    try:
+        # The account's read goes while Firebase mints the cookie: neither needs the other.
+        minting = _background().submit(sessions.mint, ports.auth_app, signed_in.id_token)
+        account = accounts.load(db, signed_in.uid)
+        cookie = minting.result()
+    except BaseException:
+        if refund is not None:
+            limiter.refund_all(db, refund.counted, refund.at)
+        raise
     claims = auth.verify_session_cookie(cookie, app=ports.auth_app)
     roles = sorted(roles_from_claims(claims))
     csrf = secrets.token_urlsafe(32)
-    body = session_body(ports, signed_in.uid, bool(claims.get("email_verified")), roles, csrf)
+    body = session_body(ports, signed_in.uid, bool(claims.get("email_verified")), roles, csrf, account=account)
     device = sessions.device_token(ports.pepper, trusted_email, ports.now()) if trusted_email else None
-    record_event(address, signed_in.uid, "sign_in.succeeded", method=method)
+    batch = db.batch()
+    if refund is not None:
+        limiter.refund_all(db, refund.counted, refund.at, writer=batch)
+    event = _event(address, signed_in.uid, "sign_in.succeeded", method=method)
+    audit.stage(batch, audit.account_chain(signed_in.uid), event)
+    batch.commit()
     return NewSession(cookie=cookie, csrf=csrf, body=body, device_token=device)
+
+
+@functools.cache
+def _background() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for calls a request makes side by side; one pool per process, as the clients are."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="access")
 
 
 def sign_in(ports: Ports, email: str, password: str, address: str | None, device_cookie: str | None) -> NewSession:
     """A password sign-in: checked under the limits, failures on the account's trail."""
     now = ports.now()
     email = normalised_email(email)
-    signed_in = verify_password(ports, email, password, address, device_cookie, now)
-    return start_session(ports, signed_in, "password", address, trusted_email=email)
+    checked = verify_password(ports, email, password, address, device_cookie, now)
+    return start_session(ports, checked.signed_in, "password", address, trusted_email=email, refund=checked)
 
 
 def current_session(ports: Ports, principal: Principal, csrf: str) -> dict[str, Any]:

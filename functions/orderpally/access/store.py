@@ -57,26 +57,25 @@ def count_on(db: Client, counters: Sequence[Counter]) -> list[int]:
 
     An atomic increment rather than a transaction: many requests from one address
     hit one counter at once, and a transaction would make them fail on contention.
+    The commit answers each increment's result (its transform result), so the count
+    is this attempt's own, with no read after it.
     """
     batch = db.batch()
-    refs = []
     for doc_id, name, expire_at in counters:
-        ref = db.collection(RATE_LIMITS).document(doc_id)
-        batch.set(ref, _counter_fields(name, expire_at, 1), merge=True)
-        refs.append(ref)
-    batch.commit()
-    counts = {snap.reference.path: int(snap.get("count")) for snap in db.get_all(refs)}
-    return [counts[ref.path] for ref in refs]
+        batch.set(db.collection(RATE_LIMITS).document(doc_id), _counter_fields(name, expire_at, 1), merge=True)
+    return [int(result.transform_results[0].integer_value) for result in batch.commit()]
 
 
-def take_back(db: Client, doc_ids: Sequence[str]) -> None:
-    """Subtracts one from every counter, in one write."""
+def take_back(db: Client, doc_ids: Sequence[str], writer: WriteBatch | None = None) -> None:
+    """Subtracts one from every counter, in one write: through `writer` (committed with its
+    other writes), or a commit of its own."""
     from google.cloud import firestore
 
-    batch = db.batch()
+    batch = writer if writer is not None else db.batch()  # an empty batch is falsy
     for doc_id in doc_ids:
         batch.set(db.collection(RATE_LIMITS).document(doc_id), {"count": firestore.Increment(-1)}, merge=True)
-    batch.commit()
+    if writer is None:
+        batch.commit()
 
 
 def stage_count(writer: WriteBatch, db: Client, counter: Counter) -> None:
