@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,30 @@ def test_a_slot_is_exported_once_however_often_it_fires(exporter, tmp_path):
     assert len(list((tmp_path / "20261124T190000Z").iterdir())) == 1
     record = db.collection(store.SNAPSHOTS).document("20261124T190000Z").get().to_dict()
     assert record["status"] == "completed"
+
+
+def test_two_fires_of_one_slot_at_once_start_one_export(emulators, tmp_path):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = clients.firestore_client()
+    seed(db)
+    started: list[str] = []
+    both_claimed = threading.Barrier(2, timeout=5)
+
+    class Counting(exporters.EmulatorExporter):
+        def start(self, slot):
+            started.append(slot)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_claimed.wait(timeout=2)  # hold the lease while the other fire tries
+            return super().start(slot)
+
+    counting = Counting(os.environ["FIRESTORE_EMULATOR_HOST"], emulators.project_id, tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda _: service.take_snapshot(db, counting, "20261124T200000Z", NOW), range(2)))
+    assert started == ["20261124T200000Z"]
+    assert sorted(a["duplicate"] for a in answers) == [False, True]
+    assert all("lease_until" not in a for a in answers)
 
 
 def test_a_failed_slot_can_be_retried(emulators, tmp_path):

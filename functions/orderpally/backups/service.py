@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from orderpally import structured_logging
+from orderpally import leases, structured_logging
 from orderpally.backups import rules, store
 from orderpally.backups.exporters import Exporter, ExportStarted
 
@@ -28,10 +28,11 @@ _log = structured_logging.get_logger("orderpally.backups")
 
 def take_snapshot(db: Client, exporter: Exporter, slot: str, now: datetime) -> dict:
     """Starts the slot's export unless it already ran; returns the slot's record."""
-    existing = store.claim_slot(db, slot, now, lambda record: rules.slot_taken(record, now, CLAIM_TIMEOUT))
-    if existing is not None:
+    claim = store.claim_slot(db, slot, now, CLAIM_TIMEOUT, lambda record: rules.slot_taken(record, now, CLAIM_TIMEOUT))
+    if not claim.taken:  # started, or being started by another fire
         structured_logging.log(_log, logging.INFO, "snapshot slot already taken", slot=slot)
-        return {**existing, "duplicate": True}
+        shown = {k: v for k, v in claim.entry.items() if k != leases.LEASE_FIELD}  # the claim's own bookkeeping
+        return {**shown, "duplicate": True}
     try:
         started = exporter.start(slot)
     except Exception as exc:

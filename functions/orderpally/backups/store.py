@@ -1,16 +1,19 @@
 """The snapshots' Firestore: `ops_snapshots/{slot}`, one record per slot, and every read and write of it.
 
-A second fire of the same slot finds the record and starts nothing (one export per slot).
+A second fire of the same slot finds the record (or the first fire's live lease on it) and
+starts nothing (one export per slot).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from orderpally import leases
+
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentReference, Transaction
+    from google.cloud.firestore import Client, DocumentReference
 
 SNAPSHOTS = "ops_snapshots"
 
@@ -20,32 +23,32 @@ def _ref(db: Client, slot: str) -> DocumentReference:
 
 
 def claim_slot(
-    db: Client, slot: str, now: datetime, is_taken: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any] | None:
-    """Claims the slot in one transaction, unless its record `is_taken`: then returns that record."""
+    db: Client, slot: str, now: datetime, lease: timedelta, is_taken: Callable[[dict[str, Any]], bool]
+) -> leases.Claim:
+    """Leases the slot to this run in one transaction, unless its record `is_taken` (then
+    `finished` is that record) or another run's lease on it is live (`busy`)."""
     from google.cloud import firestore
 
-    ref = _ref(db, slot)
-
-    @firestore.transactional
-    def claim(transaction: Transaction) -> dict[str, Any] | None:
-        snapshot = ref.get(transaction=transaction)
-        if snapshot.exists:
-            record = snapshot.to_dict() or {}
-            if is_taken(record):
-                return record
-        transaction.set(
-            ref, {"slot": slot, "status": "starting", "claimed_at": now, "attempts": firestore.Increment(1)}
-        )
-        return None
-
-    return claim(db.transaction())
+    return leases.claim(
+        db,
+        _ref(db, slot),
+        now,
+        lease,
+        finished=lambda record, exists: record if exists and is_taken(record) else None,
+        fields=lambda record: {
+            "slot": slot,
+            "status": "starting",
+            "claimed_at": now,
+            "attempts": firestore.Increment(1),
+        },
+    )
 
 
 def record_start_failed(db: Client, slot: str, error_type: str) -> None:
+    """The export did not start: the slot's lease ends, so the scheduler's retry can take it at once."""
     from google.cloud import firestore
 
-    _ref(db, slot).update({"status": "failed", "error_type": error_type, "updated_at": firestore.SERVER_TIMESTAMP})
+    leases.release(None, _ref(db, slot), status="failed", error_type=error_type, updated_at=firestore.SERVER_TIMESTAMP)
 
 
 def record_started(db: Client, slot: str, record: dict[str, Any]) -> dict[str, Any]:
