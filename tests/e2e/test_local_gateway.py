@@ -195,7 +195,7 @@ def post_from(source: str, port: int, path: str, body: dict, headers: dict[str, 
 def test_callers_are_told_apart_by_address_and_a_forged_forwarded_for_is_not_believed(running_stack):
     import random
 
-    from orderpally.access import limiter
+    from orderpally import limiter
     from orderpally.incidents.http import ANONYMOUS_PER_ADDRESS
 
     port = running_stack.ports.gateway

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orderpally import clients
-from orderpally.access import limiter
+from orderpally import clients, limiter
 
 pytestmark = pytest.mark.usefixtures("emulators")
 NOW = datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC)

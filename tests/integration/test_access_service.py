@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orderpally import audit, clients, web
-from orderpally.access import api_keys, limiter, service
+from orderpally import audit, clients, limiter, web
+from orderpally.access import api_keys, service
 from orderpally.access import http as access_http
 from orderpally.access.principal import Principal
 from support.identities import PASSWORD, create_customer

@@ -30,6 +30,7 @@ CORE = {
     "structured_logging",
     "accounts",
     "leases",
+    "limiter",
     "outbox",
     "fields",
     "unit_of_work",

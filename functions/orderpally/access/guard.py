@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import flask
@@ -24,16 +23,8 @@ from orderpally.access.sessions import CSRF_COOKIE, SESSION_COOKIE
 from orderpally.access.store import session_digest
 from orderpally.config import settings
 
-if TYPE_CHECKING:
-    from orderpally.access import limiter
-
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def too_many(exc: limiter.Limited) -> web.Problem:
-    """The limiter's refusal, for callers that catch it: it is the 429 web.Problem already."""
-    return exc
 
 
 def principal_from_session_cookie(cookie: str) -> Principal:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from orderpally import accounts, audit, events, fields, outbox, web
-from orderpally.access import api_keys, identity_toolkit, limiter, passwords, sessions, store
+from orderpally import accounts, audit, events, fields, limiter, outbox, web
+from orderpally.access import api_keys, identity_toolkit, passwords, sessions, store
 from orderpally.access.principal import Principal, roles_from_claims
 from orderpally.accounts import AccountKind, Language, trail_is_open
 from orderpally.config import settings

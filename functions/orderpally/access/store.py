@@ -1,6 +1,5 @@
-"""Access's Firestore: rate-limit counters, signed-out sessions, API keys, and Facebook sign-in.
+"""Access's Firestore: signed-out sessions, API keys, and Facebook sign-in.
 
-`rate_limits/{limit-digest-window}`   one counter per limit, key and window (TTL on `expire_at`)
 `revoked_sessions/{sha256(cookie)}`   a session signed out in one browser, until it would expire
 `api_keys/{key id}`                   a key's keyed hash, scopes, expiry, revocation and last use
 `facebook_identities/{sha256("facebook:" + id)}`  the account id a Facebook user's own account
@@ -8,7 +7,7 @@
 `facebook_links/{sha256(token)}`      a mailed link joining a Facebook user to an existing
     account, until it is used or expires
 
-The accounts themselves are `orderpally.accounts`'.
+The accounts themselves are `orderpally.accounts`', the rate-limit counters `orderpally.limiter`'s.
 """
 
 from __future__ import annotations
@@ -16,16 +15,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, WriteBatch
+    from google.cloud.firestore import Client
 
     from orderpally import audit, outbox
 
-RATE_LIMITS = "rate_limits"
 REVOKED_SESSIONS = "revoked_sessions"
 API_KEYS = "api_keys"
 FACEBOOK_LINKS = "facebook_links"
@@ -39,49 +36,6 @@ def _digest(token: str) -> str:
 def session_digest(cookie: str) -> str:
     """What a session is known by where it is stored or counted: never the cookie itself."""
     return _digest(cookie)
-
-
-# --- rate-limit counters: (document id, limit name, expire_at) ------------------------
-
-Counter = tuple[str, str, datetime]
-
-
-def _counter_fields(name: str, expire_at: datetime, step: int) -> dict[str, Any]:
-    from google.cloud import firestore
-
-    return {"count": firestore.Increment(step), "limit": name, "expire_at": expire_at}
-
-
-def count_on(db: Client, counters: Sequence[Counter]) -> list[int]:
-    """Adds one to every counter in one write; their counts after it, in order.
-
-    An atomic increment rather than a transaction: many requests from one address
-    hit one counter at once, and a transaction would make them fail on contention.
-    The commit answers each increment's result (its transform result), so the count
-    is this attempt's own, with no read after it.
-    """
-    batch = db.batch()
-    for doc_id, name, expire_at in counters:
-        batch.set(db.collection(RATE_LIMITS).document(doc_id), _counter_fields(name, expire_at, 1), merge=True)
-    return [int(result.transform_results[0].integer_value) for result in batch.commit()]
-
-
-def take_back(db: Client, doc_ids: Sequence[str], writer: WriteBatch | None = None) -> None:
-    """Subtracts one from every counter, in one write: through `writer` (committed with its
-    other writes), or a commit of its own."""
-    from google.cloud import firestore
-
-    batch = writer if writer is not None else db.batch()  # an empty batch is falsy
-    for doc_id in doc_ids:
-        batch.set(db.collection(RATE_LIMITS).document(doc_id), {"count": firestore.Increment(-1)}, merge=True)
-    if writer is None:
-        batch.commit()
-
-
-def stage_count(writer: WriteBatch, db: Client, counter: Counter) -> None:
-    """Adds one to the counter through `writer`, so it commits with the writer's other writes."""
-    doc_id, name, expire_at = counter
-    writer.set(db.collection(RATE_LIMITS).document(doc_id), _counter_fields(name, expire_at, 1), merge=True)
 
 
 # --- sessions signed out in one browser -----------------------------------------------

@@ -9,8 +9,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from orderpally import accounts, audit, events, structured_logging
-from orderpally.access import limiter
+from orderpally import accounts, audit, events, limiter, structured_logging
 from orderpally.config import settings
 from orderpally.incidents import rules, service
 from orderpally.messaging.requests import mail

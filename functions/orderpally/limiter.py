@@ -1,8 +1,9 @@
 """A fixed-window rate limiter for sign-in and other abusable endpoints.
 
 Each key has one counter per window, named by a hash (keys carry email addresses);
-an atomic increment counts the attempt (access.store keeps the counters, which
-expire by TTL). Limits can be changed by operators with RATE_LIMITS.
+an atomic increment counts the attempt, in `rate_limits/{counter}` (the counters
+expire by TTL). Limits can be changed by operators with RATE_LIMITS. Shared: access
+limits sign-in, sign-up and resets with it, incidents their intake.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orderpally import web
-from orderpally.access import store
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, WriteBatch
+
+
+RATE_LIMITS = "rate_limits"
+Counter = tuple[str, str, datetime]  # (document id, limit name, expire_at)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def _window(limit: Limit, now: datetime) -> tuple[int, datetime]:
     return index, datetime.fromtimestamp((index + 1) * seconds, tz=now.tzinfo)
 
 
-def _counter(limit: Limit, key: str, now: datetime) -> tuple[store.Counter, datetime]:
+def _counter(limit: Limit, key: str, now: datetime) -> tuple[Counter, datetime]:
     """The store's counter for `key` in `now`'s window of the (configured) limit, and the window's end."""
     index, ends = _window(limit, now)
     digest = hashlib.sha256(f"{limit.name}\x00{key}".encode()).hexdigest()[:40]
@@ -83,7 +87,7 @@ def hit_all(db: Client, counters: Sequence[tuple[Limit, str]], now: datetime) ->
     """
     judged = [(asked, configured(asked)) for asked, _ in counters]
     placed = [_counter(limit, key, now) for (_, limit), (_, key) in zip(judged, counters, strict=True)]
-    counts = store.count_on(db, [counter for counter, _ in placed])
+    counts = _count_on(db, [counter for counter, _ in placed])
     for (asked, limit), (_, ends), count in zip(judged, placed, counts, strict=True):
         if count > limit.max_attempts:
             # The limit the caller named, so it can tell which one refused, however configured.
@@ -95,9 +99,50 @@ def refund_all(
 ) -> None:
     """Takes back the attempts `hit_all` counted at the same `now` (they turned out not to count),
     through `writer` (a batch, committed with its other writes) when given."""
-    store.take_back(db, [_counter(configured(limit), key, now)[0][0] for limit, key in counters], writer)
+    _take_back(db, [_counter(configured(limit), key, now)[0][0] for limit, key in counters], writer)
 
 
 def tally(writer: WriteBatch, db: Client, limit: Limit, key: str, now: datetime) -> None:
     """Counts one event on `limit`'s counter through `writer` (a batch), judging nothing."""
-    store.stage_count(writer, db, _counter(configured(limit), key, now)[0])
+    _stage_count(writer, db, _counter(configured(limit), key, now)[0])
+
+
+# --- the counters -----------------------------------------------------------------------
+
+
+def _counter_fields(name: str, expire_at: datetime, step: int) -> dict[str, Any]:
+    from google.cloud import firestore
+
+    return {"count": firestore.Increment(step), "limit": name, "expire_at": expire_at}
+
+
+def _count_on(db: Client, counters: Sequence[Counter]) -> list[int]:
+    """Adds one to every counter in one write; their counts after it, in order.
+
+    An atomic increment rather than a transaction: many requests from one address
+    hit one counter at once, and a transaction would make them fail on contention.
+    The commit answers each increment's result (its transform result), so the count
+    is this attempt's own, with no read after it.
+    """
+    batch = db.batch()
+    for doc_id, name, expire_at in counters:
+        batch.set(db.collection(RATE_LIMITS).document(doc_id), _counter_fields(name, expire_at, 1), merge=True)
+    return [int(result.transform_results[0].integer_value) for result in batch.commit()]
+
+
+def _take_back(db: Client, doc_ids: Sequence[str], writer: WriteBatch | None = None) -> None:
+    """Subtracts one from every counter, in one write: through `writer` (committed with its
+    other writes), or a commit of its own."""
+    from google.cloud import firestore
+
+    batch = writer if writer is not None else db.batch()  # an empty batch is falsy
+    for doc_id in doc_ids:
+        batch.set(db.collection(RATE_LIMITS).document(doc_id), {"count": firestore.Increment(-1)}, merge=True)
+    if writer is None:
+        batch.commit()
+
+
+def _stage_count(writer: WriteBatch, db: Client, counter: Counter) -> None:
+    """Adds one to the counter through `writer`, so it commits with the writer's other writes."""
+    doc_id, name, expire_at = counter
+    writer.set(db.collection(RATE_LIMITS).document(doc_id), _counter_fields(name, expire_at, 1), merge=True)
