@@ -115,10 +115,16 @@ def _path(collection: Any) -> str:
 
 def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> None:
     """Records `event` durably, then links it (and whatever else is pending) into `chain`."""
+    link(chain, until=enqueue(chain, event, now))
+
+
+def enqueue(chain: Chain, event: AuditEvent, now: datetime | None = None) -> Any:
+    """Records `event` durably in the chain's pending list and returns its reference, for the
+    sequencer (or the chain's next reader) to link: for writers that must not wait on the chain."""
     batch = clients.firestore_client().batch()
     entry = stage(batch, chain, event, now)
     batch.commit()
-    link(chain, until=entry)
+    return entry
 
 
 def stage(writer: Any, chain: Chain, event: AuditEvent, now: datetime | None = None) -> Any:
@@ -241,7 +247,7 @@ def _link_batch(chain: Chain) -> tuple[int, set[str]]:
 
 
 def append_once(chain: Chain, event: AuditEvent, now: datetime | None = None) -> bool:
-    """Appends `event` unless an entry with its action and details is already there (or pending).
+    """Enqueues `event` unless an entry with its action and details is already there (or pending).
 
     For work resumed after a crash, under a lease, so no two callers check at once.
     """
@@ -253,7 +259,7 @@ def append_once(chain: Chain, event: AuditEvent, now: datetime | None = None) ->
             query = query.where(filter=FieldFilter(f"details.{key}", "==", value))
         if any(True for _ in query.limit(1).stream()):
             return False
-    append(chain, event, now)
+    enqueue(chain, event, now)
     return True
 
 

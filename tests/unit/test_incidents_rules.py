@@ -79,3 +79,19 @@ def test_markup_is_recognised():
     assert not rules.has_markup("a < b and c > d, ok")
     assert not rules.has_markup("price < 100 and 3 > 2")
     assert not rules.has_markup("訂單編號 <12345>")
+
+
+@pytest.mark.parametrize(
+    ("category", "confirmed", "has_account", "steps"),
+    [
+        # A signed-in customer's critical report: everything, the on-call page included.
+        ("account_compromise", True, True, ["history", "acknowledgement", "customer_trail", "page"]),
+        # A customer's ordinary report: no page.
+        ("other", True, True, ["history", "acknowledgement", "customer_trail"]),
+        # An anonymous critical report is paged once its address is confirmed, not at intake.
+        ("suspected_data_leak", False, False, ["history", "acknowledgement"]),
+        ("other", False, False, ["history", "acknowledgement"]),
+    ],
+)
+def test_intake_queues_only_the_steps_a_report_needs(category, confirmed, has_account, steps):
+    assert rules.intake_steps(category, confirmed, has_account) == steps

@@ -101,7 +101,8 @@ def finish_intake(
     account_id = incident.get("reporter_account_id")
 
     def write(chain: audit.Chain, event: audit.AuditEvent) -> None:
-        (audit.append_once if resumed else audit.append)(chain, event)
+        # Staged for the trail's sequencer: the reporter does not wait on the chain's lock.
+        (audit.append_once if resumed else audit.enqueue)(chain, event)
 
     def history() -> None:
         actor = service.reporter_actor(incident)

@@ -23,6 +23,22 @@ State = Literal["received", "triaged", "investigating", "resolved", "not_an_issu
 CATEGORIES: tuple[str, ...] = get_args(Category)
 # Reports in these categories page the security on-call as soon as they are confirmed.
 CRITICAL_CATEGORIES = frozenset({"account_compromise", "suspected_data_leak"})
+# What intake does once a report is stored, in order (each marked done as it is).
+INTAKE_STEPS = ("history", "acknowledgement", "customer_trail", "page")
+
+
+def intake_steps(category: str, confirmed: bool, reporter_has_account: bool) -> list[str]:
+    """The steps a new report's intake queues: one with nothing to do is left out, so that
+    it costs no write to mark done (an unconfirmed report is paged when it is confirmed)."""
+    wanted = {
+        "history": True,
+        "acknowledgement": True,
+        "customer_trail": reporter_has_account,
+        "page": category in CRITICAL_CATEGORIES and confirmed,
+    }
+    return [step for step in INTAKE_STEPS if wanted[step]]
+
+
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 STATES: tuple[str, ...] = get_args(State)
 OPEN_STATES = ("received", "triaged", "investigating")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 INCIDENTS = store.INCIDENTS  # records' archive still reads the collection by this name
 # After the incident is written: its history's first entry, the acknowledgement mail,
 # the customer's own trail, and the on-call page.
-INTAKE_STEPS = ("history", "acknowledgement", "customer_trail", "page")
+INTAKE_STEPS = rules.INTAKE_STEPS
 _LABEL = r"^[A-Za-z0-9_-]{1,64}$"
 Label = Annotated[str, pydantic.StringConstraints(pattern=_LABEL)]
 
@@ -205,7 +205,9 @@ def submit(
         "assignee": None,
         "paged_at": None,
         "updated_at": now,
-        "intake_pending": list(INTAKE_STEPS),
+        "intake_pending": rules.intake_steps(
+            report.category, reporter.account_id is not None, reporter.account_id is not None
+        ),
         store.INTAKE_LEASE_FIELD: now + _intake_lease(),
     }
     request_id = _request_id(reporter, idempotency_key) if idempotency_key else None
