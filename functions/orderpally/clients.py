@@ -7,6 +7,7 @@ emulators through the standard *_EMULATOR_HOST variables.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import smtplib
 import ssl
@@ -246,6 +247,13 @@ def url_signing_credentials() -> Signing:
             return self._signer
 
     return IamSigningCredentials()
+
+
+@functools.cache
+def background() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for backend calls a request makes side by side (a session's two checks, a
+    sign-in's cookie and account read); one pool per process, like the clients it calls."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="backend-call")
 
 
 @functools.cache

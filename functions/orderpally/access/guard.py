@@ -30,6 +30,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def principal_from_session_cookie(cookie: str) -> Principal:
     from firebase_admin import auth
 
+    # Signed out in this browser: the cookie is on the revocation list until it expires. Read
+    # while Firebase checks the cookie and its user (neither check needs the other's answer).
+    signed_out = clients.background().submit(store.session_revoked, clients.firestore_client(), session_digest(cookie))
     try:
         claims = auth.verify_session_cookie(cookie, check_revoked=True, app=clients.firebase_app())
     except auth.UserDisabledError:
@@ -38,8 +41,7 @@ def principal_from_session_cookie(cookie: str) -> Principal:
         raise unauthenticated("The session has ended; sign in again.") from None
     except ValueError:
         raise unauthenticated("The session has ended; sign in again.") from None
-    # Signed out in this browser: the cookie is on the revocation list until it expires.
-    if store.session_revoked(clients.firestore_client(), session_digest(cookie)):
+    if signed_out.result():
         raise unauthenticated("The session has ended; sign in again.")
     roles = roles_from_claims(claims)
     return Principal(

@@ -14,16 +14,14 @@ back its counted attempts.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import functools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from orderpally import accounts, audit, events, fields, limiter, outbox, web
+from orderpally import accounts, audit, clients, events, fields, limiter, outbox, web
 from orderpally.access import api_keys, identity_toolkit, passwords, sessions, store
 from orderpally.access.principal import Principal, roles_from_claims
 from orderpally.accounts import AccountKind, Language, trail_is_open
@@ -394,7 +392,7 @@ def start_session(
     db = ports.db
     try:
         # The account's read goes while Firebase mints the cookie: neither needs the other.
-        minting = _background().submit(sessions.mint, ports.auth_app, signed_in.id_token)
+        minting = clients.background().submit(sessions.mint, ports.auth_app, signed_in.id_token)
         account = accounts.load(db, signed_in.uid)
         cookie = minting.result()
     except BaseException:
@@ -415,12 +413,6 @@ def start_session(
     return NewSession(cookie=cookie, csrf=csrf, body=body, device_token=device)
 
 
-@functools.cache
-def _background() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for calls a request makes side by side; one pool per process, as the clients are."""
-    return concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="access")
-
-
 def sign_in(ports: Ports, email: str, password: str, address: str | None, device_cookie: str | None) -> NewSession:
     """A password sign-in: checked under the limits, failures on the account's trail."""
     now = ports.now()
@@ -433,9 +425,12 @@ def current_session(ports: Ports, principal: Principal, csrf: str) -> dict[str, 
     """The session with the address's verification state as Firebase Auth holds it now."""
     from firebase_admin import auth
 
+    reading = clients.background().submit(accounts.load, ports.db, principal.account_id)  # while Firebase answers
     user = auth.get_user(principal.account_id, app=ports.auth_app)
+    account = reading.result() or {}
+    roles = sorted(principal.roles)
     return session_body(
-        ports, principal.account_id, bool(user.email_verified), sorted(principal.roles), csrf, principal.email_verified
+        ports, principal.account_id, bool(user.email_verified), roles, csrf, principal.email_verified, account
     )
 
 
