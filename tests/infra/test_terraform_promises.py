@@ -221,7 +221,7 @@ def test_every_collection_the_code_gives_an_expire_at_expires(terraform):
     expected = {
         "event_ledger": "events.py",
         "email_deliveries": "messaging/delivery.py",
-        "rate_limits": "access/store.py",
+        "rate_limits": "limiter.py",
         "revoked_sessions": "access/store.py",
         "facebook_links": "access/store.py",
         "incident_requests": "incidents/store.py",
