@@ -75,8 +75,9 @@ def account_routes() -> web.Router:
     from orderpally.access.http import account as account_http
     from orderpally.lifecycle import http as lifecycle_http
     from orderpally.records import http as records_http
+    from orderpally.trust import http as trust_http
 
-    return _router("account", account_http.ROUTES, lifecycle_http.ROUTES, records_http.ROUTES)
+    return _router("account", account_http.ROUTES, lifecycle_http.ROUTES, records_http.ROUTES, trust_http.ROUTES)
 
 
 @functools.cache
@@ -86,8 +87,9 @@ def staff_routes() -> web.Router:
     from orderpally.lifecycle import http as lifecycle_http
     from orderpally.notices import http as notices_http
     from orderpally.records import http as records_http
+    from orderpally.trust import http as trust_http
 
-    tables = (incidents_http, account_http, lifecycle_http, records_http, notices_http)
+    tables = (incidents_http, account_http, lifecycle_http, records_http, notices_http, trust_http)
     return _router("staff", *(module.ROUTES for module in tables))
 
 

@@ -8,6 +8,7 @@ the Auth emulator does not verify token signatures.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -73,6 +74,13 @@ class Settings:
     snapshot_max_age_hours: int
     snapshot_scheduler_job: str  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
     local_backups_dir: str  # where the Firestore emulator writes exports on the local stack
+    # How long each snapshot is kept: the backups bucket's retention policy and lifecycle age
+    # (terraform var.backup_retention_days), for the trust report.
+    backup_retention_days: int
+    # Encryption at rest of each store the data map names ("firestore", "backups", "exports",
+    # "attachments"), as Terraform set it up: {"key": <Cloud KMS key name>, "rotation_period":
+    # "<seconds>s"} or {"managed_by": "google"}; a store not named is reported as not configured.
+    encryption_at_rest: dict[str, dict[str, str]]
     # Secret Manager values mounted on this function (each function gets only the ones the
     # catalogue names), by variable name; read through secret(), which refuses a missing one.
     secrets: dict[str, bytes]
@@ -177,6 +185,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_max_age_hours=_positive(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
+        backup_retention_days=_positive(env, "BACKUP_RETENTION_DAYS", 7),
+        encryption_at_rest=_encryption_at_rest(env.get("ENCRYPTION_AT_REST", "")),
         secrets=_secrets(env),
         firebase_web_api_key=env.get("FIREBASE_WEB_API_KEY", "local-emulator-key"),
         identity_toolkit_url=_identity_toolkit_url(env),
@@ -224,6 +234,8 @@ PRODUCTION_REQUIRED = (
     "SECURITY_ONCALL_EMAIL",
     "SECURITY_CONTACT_EMAIL",
     "SNAPSHOT_SCHEDULER_JOB",
+    "BACKUP_RETENTION_DAYS",  # the trust report states it; a default would state a guess
+    "ENCRYPTION_AT_REST",
 )
 
 
@@ -248,6 +260,36 @@ def _secrets(env: dict[str, str]) -> dict[str, bytes]:
         if raw:
             found[name] = raw.encode()
     return found
+
+
+_KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
+_ROTATION_PERIOD = re.compile(r"[0-9]{1,10}s")
+
+
+def _encryption_at_rest(raw: str) -> dict[str, dict[str, str]]:
+    """`{"backups": {"key": "projects/.../cryptoKeys/k", "rotation_period": "7776000s"},
+    "firestore": {"managed_by": "google"}}`, as Terraform writes it (jsonencode); empty: none known."""
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigurationError("ENCRYPTION_AT_REST must be a JSON object") from exc
+    if not isinstance(parsed, dict):
+        raise ConfigurationError("ENCRYPTION_AT_REST must be a JSON object")
+    for store, entry in parsed.items():
+        google = entry == {"managed_by": "google"}
+        customer = (
+            isinstance(entry, dict)
+            and set(entry) == {"key", "rotation_period"}
+            and _KMS_KEY.fullmatch(str(entry["key"]))
+            and _ROTATION_PERIOD.fullmatch(str(entry["rotation_period"]))
+        )
+        if not (google or customer):
+            raise ConfigurationError(
+                f"ENCRYPTION_AT_REST: {store} needs a Cloud KMS key and its rotation period, or managed_by google"
+            )
+    return parsed
 
 
 def _identity_toolkit_url(env: dict[str, str]) -> str:

@@ -53,6 +53,7 @@ MATRIX: dict[str, str] = {
     # B asking for A's key learns nothing; a key may revoke only itself
     "DELETE /account/api-keys/{key_id}": "401 204 404 403 403 403 403 403 401 401",
     "GET /account/audit-trail": "401 200 200 403 403 403 200 403 401 401",
+    "GET /account/trust-report": "401 200 200 403 403 403 200 403 401 401",
     # A already has an export in progress (seeded), so A's callers get 409 pointing at it
     "POST /account/exports": "401 409 202 403 403 403 409 403 401 401",
     "GET /account/exports/{export_id}": "401 200 404 403 403 403 200 403 401 401",
@@ -81,6 +82,7 @@ MATRIX: dict[str, str] = {
     "GET /staff/incidents/{reference}/attachments/{number}": "401 403 403 403 422 403 403 403 401 401",
     "GET /staff/accounts/{account_id}": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail": "401 403 403 422 422 422 403 403 401 401",
+    "GET /staff/accounts/{account_id}/trust-report": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/audit-trail/verification": "401 403 403 403 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/billing": "401 403 403 422 422 422 403 403 401 401",
     "GET /staff/accounts/{account_id}/deletion-certificate": "401 403 403 422 422 422 403 403 401 401",

@@ -37,6 +37,8 @@ DEPLOYED = {
     "SECURITY_ONCALL_EMAIL": "oncall@orderpally.example",
     "SECURITY_CONTACT_EMAIL": "security@orderpally.example",
     "SNAPSHOT_SCHEDULER_JOB": "projects/p/locations/asia-east1/jobs/orderpally-firestore-snapshot",
+    "BACKUP_RETENTION_DAYS": "7",
+    "ENCRYPTION_AT_REST": '{"firestore": {"managed_by": "google"}}',
 }
 
 
@@ -129,3 +131,27 @@ def test_a_deployed_function_refuses_to_start_on_a_local_default(environment, va
 def test_bad_incident_deadlines_are_refused_at_start_up(raw):
     with pytest.raises(ConfigurationError, match="INCIDENT_DEADLINES"):
         load_settings({"INCIDENT_DEADLINES": raw})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        '["backups"]',
+        '{"backups": {"key": "my-key", "rotation_period": "7776000s"}}',
+        '{"backups": {"key": "projects/p/locations/asia-east1/keyRings/r/cryptoKeys/k"}}',
+        '{"firestore": {"managed_by": "someone"}}',
+    ],
+)
+def test_encryption_at_rest_that_is_not_a_key_and_its_rotation_stops_the_start(raw):
+    with pytest.raises(ConfigurationError, match="ENCRYPTION_AT_REST"):
+        load_settings({"ENCRYPTION_AT_REST": raw})
+
+
+def test_encryption_at_rest_as_terraform_writes_it_is_read():
+    key = "projects/p/locations/asia-east1/keyRings/orderpally-data/cryptoKeys/orderpally-backups"
+    raw = f'{{"firestore": {{"managed_by": "google"}}, "backups": {{"key": "{key}", "rotation_period": "7776000s"}}}}'
+    cfg = load_settings({"ENCRYPTION_AT_REST": raw})
+    assert cfg.encryption_at_rest["backups"] == {"key": key, "rotation_period": "7776000s"}
+    assert cfg.encryption_at_rest["firestore"] == {"managed_by": "google"}
+    assert load_settings({}).encryption_at_rest == {}

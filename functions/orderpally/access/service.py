@@ -749,6 +749,63 @@ class TrailPage:
     more: bool  # entries older than the last one remain
 
 
+# --- what the account's trust report reads of access (public reads) ---------------------
+
+
+def staff_reads(account_id: str) -> list[dict[str, Any]]:
+    """Every staff read of the account's data in its trail, newest first, each as its customer
+    sees it: the role and the reason, never who it was or from which address."""
+    return [as_the_customer_sees(entry) for entry in store.trail_entries_with_action(account_id, "staff.read")]
+
+
+@dataclass(frozen=True)
+class OpenSessions:
+    """The sign-ins whose session cookie may still work; what a session's use is, is not recorded."""
+
+    sign_ins: list[dict[str, Any]]  # the sign_in.succeeded entries, newest first
+    ended_everywhere_at: datetime | None  # every session issued before this was revoked
+    # Sign-outs in one browser in the same window: each ended a session, but neither the trail
+    # nor the revocation list (cookie digests only) says which.
+    single_sign_outs: int
+
+
+def open_sessions(auth_app: App, account_id: str, lifetime: timedelta, now: datetime) -> OpenSessions:
+    """Sign-ins within a session's `lifetime` and after Firebase's tokens-valid-after time (moved by
+    "sign out everywhere", a password change, a role change, a suspension or a termination)."""
+    from firebase_admin import auth
+
+    try:
+        user = auth.get_user(account_id, app=auth_app)
+    except auth.UserNotFoundError:
+        return OpenSessions([], None, 0)
+    valid_after = (
+        datetime.fromtimestamp(user.tokens_valid_after_timestamp / 1000, UTC)
+        if user.tokens_valid_after_timestamp
+        else None
+    )
+    created_ms = user.user_metadata.creation_timestamp if user.user_metadata else None
+    # Firebase also sets it (to the second) when it creates the user, which ended no session.
+    created_second_ms = created_ms // 1000 * 1000 if created_ms else 0
+    ended = valid_after if (user.tokens_valid_after_timestamp or 0) > created_second_ms else None
+    if user.disabled:
+        return OpenSessions([], ended, 0)
+    since = max(now - lifetime, valid_after) if valid_after else now - lifetime
+    sign_ins, sign_outs, before = [], 0, None
+    while True:  # newest first, only as far back as a session can live
+        entries = audit.page(account_id, 200, before)
+        recent = [entry for entry in entries if entry["at"] >= since]
+        sign_ins += [entry for entry in recent if entry["action"] == "sign_in.succeeded"]
+        sign_outs += sum(1 for entry in recent if entry["action"] == "sign_out")
+        if len(recent) < len(entries) or len(entries) < 200:
+            return OpenSessions(sign_ins, ended, sign_outs)
+        before = entries[-1]["seq"]
+
+
+def active_api_keys(db: Client, account_id: str, now: datetime) -> list[dict[str, Any]]:
+    """The account's keys that still work (neither revoked nor expired), newest first, with their last use."""
+    return [key for key in api_keys.owned(db, account_id) if key.get("revoked_at") is None and key["expires_at"] > now]
+
+
 def staff_read(
     db: Client, principal: Principal, account_id: str, what: str, reason: str, address: str | None
 ) -> dict[str, Any]:

@@ -7,7 +7,8 @@
 `facebook_links/{sha256(token)}`      a mailed link joining a Facebook user to an existing
     account, until it is used or expires
 
-The accounts themselves are `orderpally.accounts`', the rate-limit counters `orderpally.limiter`'s.
+The accounts themselves are `orderpally.accounts`', the rate-limit counters `orderpally.limiter`'s;
+the audit trail is `orderpally.audit`'s, queried here through its own accessors.
 """
 
 from __future__ import annotations
@@ -125,6 +126,22 @@ def revoke_all_keys(db: Client, account_id: str, now: datetime) -> int:
     for snap in snaps:
         snap.reference.update({"revoked_at": now})
     return len(snaps)
+
+
+# --- the audit trail, read for its customer -------------------------------------------
+
+
+def trail_entries_with_action(account_id: str, action: str) -> list[dict[str, Any]]:
+    """Every entry of the account's trail (`orderpally.audit`'s) with this action, newest first,
+    once whatever is pending is linked: one equality query on the trail's single-field index,
+    so a rare action is found without reading the whole trail."""
+    from google.cloud.firestore import FieldFilter
+
+    from orderpally import audit
+
+    audit.settle(audit.account_chain(account_id))
+    query = audit.trail(account_id).where(filter=FieldFilter("action", "==", action))
+    return sorted((snap.to_dict() or {} for snap in query.stream()), key=lambda e: e.get("seq", 0), reverse=True)
 
 
 # --- Facebook sign-in -------------------------------------------------------------------

@@ -95,5 +95,19 @@ def verify_snapshots(
     return verdict
 
 
+def last_completed(
+    db: Client, *, taken_after: datetime | None, taken_before: datetime | None, scan: int = 60
+) -> tuple[str, dict] | None:
+    """(slot, record) of the newest completed snapshot whose slot is after `taken_after` and before
+    `taken_before` (each when given), among the newest `scan` slots: for an account, the last
+    snapshot taken while its data existed."""
+    for slot, record in store.newest(db, scan):
+        taken_at = rules.slot_time(slot)
+        if record.get("status") != "completed" or (taken_before and taken_at >= taken_before):
+            continue
+        return (slot, record) if not taken_after or taken_at >= taken_after else None
+    return None
+
+
 def verdict_body(verdict: rules.Verdict) -> dict:
     return {"status": "ok" if verdict.ok else "failed", **asdict(verdict)}

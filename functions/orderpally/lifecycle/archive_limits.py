@@ -90,6 +90,12 @@ def take(limit: Limit, slot: dict | None, active: dict | None, request_id: str, 
     return {"day": day, "count": count + 1, "active_id": request_id}
 
 
+def latest_id(db: Client, account_id: str, limit: Limit) -> str | None:
+    """The id of the account's latest request of `limit`'s kind (in progress or not), if it made one."""
+    slot = store.quota_slot_now(db, account_id, limit.kind) or {}
+    return slot.get("active_id")
+
+
 def reserve(
     transaction: Transaction, db: Client, account_id: str, limit: Limit, collection: str, request_id: str, now: datetime
 ) -> None:

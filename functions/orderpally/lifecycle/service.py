@@ -467,6 +467,11 @@ def release_hold(
     return {**hold, "id": hold_id, "released_at": now}
 
 
+def holds_on(db: Client, account_id: str) -> list[dict]:
+    """The legal holds in force on the account (their reasons included: callers choose what to show)."""
+    return store.active_holds(db, account_id)
+
+
 # --- content export ----------------------------------------------------------------------
 
 
@@ -541,6 +546,13 @@ def export_download(
     return link
 
 
+def latest_export(db: Client, account_id: str) -> dict | None:
+    """The account's latest content export request, whatever its status; None if it made none."""
+    export_id = archive_limits.latest_id(db, account_id, archive_limits.EXPORTS)
+    record = content_export.load(db, export_id) if export_id else None
+    return record if record and record.get("account_id") == account_id else None
+
+
 # --- staff reads -------------------------------------------------------------------------
 
 
@@ -565,3 +577,8 @@ def record_staff_read(
         audit.record(account_id, audit.AuditEvent("staff.read", actor, client_address, reason, {"what": what}))
     else:
         certificates.record_closed_account_read(db, account_id, actor.role, reason, what, now)
+
+
+def closed_account_reads(db: Client, account_id: str) -> list[dict]:
+    """The staff reads of the account kept beside its certificate once its trail was closed, newest first."""
+    return sorted(store.closed_account_reads(db, account_id), key=lambda read: read["at"], reverse=True)

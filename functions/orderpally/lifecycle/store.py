@@ -255,6 +255,14 @@ def add_closed_account_read(db: Client, read: dict[str, Any]) -> None:
     db.collection(CLOSED_ACCOUNT_READS).add(read)
 
 
+def closed_account_reads(db: Client, account_id: str) -> list[dict[str, Any]]:
+    """The staff reads kept for the account once its trail was closed, in no particular order."""
+    from google.cloud.firestore import FieldFilter
+
+    query = db.collection(CLOSED_ACCOUNT_READS).where(filter=FieldFilter("account_id", "==", account_id))
+    return [snap.to_dict() or {} for snap in query.stream()]
+
+
 # --- billing -------------------------------------------------------------------------
 
 
@@ -331,6 +339,11 @@ def quota_slot(
         active_snap = db.collection(collection).document(slot["active_id"]).get(transaction=transaction)
         active = active_snap.to_dict() if active_snap.exists else None
     return slot, active
+
+
+def quota_slot_now(db: Client, account_id: str, kind: str) -> dict[str, Any] | None:
+    """The account's quota slot of `kind` as it stands, outside any transaction (for reading only)."""
+    return (_data(db.collection(QUOTAS).document(account_id).get()) or {}).get(kind)
 
 
 def set_quota_slot(transaction: Transaction, db: Client, account_id: str, kind: str, slot: dict[str, Any]) -> None:

@@ -221,6 +221,22 @@ def published_notices(
     return store.published(db, now, kind=kind, limit=limit, before=before)
 
 
+def affecting(
+    db: Client, account: dict[str, Any], now: datetime, *, limit: int = 20, scan: int = 200
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(id, notice, current version) of the newest published notices whose audience includes
+    `account` (its plan and features), up to `limit`, among the newest `scan` published."""
+    found = []
+    for notice_id, notice in store.published(db, now, kind=None, limit=scan, before=None):
+        if Audience.model_validate(notice["affects"]).includes(account):
+            versions = visible_versions(db, notice_id, now)
+            if versions:
+                found.append((notice_id, notice, versions[-1]))
+            if len(found) == limit:
+                break
+    return found
+
+
 def sla_history(db: Client, sla_id: str, now: datetime) -> list[tuple[str, dict[str, Any]]]:
     state = store.sla(db, sla_id) or {}
     notices = []

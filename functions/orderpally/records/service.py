@@ -324,3 +324,10 @@ def pending_for_staff(
 
 def load(db: Client, request_id: str) -> dict[str, Any] | None:
     return store.load(db, request_id)
+
+
+def latest(db: Client, account_id: str) -> dict[str, Any] | None:
+    """The account's latest records request, whatever its status; None if it made none."""
+    request_id = archive_limits.latest_id(db, account_id, archive_limits.RECORDS)
+    record = store.load(db, request_id) if request_id else None
+    return record if record and record.get("account_id") == account_id else None
