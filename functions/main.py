@@ -331,15 +331,13 @@ def send_notice_email(cloud_event: CloudEvent) -> None:
     from orderpally.messaging import delivery as email_delivery
     from orderpally.messaging import requests as email_requests
 
-    spec = _event_spec("send_notice_email", email_requests.MESSAGE_TYPE, email_requests.EmailRequest)
+    # One mail, or a batch of them (a notice's fan-out): the delivery ledger settles each by its key.
+    spec = _event_spec("send_notice_email", email_requests.MESSAGE_TYPE, email_requests.MailRequest)
     _handle(
         cloud_event,
         spec,
-        lambda request, _: email_delivery.deliver(
-            clients.firestore_client(),
-            request,
-            send=email_delivery.smtp_sender(clients.smtp_connection),
-            mail_from=settings().mail_from,
+        lambda mail, _: email_delivery.deliver_requested(
+            clients.firestore_client(), mail.root, connect=clients.smtp_connection, mail_from=settings().mail_from
         ),
     )
 

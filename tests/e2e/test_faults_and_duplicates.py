@@ -191,6 +191,26 @@ def test_a_fan_out_crashing_midway_mails_everyone_once(running_stack):
     assert recipients == sorted(c.email for c in customers)
 
 
+def test_a_fan_out_whose_mail_batch_crashes_midway_mails_everyone_exactly_once(running_stack):
+    from orderpally.messaging import delivery
+    from orderpally.notices import http as notices_http
+    from orderpally.notices import service
+
+    customers = [create_customer() for _ in range(6)]
+    arm(delivery.BATCH_FAULTS, "after-mail:3")  # the notice-email function dies after its third mail
+    notice = notice_to_everyone("Batch crash")
+    notices_http.release_now(service.fanout_id(notice["id"], 1))
+    wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= len(customers))
+    assert wait_for(lambda: fired(delivery.BATCH_FAULTS), timeout=30)
+    time.sleep(2.0)
+    recipients = sorted(str(m["To"]) for m in read_mailbox(running_stack.mailbox))
+    assert recipients == sorted(c.email for c in customers)
+    # One batch: three mails went before the crash, the redelivery sent the other three.
+    db = clients.firestore_client()
+    attempts = sorted(delivery.record_of(db, f"notice:{notice['id']}:v1:{c.uid}")["attempts"] for c in customers)
+    assert attempts == [1, 1, 1, 2, 2, 2]
+
+
 def test_an_export_whose_build_message_was_lost_is_redriven_and_built_once(running_stack):
     from orderpally.lifecycle import export
 
@@ -471,6 +491,22 @@ def _fanout_case(stack):
     return fanout.MESSAGE_TYPE, {"job_id": service.fanout_id(notice["id"], 1)}, effect, len(customers)
 
 
+def _mail_batch_case(stack):
+    from orderpally.messaging.requests import MESSAGE_TYPE, EmailBatch, Recipient
+
+    customers = [create_customer() for _ in range(3)]
+    batch = EmailBatch(
+        template="termination_cancelled",
+        recipients=[Recipient(idempotency_key=f"twice-{c.uid}", to_email=c.email, account_id=c.uid) for c in customers],
+    )
+
+    def effect() -> bool:
+        recipients = sorted(str(m["To"]) for m in read_mailbox(stack.mailbox))
+        return recipients == sorted(c.email for c in customers)
+
+    return MESSAGE_TYPE, batch.model_dump(mode="json"), effect, len(customers)
+
+
 def _heartbeat_case(stack):
     from orderpally.heartbeat import service as heartbeat
 
@@ -491,6 +527,7 @@ def _heartbeat_case(stack):
         ("build_records", _records_case),
         ("run_account_deletion", _deletion_case),
         ("fan_out_notice", _fanout_case),
+        ("send_notice_email", _mail_batch_case),
         ("record_heartbeat", _heartbeat_case),
     ],
 )

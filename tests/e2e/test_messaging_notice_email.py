@@ -9,7 +9,8 @@ import pytest
 
 from orderpally import clients, events
 from orderpally.messaging import delivery
-from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.messaging import requests as mail_requests
+from orderpally.messaging.requests import EmailBatch, EmailRequest, Recipient, request_email
 from smtp_sink import read_mailbox
 from support.waiting import wait_for
 
@@ -39,6 +40,27 @@ def test_published_requests_arrive_once_in_the_recipients_language(running_stack
     by_to = {str(m["To"]): m for m in mails}
     assert by_to["hal@example.com"]["Content-Language"] == "en"
     assert by_to["ivy@example.com"]["Content-Language"] == "zh-TW"
+
+
+def test_a_published_batch_reaches_each_recipient_once_in_their_language(running_stack):
+    clients.firestore_client().document("accounts/acct-batch").set({"language": "en", "email": "jo@example.com"})
+    batch = EmailBatch(
+        template="termination_cancelled",
+        recipients=[
+            Recipient(idempotency_key="e2e-b-1", to_email="jo@example.com", account_id="acct-batch"),
+            Recipient(idempotency_key="e2e-b-2", to_email="kim@example.com"),
+            Recipient(idempotency_key="e2e-b-3", to_email="bounce-batch@example.com"),
+        ],
+    )
+    for _ in range(2):  # a duplicate publish, as a redrive under a new message id would make
+        events.publish(mail_requests.TOPIC, mail_requests.MESSAGE_TYPE, batch.model_dump(mode="json"))
+    wait_for(lambda: all(settled(r.idempotency_key) for r in batch.recipients))
+    time.sleep(1.0)  # let any duplicate that would wrongly be sent arrive
+    mails = {str(m["To"]): m for m in read_mailbox(running_stack.mailbox)}
+    assert len(read_mailbox(running_stack.mailbox)) == 2
+    assert mails["jo@example.com"]["Content-Language"] == "en"
+    assert mails["kim@example.com"]["Content-Language"] == "zh-TW"
+    assert settled("e2e-b-3") == delivery.Status.FAILED
 
 
 def test_malformed_and_permanently_failing_requests_are_recorded_not_retried(running_stack):

@@ -13,7 +13,7 @@ from google.cloud import pubsub_v1
 from orderpally import clients, events, web
 from orderpally.config import settings
 from orderpally.messaging.requests import TOPIC as EMAIL_TOPIC
-from orderpally.messaging.requests import EmailRequest
+from orderpally.messaging.requests import EmailBatch, MailRequest
 from orderpally.notices import fanout, service, store
 
 pytestmark = pytest.mark.usefixtures("emulators")
@@ -127,19 +127,21 @@ def email_subscription():
     subscriber.delete_subscription(subscription=name)
 
 
-def drain(subscriber, name: str) -> list[EmailRequest]:
+def drain(subscriber, name: str) -> list[EmailBatch]:
     received = []
     while True:
         response = subscriber.pull(subscription=name, max_messages=500, timeout=5)
         if not response.received_messages:
             return received
         for message in response.received_messages:
-            received.append(EmailRequest.model_validate(json.loads(message.message.data)["data"]))
+            mail = MailRequest.model_validate(json.loads(message.message.data)["data"]).root
+            assert isinstance(mail, EmailBatch)
+            received.append(mail)
         subscriber.acknowledge(subscription=name, ack_ids=[m.ack_id for m in response.received_messages])
 
 
-def real_publish(requests) -> None:
-    futures = [events.publish_async(EMAIL_TOPIC, "notice_email.requested", r.model_dump(mode="json")) for r in requests]
+def real_publish(batches) -> None:
+    futures = [events.publish_async(EMAIL_TOPIC, "notice_email.requested", b.model_dump(mode="json")) for b in batches]
     for future in futures:
         future.result(timeout=30)
 
@@ -161,14 +163,16 @@ def test_fanout_survives_a_crash_midway_and_mails_each_affected_customer_once(em
 
     calls = {"n": 0}
 
-    def crash_on_third_page(requests) -> None:
+    def crash_on_third_page(batches) -> None:
         calls["n"] += 1
-        real_publish(requests)
+        real_publish(batches)
         if calls["n"] == 3:
             raise RuntimeError("crash after publishing, before saving the cursor")
 
     def ports(publish) -> fanout.Ports:
-        return fanout.Ports(db=db, publish_emails=publish, continue_later=lambda _: None, notices_url="u", page_size=5)
+        return fanout.Ports(
+            db=db, publish_emails=publish, continue_later=lambda _: None, notices_url="u", page_size=5, batch_size=2
+        )
 
     with pytest.raises(RuntimeError):
         fanout.run(ports(crash_on_third_page), job_id, lambda: NOW + timedelta(minutes=1))
@@ -176,7 +180,11 @@ def test_fanout_survives_a_crash_midway_and_mails_each_affected_customer_once(em
     assert fanout.run(ports(real_publish), job_id, lambda: NOW + timedelta(minutes=30)) == "done"
     assert fanout.run(ports(real_publish), job_id, lambda: NOW + timedelta(minutes=31)) == "already-done"
 
-    requests = drain(subscriber, name)
+    batches = drain(subscriber, name)
+    # A page's affected customers go in batches of at most batch_size, the notice once in each.
+    assert all(1 <= len(b.recipients) <= 2 for b in batches)
+    assert all(b.template == "service_notice" and b.data["notice_id"] == notice["id"] for b in batches)
+    requests = [r for b in batches for r in b.requests()]
     keys = [r.idempotency_key for r in requests]
     assert {r.account_id for r in requests} == expected
     # At most the crashed page is repeated, with the same keys: the email ledger sends it once.

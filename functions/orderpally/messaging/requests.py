@@ -4,6 +4,14 @@ The notice-email function renders `template` in the recipient's language (a
 stored account preference wins over `language`) and sends it exactly once per
 `idempotency_key`, however often the request is delivered or published.
 
+A mail to many recipients (a notice to every customer) goes as an `EmailBatch`:
+one message with the template and its data once and up to `MAX_RECIPIENTS`
+recipients, each with an idempotency key of its own, sent over one relay
+connection. Each recipient is still sent once per key, whichever batch or single
+request carries it. A batch stays far below Pub/Sub's 10 MB message limit: a
+notice's data is at most about 130 kB (two 20,000-character bodies) and a
+recipient under 700 bytes.
+
 A mail that announces a state change is staged in the mail outbox
 (`mail_outbox/{sha256(idempotency_key)}`) in the same transaction or batch as the
 change, then published and unstaged. A crash in between leaves it staged; the
@@ -25,6 +33,9 @@ from orderpally.accounts import Language
 
 TOPIC = "notice-email"
 MESSAGE_TYPE = "notice_email.requested"
+# Recipients of one batch, at most: the per-recipient ledger of a batch is claimed and
+# settled within one Firestore commit each (500 writes at most).
+MAX_RECIPIENTS = 500
 OUTBOX = "mail_outbox"
 ALERT_UNREADABLE = "staged-email-unreadable"
 
@@ -42,6 +53,40 @@ class EmailRequest(pydantic.BaseModel):
     account_id: str | None = pydantic.Field(default=None, max_length=128)
     language: Language | None = None
     data: dict[str, Any] = pydantic.Field(default_factory=dict)
+
+
+class Recipient(pydantic.BaseModel):
+    """One mail of a batch: what differs between its recipients."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    idempotency_key: str = pydantic.Field(min_length=1, max_length=300)
+    to_email: fields.MailAddress
+    account_id: str | None = pydantic.Field(default=None, max_length=128)
+    language: Language | None = None
+
+
+class EmailBatch(pydantic.BaseModel):
+    """One template and its data for many recipients, in one message."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    template: str = pydantic.Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    data: dict[str, Any] = pydantic.Field(default_factory=dict)
+    recipients: list[Recipient] = pydantic.Field(min_length=1, max_length=MAX_RECIPIENTS)
+
+    def requests(self) -> list[EmailRequest]:
+        """One request per recipient, as if each had been published alone."""
+        return [
+            EmailRequest.model_construct(template=self.template, data=self.data, **dict(recipient))
+            for recipient in self.recipients
+        ]
+
+
+class MailRequest(pydantic.RootModel[EmailRequest | EmailBatch]):
+    """What the notice-email topic carries: one mail, or one mail to many recipients.
+
+    Both are forbidden extra fields, so a message is the one or the other, never both."""
 
 
 def request_email(request: EmailRequest) -> str:

@@ -1,11 +1,14 @@
 """Mails one notice version to every affected customer, resumably.
 
 A mailing walks the accounts in document-id order, a page at a time, and
-publishes one notice-email request per affected customer. The cursor is saved
-only after a page's requests are all accepted by Pub/Sub, so a crash repeats
-at most one page; the repeated requests carry the same idempotency keys, so
-the notice-email ledger sends nobody a second mail. Past its time budget a
-run hands over to a fresh message instead of running into the function timeout.
+publishes the page's affected customers as notice-email batches: one message
+per `batch_size` recipients, carrying the notice once and an idempotency key per
+customer. The notice-email function sends a batch over one relay connection and
+claims and settles its per-customer ledger a chunk at a time (messaging/delivery.py).
+The cursor is saved only after a page's batches are all accepted by Pub/Sub, so a
+crash repeats at most one page; the repeated batches carry the same keys, so the
+ledger sends nobody a second mail. Past its time budget a run hands over to a
+fresh message instead of running into the function timeout.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pydantic
 
 from orderpally import accounts, events, structured_logging
 from orderpally.messaging import requests as email_requests
-from orderpally.messaging.requests import EmailRequest
+from orderpally.messaging.requests import EmailBatch, Recipient
 from orderpally.notices import service, store
 
 if TYPE_CHECKING:
@@ -35,6 +38,10 @@ REACHABLE = ("active", "suspended", "terminating")
 # A run that stopped updating its job this long ago has died; the releaser hands the job out again.
 STALE_AFTER = timedelta(minutes=15)
 LEASE = timedelta(minutes=10)
+# Recipients per notice-email message: small enough that a batch is sent well inside the
+# notice-email function's time budget at a production relay's pace (tens of mails a second
+# over one connection), large enough that its ledger is written in few commits.
+BATCH_SIZE = 100
 
 _log = structured_logging.get_logger("orderpally.notices")
 
@@ -48,31 +55,43 @@ class FanoutMessage(pydantic.BaseModel):
 @dataclass(frozen=True)
 class Ports:
     db: Client
-    # Publishes the requests and returns once Pub/Sub has accepted every one.
-    publish_emails: Callable[[Sequence[EmailRequest]], None]
+    # Publishes the batches and returns once Pub/Sub has accepted every one.
+    publish_emails: Callable[[Sequence[EmailBatch]], None]
     continue_later: Callable[[str], object]
     notices_url: str
     page_size: int = 500
+    batch_size: int = BATCH_SIZE
     time_budget_seconds: float = 300.0
     clock: Callable[[], float] = time.monotonic
 
 
-def email_for(notice_id: str, notice: dict, version: dict, account_id: str, account: dict, url: str) -> EmailRequest:
-    return EmailRequest(
+def notice_data(notice_id: str, notice: dict, version: dict, url: str) -> dict[str, Any]:
+    """What the service_notice template shows: the same for every recipient of the version."""
+    return {
+        "notice_id": notice_id,
+        "kind": notice["kind"],
+        "version": version["version"],
+        "effective_date": version["effective_date"],
+        "text": version["text"],
+        "correction_note": version.get("correction_note") or "",
+        "notice_url": f"{url}?id={notice_id}",
+    }
+
+
+def recipient_for(notice_id: str, version: dict, account_id: str, account: dict) -> Recipient:
+    """The customer's mail of the version; its key makes it one mail however often it is requested."""
+    return Recipient(
         idempotency_key=f"notice:{notice_id}:v{version['version']}:{account_id}",
-        template=TEMPLATE,
         to_email=account.get("email") or "",
         account_id=account_id,
-        data={
-            "notice_id": notice_id,
-            "kind": notice["kind"],
-            "version": version["version"],
-            "effective_date": version["effective_date"],
-            "text": version["text"],
-            "correction_note": version.get("correction_note") or "",
-            "notice_url": f"{url}?id={notice_id}",
-        },
     )
+
+
+def batches_of(recipients: Sequence[Recipient], data: dict[str, Any], size: int) -> list[EmailBatch]:
+    return [
+        EmailBatch(template=TEMPLATE, data=data, recipients=list(recipients[start : start + size]))
+        for start in range(0, len(recipients), size)
+    ]
 
 
 def _take_lease(db: Client, job_id: str, now: datetime) -> dict[str, Any] | None:
@@ -102,27 +121,26 @@ def run(ports: Ports, job_id: str, now: Callable[[], datetime]) -> str:
     if version_record["published_at"] > now():
         raise events.PermanentError("the notice is not published yet")
     audience = service.Audience.model_validate(notice["affects"])
+    data = notice_data(notice_id, notice, version_record, ports.notices_url)
     cursor = job.get("cursor")
     started = ports.clock()
     while True:
         page = accounts.page_in_id_order(db, cursor, ports.page_size)
-        requests = []
+        recipients = []
         for account_id, account in page:
             if account.get("status") in REACHABLE and audience.includes(account):
                 try:
-                    requests.append(
-                        email_for(notice_id, notice, version_record, account_id, account, ports.notices_url)
-                    )
+                    recipients.append(recipient_for(notice_id, version_record, account_id, account))
                 except pydantic.ValidationError:  # no usable address on file: nothing to send
                     structured_logging.log(_log, logging.WARNING, "no usable address", account_id=account_id)
-        ports.publish_emails(requests)
+        ports.publish_emails(batches_of(recipients, data, ports.batch_size))
         if page:
             cursor = page[-1][0]
         if len(page) < ports.page_size:
-            store.finish_fanout(db, job_id, cursor, len(requests), len(page), now())
+            store.finish_fanout(db, job_id, cursor, len(recipients), len(page), now())
             structured_logging.log(_log, logging.INFO, "mailing done", job_id=job_id)
             return "done"
-        store.save_fanout_progress(db, job_id, cursor, len(requests), len(page), now(), LEASE)
+        store.save_fanout_progress(db, job_id, cursor, len(recipients), len(page), now(), LEASE)
         if ports.clock() - started > ports.time_budget_seconds:
             ports.continue_later(job_id)
             store.hand_over_fanout(db, job_id, now())
@@ -151,12 +169,12 @@ def publish_job(job_id: str) -> None:
     events.publish(TOPIC, MESSAGE_TYPE, {"job_id": job_id})
 
 
-def publish_emails(requests: Sequence[EmailRequest]) -> None:
-    """Publishes a page of mails at once, then waits: the cursor moves only when Pub/Sub holds
-    every request of the page."""
+def publish_emails(batches: Sequence[EmailBatch]) -> None:
+    """Publishes a page's batches at once, then waits: the cursor moves only when Pub/Sub holds
+    every batch of the page."""
     futures = [
-        events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, r.model_dump(mode="json"))
-        for r in requests
+        events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, batch.model_dump(mode="json"))
+        for batch in batches
     ]
     for future in futures:
         future.result(timeout=60)
