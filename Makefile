@@ -10,7 +10,7 @@ FIREBASE_DIR := infra/local/firebase
 STANDIN_VENV := .venv-standin
 STANDIN_DIR := infra/terraform-standin
 
-.PHONY: setup setup-run run test test-unit fuzz lint audit checkov bench lock prerequisites browser clean
+.PHONY: setup setup-run run test test-unit fuzz lint audit checkov bench bench-quick lock prerequisites browser clean
 
 # `make run` needs only what the running stack uses; the tests add checkov and a browser.
 setup-run: $(VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed prerequisites
@@ -94,13 +94,14 @@ lock:
 checkov: $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact
 
-# Measured figures as ratios against references from the same run; never pass/fail.
+# Measured figures as ratios against references from the same run, printed as one table;
+# never pass/fail. bench-quick: the same table from smaller runs (benchmarks/README.md).
+# BENCH_ARGS passes more, e.g. BENCH_ARGS="--port-offset 16000" beside another stack.
 bench: setup-run
-	$(PY) benchmarks/deletion_throughput.py
-	$(PY) benchmarks/notice_fanout.py
-	$(PY) benchmarks/api_latency.py
-	$(PY) benchmarks/address_timing.py
-	$(PY) benchmarks/import_cost.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: setup-run
+	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(STANDIN_VENV) $(FIREBASE_DIR)/node_modules $(STANDIN_DIR)/node_modules .local .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """What the code adds to each HTTP function's cold start: importing the bundle and building
 the function's router, in a fresh interpreter, against a reference measured in the same run.
 
-    python benchmarks/import_cost.py [--before REV] [--rounds N]
+    python benchmarks/import_cost.py [--before REV] [--rounds N] [--quick] [--rows FILE]
 
 The reference is a fresh interpreter importing functions-framework and the Firestore client
 (what every function needs before any code of ours). With `--before`, the same figures for a
@@ -16,10 +16,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import rows
+
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = "import_cost"
 
 ROUTERS = {
     "health": "health_routes",
@@ -59,11 +61,52 @@ def measure(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], float]
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+def report_rows(medians: dict[tuple[str, str], float], trees: list[str], rounds: int) -> list[rows.Row]:
+    reference = medians[("after", "reference")]
+    found = [
+        rows.Row(
+            BENCHMARK,
+            f"fresh interpreter: functions-framework + Firestore client, median of {rounds}",
+            reference,
+            "s",
+            None,
+            "-",
+        )
+    ]
+    for name in ROUTERS:
+        seconds = medians[("after", name)]
+        found.append(
+            rows.Row(
+                BENCHMARK,
+                f"import + routing: {name}",
+                seconds,
+                "s",
+                seconds / reference,
+                f"fresh interpreter importing functions-framework + Firestore ({reference:.2f} s)",
+            )
+        )
+        if "before" in trees:
+            before = medians[("before", name)]
+            found.append(
+                rows.Row(
+                    BENCHMARK,
+                    f"import + routing: {name}, after / before",
+                    seconds,
+                    "s",
+                    seconds / before,
+                    f"the same at the --before revision ({before:.2f} s)",
+                )
+            )
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="a git revision to compare with this tree")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, help="fresh interpreters per function (default 7; quick 3)")
+    rows.add_arguments(parser)
     args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 7)
     with tempfile.TemporaryDirectory() as scratch:
         trees = {"after": ROOT / "functions"}
         if args.before:
@@ -71,22 +114,11 @@ def main() -> None:
             subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.before], cwd=ROOT, check=True)
             trees = {"before": worktree / "functions", **trees}
         try:
-            started = time.perf_counter()
-            medians = measure(trees, args.rounds)
+            medians = measure(trees, rounds)
         finally:
             if args.before:
                 subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=True)
-    print(f"import + routing, median of {args.rounds} fresh interpreters ({time.perf_counter() - started:.0f} s)")
-    header = "| function | " + " | ".join(f"{tree} s | {tree} / reference" for tree in trees)
-    print(header + (" | after / before |" if args.before else " |"))
-    print("|---" * (1 + 2 * len(trees) + (1 if args.before else 0)) + "|")
-    for name in ("reference", *ROUTERS):
-        cells = []
-        for tree in trees:
-            seconds = medians[(tree, name)]
-            cells.append(f"{seconds:.3f} | {seconds / medians[(tree, 'reference')]:.2f}x")
-        ratio = f" | {medians[('after', name)] / medians[('before', name)]:.2f}x" if args.before else ""
-        print(f"| {name} | " + " | ".join(cells) + ratio + " |")
+    rows.report(report_rows(medians, list(trees), rounds), args.rows)
 
 
 if __name__ == "__main__":
