@@ -109,6 +109,20 @@ def require_staff(request: flask.Request, *roles: str) -> Principal:
 STAFF_REASON = "reason"
 
 
+AUDIT_SCOPE = "audit:read"
+
+
+def require_audit_reader(request: flask.Request, what: str) -> Principal:
+    """The customer reading their own records (`what`: their trail, their trust report), or a key
+    of theirs with the audit:read scope. Staff read these through /staff, with a reason."""
+    principal = require_principal(request)
+    if principal.kind == "staff":
+        raise forbidden(f"Staff read a customer's {what} through /staff with a reason.")
+    if principal.kind == "api_key" and not principal.has_scope(AUDIT_SCOPE):
+        raise forbidden(f"This key lacks the {AUDIT_SCOPE} scope.")
+    return principal
+
+
 def require_staff_read(request: flask.Request, *roles: str) -> tuple[Principal, str]:
     """A staff member reading customer data: the role, a written reason (query `reason`),
     and the CSRF token. The read is audited with that reason, so a link that a staff member

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
     from orderpally.trust import service
 
-AUDIT_SCOPE = "audit:read"  # the report shows what the trail shows, and more of the same kind
 # The page loads nothing and runs nothing: its own inline style only (as the notices page).
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
@@ -105,11 +104,8 @@ def _answer(request: flask.Request, query: ReportQuery, report: dict[str, Any]) 
 
 
 def own_report(request: flask.Request) -> flask.Response:
-    principal = access.require_principal(request)
-    if principal.kind == "staff":
-        raise access.forbidden("Staff read a customer's report through /staff with a reason.")
-    if principal.kind == "api_key" and not principal.has_scope(AUDIT_SCOPE):
-        raise access.forbidden(f"This key lacks the {AUDIT_SCOPE} scope.")
+    # The report shows what the trail shows, and more of the same kind: the same readers.
+    principal = access.require_audit_reader(request, "report")
     query = web.validate(request.args.to_dict(), ReportQuery)
     from orderpally.trust import service
 

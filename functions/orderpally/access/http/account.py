@@ -14,8 +14,6 @@ from orderpally.access import guard as access
 from orderpally.access.http import ports
 from orderpally.access.principal import STAFF_ROLES
 
-AUDIT_SCOPE = "audit:read"
-
 
 class NewKeyBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -95,11 +93,7 @@ def _trail_page(account_id: str, query: PageQuery, for_customer: bool) -> dict[s
 
 
 def own_audit_trail(request: flask.Request) -> flask.Response:
-    principal = access.require_principal(request)
-    if principal.kind == "staff":
-        raise access.forbidden("Staff read a customer's trail through /staff with a reason.")
-    if principal.kind == "api_key" and not principal.has_scope(AUDIT_SCOPE):
-        raise access.forbidden(f"This key lacks the {AUDIT_SCOPE} scope.")
+    principal = access.require_audit_reader(request, "trail")
     query = web.validate(request.args.to_dict(), PageQuery)
     return web.json_response(_trail_page(principal.account_id, query, for_customer=True))
 
