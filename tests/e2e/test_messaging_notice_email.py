@@ -10,6 +10,7 @@ import pytest
 from orderpally import clients, events
 from orderpally.messaging import delivery
 from orderpally.messaging import requests as mail_requests
+from orderpally.messaging import store as mail_store
 from orderpally.messaging.requests import EmailBatch, EmailRequest, Recipient, request_email
 from smtp_sink import read_mailbox
 from support.waiting import wait_for
@@ -18,8 +19,7 @@ pytestmark = pytest.mark.usefixtures("running_stack")
 
 
 def settled(key: str) -> str | None:
-    ref = clients.firestore_client().collection(delivery.DELIVERIES).document(delivery.delivery_id(key))
-    status = (ref.get().to_dict() or {}).get("status")
+    status = mail_store.record_of(clients.firestore_client(), key).get("status")
     return status if status in delivery.FINAL else None
 
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from orderpally import clients, events
-from orderpally.messaging import delivery
+from orderpally.messaging import store as mail_store
 from orderpally.notices import fanout, rules, service, store
 from smtp_sink import read_mailbox
 from support.identities import browser_headers, create_customer, create_identity
@@ -127,7 +127,7 @@ def test_each_affected_customer_gets_one_mail_in_their_language_even_on_redelive
     assert fixed.status_code == 201, fixed.text
     wait_for(lambda: len(read_mailbox(running_stack.mailbox)) >= 4)
     key = f"notice:{notice_id}:v2:{pro_zh.uid}"
-    assert db.collection(delivery.DELIVERIES).document(delivery.delivery_id(key)).get().to_dict()["status"] == "sent"
+    assert mail_store.record_of(db, key)["status"] == "sent"
 
 
 def test_the_public_reads_published_notices_as_json_atom_and_html(running_stack, admin):

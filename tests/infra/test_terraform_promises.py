@@ -220,7 +220,7 @@ def test_every_collection_the_code_gives_an_expire_at_expires(terraform):
     # Where each collection's expire_at is written; a new writer must be added here and in firestore.tf.
     expected = {
         "event_ledger": "events.py",
-        "email_deliveries": "messaging/delivery.py",
+        "email_deliveries": "messaging/store.py",
         "rate_limits": "limiter.py",
         "revoked_sessions": "access/store.py",
         "facebook_links": "access/store.py",

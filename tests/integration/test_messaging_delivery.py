@@ -15,6 +15,7 @@ import pytest
 from orderpally import clients, events
 from orderpally.config import settings
 from orderpally.messaging import delivery
+from orderpally.messaging import store as mail_store
 from orderpally.messaging.requests import EmailBatch, EmailRequest, Recipient
 from smtp_sink import read_mailbox
 
@@ -29,12 +30,7 @@ def send(request: EmailRequest) -> str:
 
 
 def ledger(request: EmailRequest) -> dict:
-    ref = (
-        clients.firestore_client()
-        .collection(delivery.DELIVERIES)
-        .document(delivery.delivery_id(request.idempotency_key))
-    )
-    return ref.get().to_dict() or {}
+    return mail_store.record_of(clients.firestore_client(), request.idempotency_key)
 
 
 def request_for(to: str, key: str = "k-1", **extra) -> EmailRequest:

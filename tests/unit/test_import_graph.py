@@ -6,6 +6,7 @@
 - no topic or schedule function imports an HTTP module;
 - no HTTP module touches Firestore collections itself;
 - in a capability, only its `store.py` touches Firestore (the data-map walkers excepted);
+- in the shared mail package, only `messaging/store.py` touches Firestore;
 - services, stores and rules get their clients passed in: they call no `clients` factory;
 - only `accounts.py` names the `accounts` collection.
 """
@@ -164,6 +165,22 @@ def test_in_a_capability_only_its_store_touches_firestore():
         and FIRESTORE.search(path.read_text())
     }
     assert touching - DATA_MAP_WALKERS == set()
+
+
+# The mail package is shared, not a capability, but keeps the same rule: the delivery ledger and
+# the mail outbox are its store's alone (delivery and requests write through it, batches included).
+MESSAGING_FIRESTORE = re.compile(rf"{FIRESTORE.pattern}|\.document\(|\.batch\(\)")
+
+
+def test_in_messaging_only_its_store_touches_firestore():
+    messaging = {name for name in MODULES if capability(name) == "messaging"}
+    assert {"orderpally.messaging.delivery", "orderpally.messaging.requests", "orderpally.messaging.store"} <= messaging
+    touching = {
+        name
+        for name in messaging
+        if name.split(".")[-1] != "store" and MESSAGING_FIRESTORE.search(MODULES[name].read_text())
+    }
+    assert touching == set()
 
 
 # What orderpally.clients builds once per process: the composition edge (HTTP modules, main.py,

@@ -6,7 +6,7 @@
     incident_requests/{digest}                    idempotency: one incident per submitted key
 
 The accounts a breach notice names are `orderpally.accounts`'; the deliveries of its mails
-are the mail pipeline's (`orderpally.messaging.delivery`).
+are the mail pipeline's (`orderpally.messaging.store`).
 """
 
 from __future__ import annotations

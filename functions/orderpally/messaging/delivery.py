@@ -28,6 +28,9 @@ render). In a batch one refused address does not stop the others; a batch that
 leaves any mail for later (deferred, relay unreachable, held by a concurrent
 delivery, time budget spent) asks for redelivery once the rest is settled, and
 the redelivery skips every mail already settled.
+
+The ledger's reads and writes are `orderpally.messaging.store`'s; this module decides what
+to claim, send and settle.
 """
 
 from __future__ import annotations
@@ -46,15 +49,18 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
-from orderpally import accounts, clients, events, leases, structured_logging, unit_of_work
+from orderpally import accounts, clients, events, leases, structured_logging
 from orderpally.accounts import DEFAULT_LANGUAGE, preferred_language
-from orderpally.messaging import rendering
-from orderpally.messaging.requests import EmailBatch, EmailRequest, key_digest
+from orderpally.messaging import rendering, store
+from orderpally.messaging.requests import EmailBatch, EmailRequest
 
-DELIVERIES = "email_deliveries"
+# The ledger's collection and reads, where other capabilities and the tests know them from.
+from orderpally.messaging.store import DELIVERIES as DELIVERIES
+from orderpally.messaging.store import deliveries_to as deliveries_to
+from orderpally.messaging.store import delivery_id as delivery_id
+from orderpally.messaging.store import record_of as record_of
+
 LEASE = timedelta(minutes=2)
-# Long after Pub/Sub's 7-day redelivery window and any resend a capability might make.
-LEDGER_TTL = timedelta(days=400)
 # Ledger documents one claim transaction reads and leases (Firestore: 500 writes a commit).
 # A chunk is claimed while the one before it is sent, so its lease must outlast that.
 CLAIM_CHUNK = 50
@@ -123,10 +129,6 @@ class Outgoing:
 
 # Sends a finished mail; returns the relay's reply to DATA, raises RelayRefused or OSError.
 Sender = Callable[[Outgoing], RelayReply]
-
-
-def delivery_id(idempotency_key: str) -> str:
-    return key_digest(idempotency_key)
 
 
 def message_id(idempotency_key: str, domain: str) -> str:
@@ -284,13 +286,13 @@ class _Outcome:
 HELD = "held_elsewhere"  # another delivery holds its lease
 LEFT = "left_for_redelivery"  # not attempted: the batch stopped before it
 
-
-def _ref(db: Any, request: EmailRequest) -> Any:
-    return db.collection(DELIVERIES).document(delivery_id(request.idempotency_key))
+# What a claim returns: the mails it took, and what became of the others (by key).
+_Claimed = tuple[list[EmailRequest], dict[str, _Outcome]]
 
 
 def _lease(request: EmailRequest, entry: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """What a delivery writes when it takes a mail's lease, over the mail's entry so far."""
+    """What a delivery writes when it takes a mail's lease, over the mail's entry so far (the
+    store adds the entry's expiry)."""
     return {
         "template": request.template,
         "account_id": request.account_id,
@@ -298,12 +300,11 @@ def _lease(request: EmailRequest, entry: dict[str, Any], now: datetime) -> dict[
         "attempts": int(entry.get("attempts", 0)) + 1,
         "first_attempt_at": entry.get("first_attempt_at", now),
         "updated_at": now,
-        "expire_at": now + LEDGER_TTL,
         leases.LEASE_FIELD: now + LEASE,
     }
 
 
-def _claim(db: Any, requests: list[EmailRequest], now: datetime) -> tuple[list[EmailRequest], dict[str, _Outcome]]:
+def _claim(db: Any, requests: list[EmailRequest], now: datetime) -> _Claimed:
     """Takes the lease of each mail that is neither settled nor held by another delivery;
     returns the mails taken and what became of the others, by key.
 
@@ -311,36 +312,30 @@ def _claim(db: Any, requests: list[EmailRequest], now: datetime) -> tuple[list[E
     one batch of creates, which fails whole if any entry exists; then, or otherwise, each
     entry is read and leased in one transaction.
     """
-    from google.api_core import exceptions
+    with events.contention_is_retryable("the delivery ledger"):
+        first_claims = [(request.idempotency_key, _lease(request, {}, now)) for request in requests]
+        if store.create_entries(db, first_claims, now):
+            return list(requests), {}
 
-    refs = [_ref(db, request) for request in requests]
-
-    def create_all(batch: Any) -> None:
-        for request, ref in zip(requests, refs, strict=True):
-            batch.create(ref, _lease(request, {}, now))
-
-    with contextlib.suppress(exceptions.AlreadyExists), events.contention_is_retryable("the delivery ledger"):
-        unit_of_work.in_batch(db, create_all)
-        return list(requests), {}
-
-    def take(transaction: Any) -> tuple[list[EmailRequest], dict[str, _Outcome]]:
-        entries = {snap.id: snap.to_dict() or {} for snap in transaction.get_all(refs)}
+    def take(entries: list[dict[str, Any]]) -> tuple[_Claimed, list[dict[str, Any] | None]]:
         taken: list[EmailRequest] = []
         others: dict[str, _Outcome] = {}
-        for request, ref in zip(requests, refs, strict=True):
-            entry = entries.get(ref.id, {})
+        writes: list[dict[str, Any] | None] = []
+        for request, entry in zip(requests, entries, strict=True):
+            lease = None
             if entry.get("status") in FINAL:
                 others[request.idempotency_key] = _Outcome(entry["status"], already=True)
             elif leases.held(entry, now):
                 busy = events.RetryableError("the same email is being sent by another delivery")
                 others[request.idempotency_key] = _Outcome(HELD, busy)
             else:
-                transaction.set(ref, _lease(request, entry, now), merge=True)
+                lease = _lease(request, entry, now)
                 taken.append(request)
-        return taken, others
+            writes.append(lease)
+        return (taken, others), writes
 
     with events.contention_is_retryable("the delivery ledger"):
-        return unit_of_work.in_transaction(db, take)
+        return store.lease_entries(db, [request.idempotency_key for request in requests], now, take)
 
 
 class _Settlements:
@@ -351,13 +346,13 @@ class _Settlements:
 
     def __init__(self, db: Any) -> None:
         self._db = db
-        self._pending: list[tuple[Any, dict[str, Any]]] = []
+        self._pending: list[tuple[str, dict[str, Any]]] = []  # (idempotency key, outcome fields)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-ledger")
         self._commit: Future[None] | None = None
         self._committing = 0  # outcomes in the commit in flight
 
-    def add(self, ref: Any, status: str, now: datetime, **fields: Any) -> None:
-        self._pending.append((ref, {"status": status, "updated_at": now, **fields}))
+    def add(self, idempotency_key: str, status: str, now: datetime, **fields: Any) -> None:
+        self._pending.append((idempotency_key, {"status": status, "updated_at": now, **fields}))
         if self._commit is None or self._commit.done() or len(self._pending) + self._committing >= MAX_UNSETTLED:
             self._next()
 
@@ -368,14 +363,8 @@ class _Settlements:
             self._committing = 0
         if self._pending:
             writes, self._pending = self._pending, []
-            self._commit = self._writer.submit(self._write, writes)
+            self._commit = self._writer.submit(store.settle, self._db, writes)
             self._committing = len(writes)
-
-    def _write(self, writes: list[tuple[Any, dict[str, Any]]]) -> None:
-        batch = self._db.batch()
-        for ref, fields in writes:
-            leases.release(batch, ref, **fields)
-        batch.commit()
 
     def close(self) -> None:
         """Waits until every outcome is written; raises when one could not be."""
@@ -429,7 +418,7 @@ class _ClaimsAhead:
         self._now = now
         self._waiting = [requests[start : start + CLAIM_CHUNK] for start in range(0, len(requests), CLAIM_CHUNK)]
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-claims")
-        self._ahead: tuple[list[EmailRequest], Future[tuple[list[EmailRequest], dict[str, _Outcome]]]] | None = None
+        self._ahead: tuple[list[EmailRequest], Future[_Claimed]] | None = None
         self._claim_next()
 
     def _claim_next(self) -> None:
@@ -437,7 +426,7 @@ class _ClaimsAhead:
             chunk = self._waiting.pop(0)
             self._ahead = (chunk, self._pool.submit(_claim, self._db, chunk, self._now()))
 
-    def next(self) -> tuple[list[EmailRequest], dict[str, _Outcome]] | None:
+    def next(self) -> _Claimed | None:
         """The next chunk's mails this delivery claimed, and what became of the others (by
         key); None after the last chunk."""
         if self._ahead is None:
@@ -509,21 +498,21 @@ def _deliver(
                 else:
                     outcome, fields = _attempt(request, prepared[language], send, now)
                 outcomes[request.idempotency_key] = outcome
-                settlements.add(_ref(db, request), outcome.status, now(), **fields)
+                settlements.add(request.idempotency_key, outcome.status, now(), **fields)
                 if outcome.relay_down:
                     stopped = outcome.error
                 tried += 1
                 events.inject_fault(BATCH_FAULTS, f"after-mail:{tried}")
         taken_ahead, rest = claims.stop()
         for request in unsent + taken_ahead:  # freed, so the redelivery need not wait for the leases
-            settlements.add(_ref(db, request), Status.RETRYING, now())
+            settlements.add(request.idempotency_key, Status.RETRYING, now())
         outcomes.update({request.idempotency_key: _Outcome(LEFT, stopped) for request in unsent + rest})
     except BaseException:
         # Stopped by a bug, an outage or a crash point: the outcomes of what was sent are
         # written, and what was claimed but not attempted is freed.
         taken_ahead, _ = claims.stop()
         for request in unsent + taken_ahead:
-            settlements.add(_ref(db, request), Status.RETRYING, now())
+            settlements.add(request.idempotency_key, Status.RETRYING, now())
         settlements.close()
         raise
     settlements.close()
@@ -601,16 +590,3 @@ def deliver_requested(
         with smtp_session(connect) as send:
             return deliver_batch(db, mail, send=send, mail_from=mail_from)
     return deliver(db, mail, send=smtp_sender(connect), mail_from=mail_from)
-
-
-def deliveries_to(db: Any, account_id: str) -> Iterator[dict[str, Any]]:
-    """Every mail delivery recorded for the account (its records request lists them)."""
-    from google.cloud.firestore import FieldFilter
-
-    for snap in db.collection(DELIVERIES).where(filter=FieldFilter("account_id", "==", account_id)).stream():
-        yield snap.to_dict() or {}
-
-
-def record_of(db: Any, idempotency_key: str) -> dict[str, Any]:
-    """The delivery record of the mail requested under `idempotency_key`; empty when there is none (yet)."""
-    return db.collection(DELIVERIES).document(delivery_id(idempotency_key)).get().to_dict() or {}

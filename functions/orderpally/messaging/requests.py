@@ -20,7 +20,6 @@ redrive schedule publishes it again, and the key keeps it to one mail.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -30,13 +29,17 @@ import pydantic
 
 from orderpally import events, fields, structured_logging
 from orderpally.accounts import Language
+from orderpally.messaging import store
+
+# Where the capabilities, the redrive and the tests know the outbox's name and keys from.
+from orderpally.messaging.store import OUTBOX as OUTBOX
+from orderpally.messaging.store import key_digest as key_digest
 
 TOPIC = "notice-email"
 MESSAGE_TYPE = "notice_email.requested"
 # Recipients of one batch, at most: the per-recipient ledger of a batch is claimed and
 # settled within one Firestore commit each (500 writes at most).
 MAX_RECIPIENTS = 500
-OUTBOX = "mail_outbox"
 ALERT_UNREADABLE = "staged-email-unreadable"
 
 _log = structured_logging.get_logger("orderpally.messaging")
@@ -103,14 +106,6 @@ def mail(template: str, to: str, key: str, account_id: str | None, language: Lan
     )
 
 
-def key_digest(idempotency_key: str) -> str:
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()
-
-
-def _staged(db: Any, request: EmailRequest) -> Any:
-    return db.collection(OUTBOX).document(key_digest(request.idempotency_key))
-
-
 def stage_email(writer: Any, db: Any, request: EmailRequest, now: datetime) -> None:
     """Writes `request` to the outbox through `writer` (a transaction or batch): it commits with the change.
 
@@ -118,11 +113,11 @@ def stage_email(writer: Any, db: Any, request: EmailRequest, now: datetime) -> N
     unstage it if the change fails.
     """
     # No expire_at: a staged mail leaves the outbox only once it has been published.
-    writer.set(_staged(db, request), {"request": request.model_dump(mode="json"), "staged_at": now})
+    store.stage(writer, db, request.idempotency_key, {"request": request.model_dump(mode="json"), "staged_at": now})
 
 
 def unstage_email(db: Any, request: EmailRequest) -> None:
-    _staged(db, request).delete()
+    store.unstage(db, request.idempotency_key)
 
 
 def send_staged(db: Any, request: EmailRequest, publish: Callable[[EmailRequest], object] = request_email) -> None:
@@ -139,17 +134,14 @@ def redrive_staged(
     limit: int = 200,
 ) -> int:
     """Publishes every request staged for longer than `stale_after`; returns how many."""
-    from google.cloud.firestore import FieldFilter
-
-    stale = db.collection(OUTBOX).where(filter=FieldFilter("staged_at", "<=", now - stale_after))
     sent = 0
-    for snap in stale.limit(limit).stream():
+    for staged_id, staged in store.staged_by(db, now - stale_after, limit):
         try:
-            request = EmailRequest.model_validate(snap.get("request"))
+            request = EmailRequest.model_validate(staged["request"])
         except (KeyError, pydantic.ValidationError):
             # Kept for an operator (the alert names it), and passed over so the others still go.
             structured_logging.log(
-                _log, logging.ERROR, "staged email unreadable", staged_id=snap.id, alert=ALERT_UNREADABLE
+                _log, logging.ERROR, "staged email unreadable", staged_id=staged_id, alert=ALERT_UNREADABLE
             )
             continue
         send_staged(db, request, publish)
