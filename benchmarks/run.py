@@ -45,6 +45,7 @@ BENCHMARKS = (
     Benchmark("import_cost", port_offset=False),
     Benchmark("deletion_throughput", shared_stack=True),
     Benchmark("audit_sequencer", shared_stack=True),
+    Benchmark("checkpoint_cost", shared_stack=True),
     Benchmark("api_latency", shared_stack=True),
     Benchmark("address_timing", shared_stack=True),
     Benchmark("notice_fanout", shared_stack=True),

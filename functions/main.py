@@ -73,11 +73,13 @@ def auth_routes() -> web.Router:
 @functools.cache
 def account_routes() -> web.Router:
     from orderpally.access.http import account as account_http
+    from orderpally.checkpoints import http as checkpoints_http
     from orderpally.lifecycle import http as lifecycle_http
     from orderpally.records import http as records_http
     from orderpally.trust import http as trust_http
 
-    return _router("account", account_http.ROUTES, lifecycle_http.ROUTES, records_http.ROUTES, trust_http.ROUTES)
+    tables = (account_http, lifecycle_http, records_http, trust_http, checkpoints_http)
+    return _router("account", *(module.ROUTES for module in tables))
 
 
 @functools.cache
@@ -109,9 +111,10 @@ def well_known_routes() -> web.Router:
 
 @functools.cache
 def notice_routes() -> web.Router:
+    from orderpally.checkpoints import http as checkpoints_http
     from orderpally.notices import http as notices_http
 
-    return _router("notices", notices_http.ROUTES)
+    return _router("notices", notices_http.ROUTES, checkpoints_http.ROUTES)
 
 
 # Every HTTP function's router by name, for the contract and authorization tests.
@@ -387,6 +390,27 @@ def sequence_audit_trails(request: flask.Request) -> flask.Response:
 
     web.require_method(request, "POST")
     return web.json_response({"chains": audit.link_stragglers()})
+
+
+@functions_framework.http
+@web.endpoint
+def publish_audit_checkpoint(request: flask.Request) -> flask.Response:
+    from orderpally import clients
+    from orderpally.checkpoints import service as checkpoints
+    from orderpally.checkpoints.signing import configured_signer
+    from orderpally.lifecycle import service as lifecycle
+
+    web.require_method(request, "POST")
+    db = clients.firestore_client()
+    ports = checkpoints.Ports(
+        db=db,
+        signer=configured_signer(),
+        origin=checkpoints.origin_of(settings().public_base_url),
+        now=lambda: datetime.now(UTC),
+        deletion_started=lambda chain_id: lifecycle.deletion_started(db, chain_id),
+        deleted_since=lambda moment: lifecycle.deletion_certified_since(db, moment),
+    )
+    return web.json_response(checkpoints.publish(ports))
 
 
 @functions_framework.http

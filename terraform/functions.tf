@@ -24,7 +24,8 @@ locals {
     SNAPSHOT_SCHEDULER_JOB = local.snapshot_job
     SNAPSHOT_MAX_AGE_HOURS = tostring(var.snapshot_max_age_hours)
     # What the trust report says about retention and keys: read from the resources themselves.
-    BACKUP_RETENTION_DAYS = tostring(var.backup_retention_days)
+    BACKUP_RETENTION_DAYS  = tostring(var.backup_retention_days)
+    CHECKPOINT_SIGNING_KEY = data.google_kms_crypto_key_version.checkpoints.name
     ENCRYPTION_AT_REST = jsonencode(merge(
       { firestore = { managed_by = "google" } },
       { for name in ["backups", "exports", "attachments"] : name => {

@@ -8,7 +8,8 @@ locals {
   }
 
   # Catalogue grants, parsed: "project:<role>", "topic:<topic>:<role>", "bucket:<bucket>:<role>",
-  # "self:<role>" (on the function's own service account, e.g. to sign Firebase custom tokens).
+  # "self:<role>" (on the function's own service account, e.g. to sign Firebase custom tokens),
+  # "key:checkpoints:<role>" (on the audit checkpoints' signing key, kms.tf).
   catalogue_grants = merge([
     for name, f in local.functions : {
       for grant in try(f.grants, []) : "${name}|${grant}" => {
@@ -24,6 +25,7 @@ locals {
   topic_grants   = { for k, g in local.catalogue_grants : k => g if g.scope == "topic" }
   bucket_grants  = { for k, g in local.catalogue_grants : k => g if g.scope == "bucket" }
   self_grants    = { for k, g in local.catalogue_grants : k => g if g.scope == "self" }
+  key_grants     = { for k, g in local.catalogue_grants : k => g if g.scope == "key" }
 
   secret_grants = merge([
     for name, secrets in local.mounted_secrets : { for secret in secrets : "${name}|${secret}" => { function = name, secret = secret } }

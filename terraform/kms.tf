@@ -51,3 +51,34 @@ resource "google_kms_crypto_key_iam_member" "pubsub_uses_topic_key" {
 
   depends_on = [google_project_service.apis] # the agent exists once Pub/Sub is enabled
 }
+
+# Signs the audit checkpoints customers verify (tools/orderpally_verify). Asymmetric, so the
+# public key can be published; the private key never leaves Cloud KMS. Not rotated: a new
+# version is a new key id in every later checkpoint, and verifiers must be told of it.
+resource "google_kms_crypto_key" "checkpoints" {
+  name     = "orderpally-checkpoints"
+  key_ring = google_kms_key_ring.data.id
+  purpose  = "ASYMMETRIC_SIGN"
+  labels   = local.labels
+
+  version_template {
+    algorithm        = "EC_SIGN_P256_SHA256"
+    protection_level = var.checkpoint_key_protection
+  }
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+data "google_kms_crypto_key_version" "checkpoints" {
+  crypto_key = google_kms_crypto_key.checkpoints.id
+}
+
+resource "google_kms_crypto_key_iam_member" "function" {
+  for_each = local.key_grants
+
+  crypto_key_id = google_kms_crypto_key.checkpoints.id
+  role          = each.value.role
+  member        = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}

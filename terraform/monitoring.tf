@@ -107,6 +107,7 @@ locals {
     backup-verification-failed = "Backups: newest snapshot missing, stale or incomplete, or its schedule disabled"
     incident-deadline          = "Security incident past or near its response deadline"
     audit-chain-broken         = "An account's audit trail no longer verifies: an entry was changed or removed"
+    audit-chain-vanished       = "An audit chain committed to a signed checkpoint is gone without a deletion: its head and entries were removed"
     staged-email-unreadable    = "A staged notice email cannot be read back, so the redrive cannot send it"
     smtp-tls-unavailable       = "The mail relay offers no TLS: notice emails wait for redelivery"
     identity-misconfigured     = "Identity Platform refuses the service's API key or configuration: nobody can sign in"

@@ -27,3 +27,8 @@ output "load_balancer_ip" {
   description = "The HTTPS load balancer's address: point the domain's A record here (the managed certificate is issued once it resolves)."
   value       = google_compute_global_address.api.address
 }
+
+output "checkpoint_public_key_pem" {
+  description = "The public key audit checkpoints are signed with: publish it where customers find it apart from the service (tools/orderpally_verify --public-key)."
+  value       = data.google_kms_crypto_key_version.checkpoints.public_key[0].pem
+}

@@ -258,3 +258,14 @@ variable "state_bucket" {
   type        = string
   default     = ""
 }
+
+variable "checkpoint_key_protection" {
+  description = "Protection level of the key that signs audit checkpoints: SOFTWARE or HSM (Cloud HSM, billed per key version)."
+  type        = string
+  default     = "SOFTWARE"
+
+  validation {
+    condition     = contains(["SOFTWARE", "HSM"], var.checkpoint_key_protection)
+    error_message = "checkpoint_key_protection must be SOFTWARE or HSM."
+  }
+}

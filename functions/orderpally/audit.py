@@ -291,6 +291,48 @@ def _public(snap: Any) -> dict[str, Any]:
     return {"id": snap.id, **entry}
 
 
+def hashed_form(value: Any) -> Any:
+    """An entry (or any part of one) as its hash reads it: each datetime as its canonical text,
+    so the JSON of the result hashes as the entry did (what an outside verifier recomputes)."""
+    if isinstance(value, datetime):
+        return _canonical(value)
+    if isinstance(value, dict):
+        return {key: hashed_form(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [hashed_form(item) for item in value]
+    return value
+
+
+def chain_entries(chain: Chain, up_to_seq: int, page_size: int = 500) -> list[dict[str, Any]]:
+    """The chain's entries 1..`up_to_seq`, oldest first, each exactly as hashed (hashed_form,
+    without the server's receipt time)."""
+    found: list[dict[str, Any]] = []
+    query = chain.entries.where(filter=_seq_at_most(up_to_seq)).order_by("seq")
+    while True:
+        page = list((query.start_after({"seq": found[-1]["seq"]}) if found else query).limit(page_size).stream())
+        for snap in page:
+            body = snap.to_dict() or {}
+            body.pop("recorded_at", None)
+            found.append(hashed_form(body))
+        if len(page) < page_size:
+            return found
+
+
+def _seq_at_most(seq: int) -> Any:
+    from google.cloud.firestore import FieldFilter
+
+    return FieldFilter("seq", "<=", seq)
+
+
+def heads() -> Iterator[tuple[str, int, str]]:
+    """(chain id, seq, head hash) of every chain that has entries: what a checkpoint commits to."""
+    for snap in clients.firestore_client().collection(CHAINS).select(["seq", "hash"]).stream():
+        head = snap.to_dict() or {}
+        seq, head_hash = head.get("seq"), head.get("hash")
+        if isinstance(seq, int) and seq > 0 and isinstance(head_hash, str):
+            yield snap.id, seq, head_hash
+
+
 def entries(account_id: str, limit: int = 50) -> list[dict[str, Any]]:
     """The newest entries first."""
     return page(account_id, limit)

@@ -74,6 +74,10 @@ class Settings:
     snapshot_max_age_hours: int
     snapshot_scheduler_job: str  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
     local_backups_dir: str  # where the Firestore emulator writes exports on the local stack
+    # The Cloud KMS key version that signs audit checkpoints (projects/.../cryptoKeyVersions/N);
+    # off production, empty: a local P-256 key in `local_checkpoint_key_file` signs instead.
+    checkpoint_signing_key: str
+    local_checkpoint_key_file: str
     # How long each snapshot is kept: the backups bucket's retention policy and lifecycle age
     # (terraform var.backup_retention_days), for the trust report.
     backup_retention_days: int
@@ -185,6 +189,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_max_age_hours=_positive(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
+        checkpoint_signing_key=_kms_key_version(env.get("CHECKPOINT_SIGNING_KEY", "")),
+        local_checkpoint_key_file=env.get("LOCAL_CHECKPOINT_KEY_FILE", ""),
         backup_retention_days=_positive(env, "BACKUP_RETENTION_DAYS", 7),
         encryption_at_rest=_encryption_at_rest(env.get("ENCRYPTION_AT_REST", "")),
         secrets=_secrets(env),
@@ -236,6 +242,7 @@ PRODUCTION_REQUIRED = (
     "SNAPSHOT_SCHEDULER_JOB",
     "BACKUP_RETENTION_DAYS",  # the trust report states it; a default would state a guess
     "ENCRYPTION_AT_REST",
+    "CHECKPOINT_SIGNING_KEY",  # a local key would sign what customers are told KMS signed
 )
 
 
@@ -264,6 +271,15 @@ def _secrets(env: dict[str, str]) -> dict[str, bytes]:
 
 _KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
 _ROTATION_PERIOD = re.compile(r"[0-9]{1,10}s")
+
+
+_KMS_KEY_VERSION = re.compile(_KMS_KEY.pattern + r"/cryptoKeyVersions/[0-9]+")
+
+
+def _kms_key_version(raw: str) -> str:
+    if raw and not _KMS_KEY_VERSION.fullmatch(raw):
+        raise ConfigurationError("CHECKPOINT_SIGNING_KEY must name a Cloud KMS key version")
+    return raw
 
 
 def _encryption_at_rest(raw: str) -> dict[str, dict[str, str]]:

@@ -340,6 +340,8 @@ class LocalStack:
             "SMTP_SECURITY": "none",
             "SERVICE_VERSION": "local",
             "LOCAL_BACKUPS_DIR": str(self.state_dir / "backups"),
+            # Cloud KMS has no emulator: audit checkpoints are signed with a key kept here.
+            "LOCAL_CHECKPOINT_KEY_FILE": str(self.state_dir / "checkpoint-key.pem"),
             "PYTHONUNBUFFERED": "1",
             # Facebook sign-in goes to the local stand-in (infra/local/facebook_standin.py).
             "FACEBOOK_APP_ID": facebook_standin.APP_ID,

@@ -36,6 +36,7 @@ MATRIX: dict[str, str] = {
     "GET /notices/feed.atom": "200 200 200 200 200 200 200 200 200 200",
     "GET /notices/{notice_id}": "200 200 200 200 200 200 200 200 200 200",
     "GET /notices/slas/{sla_id}": "200 200 200 200 200 200 200 200 200 200",
+    "GET /notices/checkpoints": "200 200 200 200 200 200 200 200 200 200",
     "GET /incidents/policy": "200 200 200 200 200 200 200 200 200 200",
     # sign-in
     "POST /auth/sign-up": "422 422 422 422 422 422 422 422 422 422",
@@ -54,6 +55,9 @@ MATRIX: dict[str, str] = {
     "DELETE /account/api-keys/{key_id}": "401 204 404 403 403 403 403 403 401 401",
     "GET /account/audit-trail": "401 200 200 403 403 403 200 403 401 401",
     "GET /account/trust-report": "401 200 200 403 403 403 200 403 401 401",
+    # B's own trail, which no checkpoint holds yet: B never gets A's.
+    "GET /account/audit-trail/proof": "401 200 409 403 403 403 200 403 401 401",
+    "GET /account/audit-trail/consistency": "401 422 422 403 403 403 422 403 401 401",
     # A already has an export in progress (seeded), so A's callers get 409 pointing at it
     "POST /account/exports": "401 409 202 403 403 403 409 403 401 401",
     "GET /account/exports/{export_id}": "401 200 404 403 403 403 200 403 401 401",
@@ -220,6 +224,7 @@ def _objects(owner: str) -> dict[str, str]:
     db.document("legal_holds/hold00000001").set(
         {"account_id": owner, "status": "active", "location_ids": [], "reason": "x", "authority": "x"}
     )
+    _checkpoint(db, now)
     return {
         "key_id": key_record["id"],
         "export_id": "e" * 20,
@@ -231,6 +236,22 @@ def _objects(owner: str) -> dict[str, str]:
         "hold_id": "hold00000001",
         "number": "1",
     }
+
+
+def _checkpoint(db, now: datetime) -> None:
+    """A signed checkpoint holding every chain so far (A's and B's included), as the schedule signs."""
+    from orderpally.checkpoints import service as checkpoints
+    from orderpally.checkpoints.signing import configured_signer
+
+    ports = checkpoints.Ports(
+        db=db,
+        signer=configured_signer(),
+        origin="matrix/audit",
+        now=lambda: now,
+        deletion_started=lambda chain_id: False,
+        deleted_since=lambda moment: False,
+    )
+    checkpoints.publish(ports, force=True)
 
 
 def _call(base: str, route: str, headers: dict[str, str], objects: dict[str, str]) -> int:

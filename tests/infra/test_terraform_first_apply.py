@@ -408,6 +408,7 @@ def production_env(terraform, catalogue: dict, name: str) -> dict[str, str]:
         SMTP_USERNAME="",
         BACKUP_RETENTION_DAYS="7",
         ENCRYPTION_AT_REST='{"firestore": {"managed_by": "google"}}',
+        CHECKPOINT_SIGNING_KEY="projects/p/locations/asia-east1/keyRings/r/cryptoKeys/c/cryptoKeyVersions/1",
     )
     if catalogue[name]["trigger"]["kind"] == "topic":
         env["MAX_EVENT_AGE_SECONDS"] = "3600"
@@ -445,6 +446,7 @@ def test_settings_with_a_local_default_are_required_in_production():
         "SNAPSHOT_SCHEDULER_JOB",
         "BACKUP_RETENTION_DAYS",  # the trust report would state a default as fact
         "ENCRYPTION_AT_REST",
+        "CHECKPOINT_SIGNING_KEY",
     } <= set(PRODUCTION_REQUIRED)
 
 

@@ -152,12 +152,22 @@ def test_every_bucket_is_encrypted_with_a_rotated_key(terraform):
     assert int(key["rotation_period"].rstrip("s")) <= 90 * 86400
 
 
+def test_checkpoints_are_signed_by_an_asymmetric_p256_key_only_the_checkpoint_function_may_use(catalogue, terraform):
+    key = terraform.resource("google_kms_crypto_key", "checkpoints")
+    assert key["purpose"] == "ASYMMETRIC_SIGN"
+    template = terraform.block(key, "version_template")
+    assert template["algorithm"] == "EC_SIGN_P256_SHA256"
+    users = {name for name, entry in catalogue.items() for grant in entry.get("grants", []) if grant.startswith("key:")}
+    assert users == {"audit-checkpoint"}
+    assert "key_grants" in terraform.resource("google_kms_crypto_key_iam_member", "function")["for_each"]
+
+
 def test_catalogue_grants_are_well_formed_and_name_real_things(catalogue, terraform):
     buckets = set(terraform.files["storage.tf"]["locals"][0]["data_buckets"])
     for name, entry in catalogue.items():
         for grant in entry.get("grants", []):
             parts = grant.split(":")
-            assert parts[0] in {"project", "topic", "bucket", "self"}, (name, grant)
+            assert parts[0] in {"project", "topic", "bucket", "self", "key"}, (name, grant)
             assert parts[-1].startswith("roles/"), (name, grant)
             assert parts[-1] not in {"roles/owner", "roles/editor"}, (name, grant)
             if parts[0] == "bucket":
@@ -168,6 +178,11 @@ def test_catalogue_grants_are_well_formed_and_name_real_things(catalogue, terraf
                 assert len(parts[1]) >= 3, (name, grant)
             if parts[0] == "self":  # a role on the function's own service account only
                 assert len(parts) == 2, (name, grant)
+            if parts[0] == "key":  # a role on the one key a grant may name: the checkpoints' signing key
+                assert parts[1:] in (
+                    ["checkpoints", "roles/cloudkms.signer"],
+                    ["checkpoints", "roles/cloudkms.publicKeyViewer"],
+                )
     assert 'startswith(g, "topic:")' in terraform.files["locals.tf"]["locals"][0]["topics"]
 
 

@@ -84,7 +84,7 @@ def test_every_declared_route_is_served_by_exactly_one_function():
     import main
 
     modules = ["access.http.auth", "access.http.facebook", "access.http.account", "lifecycle.http"]
-    modules += ["records.http", "incidents.http", "notices.http", "trust.http"]
+    modules += ["records.http", "incidents.http", "notices.http", "trust.http", "checkpoints.http"]
     declared = [
         (r.path, m) for name in modules for r in importlib.import_module(f"orderpally.{name}").ROUTES for m in r.methods
     ]

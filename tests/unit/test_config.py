@@ -39,6 +39,7 @@ DEPLOYED = {
     "SNAPSHOT_SCHEDULER_JOB": "projects/p/locations/asia-east1/jobs/orderpally-firestore-snapshot",
     "BACKUP_RETENTION_DAYS": "7",
     "ENCRYPTION_AT_REST": '{"firestore": {"managed_by": "google"}}',
+    "CHECKPOINT_SIGNING_KEY": "projects/p/locations/asia-east1/keyRings/r/cryptoKeys/c/cryptoKeyVersions/1",
 }
 
 
@@ -155,3 +156,8 @@ def test_encryption_at_rest_as_terraform_writes_it_is_read():
     assert cfg.encryption_at_rest["backups"] == {"key": key, "rotation_period": "7776000s"}
     assert cfg.encryption_at_rest["firestore"] == {"managed_by": "google"}
     assert load_settings({}).encryption_at_rest == {}
+
+
+def test_a_checkpoint_signing_key_that_is_not_a_key_version_stops_the_start():
+    with pytest.raises(ConfigurationError, match="CHECKPOINT_SIGNING_KEY"):
+        load_settings({"CHECKPOINT_SIGNING_KEY": "projects/p/locations/asia-east1/keyRings/r/cryptoKeys/k"})

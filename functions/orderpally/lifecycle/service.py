@@ -582,3 +582,15 @@ def record_staff_read(
 def closed_account_reads(db: Client, account_id: str) -> list[dict]:
     """The staff reads of the account kept beside its certificate once its trail was closed, newest first."""
     return sorted(store.closed_account_reads(db, account_id), key=lambda read: read["at"], reverse=True)
+
+
+# --- what the audit checkpoints ask ------------------------------------------------------
+
+
+def deletion_started(db: Client, account_id: str) -> bool:
+    """Whether the account's deletion began (its certificate exists): its trail may be gone."""
+    return store.certificate(db, account_id) is not None
+
+
+def deletion_certified_since(db: Client, moment: datetime) -> bool:
+    return store.certified_since(db, moment)

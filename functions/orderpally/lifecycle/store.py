@@ -241,6 +241,14 @@ def certificate(db: Client, account_id: str) -> dict[str, Any] | None:
     return _data(db.collection(CERTIFICATES).document(account_id).get())
 
 
+def certified_since(db: Client, moment: datetime) -> bool:
+    """Whether any account's deletion was certified after `moment`."""
+    from google.cloud.firestore import FieldFilter
+
+    query = db.collection(CERTIFICATES).where(filter=FieldFilter("certified_at", ">", moment)).limit(1)
+    return any(True for _ in query.stream())
+
+
 def add_certificate_link(writer: Any, db: Client, digest: str, account_id: str, now: datetime) -> None:
     writer.set(db.collection(LINKS).document(digest), {"account_id": account_id, "created_at": now})
 
