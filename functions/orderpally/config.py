@@ -74,10 +74,10 @@ class Settings:
     snapshot_max_age_hours: int
     snapshot_scheduler_job: str  # projects/<p>/locations/<r>/jobs/<name>; empty only off production
     local_backups_dir: str  # where the Firestore emulator writes exports on the local stack
-    # The Cloud KMS key version that signs audit checkpoints (projects/.../cryptoKeyVersions/N);
-    # off production, empty: a local P-256 key in `local_checkpoint_key_file` signs instead.
+    # The Cloud KMS key version that signs audit checkpoints (projects/.../cryptoKeyVersions/N),
+    # and where Cloud KMS is: empty for Google's; the local stack's IAM proxy stands in for it.
     checkpoint_signing_key: str
-    local_checkpoint_key_file: str
+    cloudkms_base_url: str
     # How long each snapshot is kept: the backups bucket's retention policy and lifecycle age
     # (terraform var.backup_retention_days), for the trust report.
     backup_retention_days: int
@@ -190,7 +190,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),
         local_backups_dir=env.get("LOCAL_BACKUPS_DIR", ""),
         checkpoint_signing_key=_kms_key_version(env.get("CHECKPOINT_SIGNING_KEY", "")),
-        local_checkpoint_key_file=env.get("LOCAL_CHECKPOINT_KEY_FILE", ""),
+        cloudkms_base_url=_google_api_base_url(env, "CLOUDKMS_BASE_URL", environment),
         backup_retention_days=_positive(env, "BACKUP_RETENTION_DAYS", 7),
         encryption_at_rest=_encryption_at_rest(env.get("ENCRYPTION_AT_REST", "")),
         secrets=_secrets(env),
@@ -212,7 +212,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         incident_warn_minutes=_positive(env, "INCIDENT_WARN_MINUTES", 60),
         incident_intake_lease_seconds=_positive(env, "INCIDENT_INTAKE_LEASE_SECONDS", 180),
         rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
-        iam_credentials_base_url=_iam_credentials_base_url(env, environment),
+        iam_credentials_base_url=_google_api_base_url(env, "IAM_CREDENTIALS_BASE_URL", environment),
         service_account_email=_service_account_email(env, project_id, emulators),
         frontend_origins=_origins(env.get("FRONTEND_ORIGINS", ",".join(DEFAULT_FRONTEND_ORIGINS))),
         session_lifetime_seconds=_session_lifetime(env),
@@ -315,11 +315,11 @@ def _identity_toolkit_url(env: dict[str, str]) -> str:
     return env.get("IDENTITY_TOOLKIT_URL", "https://identitytoolkit.googleapis.com").rstrip("/")
 
 
-def _iam_credentials_base_url(env: dict[str, str], environment: str) -> str:
-    url = env.get("IAM_CREDENTIALS_BASE_URL", "").rstrip("/")
+def _google_api_base_url(env: dict[str, str], name: str, environment: str) -> str:
+    url = env.get(name, "").rstrip("/")
     # Signing requests carry the function's access token: never in clear text outside the local stack.
     if url and not url.startswith("https://") and environment not in ("local", "test"):
-        raise ConfigurationError("IAM_CREDENTIALS_BASE_URL must be https outside the local stack")
+        raise ConfigurationError(f"{name} must be https outside the local stack")
     return url
 
 

@@ -16,6 +16,12 @@ given, all pointing at its own port:
                             Google's IAM Credentials API does (unset in production, meaning
                             https://iamcredentials.googleapis.com). The public keys are at
                             `GET {base}/service_accounts/v1/metadata/x509/{email}` (and /jwk/).
+  CLOUDKMS_BASE_URL         where `POST {base}/v1/{key version}:asymmetricSign` with
+                            {"digest": {"sha256": <base64>}} and `GET {base}/v1/{key version}/publicKey`
+                            answer as Cloud KMS does, for an EC_SIGN_P256_SHA256 key per key name,
+                            kept in `<state dir>/kms/` across restarts; each needs the catalogue's
+                            `key:<name>:roles/cloudkms.signer` or `...publicKeyViewer` grant
+                            (name: the key's id without "orderpally-").
 
 What it refuses, it refuses as Google does, so client libraries raise what they
 raise in production: gRPC PERMISSION_DENIED (Pub/Sub), HTTP 403 JSON errors
@@ -44,6 +50,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socketserver
@@ -147,6 +154,9 @@ class Identity:
         if path.startswith("/emulator/"):
             return self.owner  # resetting the emulator has no production counterpart
         return True  # documents: datastore.user is every function's
+
+    def may_use_key(self, key_alias: str, role: str) -> bool:
+        return self.owner or f"key:{key_alias}:{role}" in self.grants
 
     def may_sign_as(self, email: str) -> bool:
         return self.owner or (email == self.email and "self:roles/iam.serviceAccountTokenCreator" in self.grants)
@@ -340,6 +350,54 @@ class Signer:
         }
 
 
+class KmsKeys:
+    """Cloud KMS's asymmetric P-256 keys, one per key name, kept in `directory` across restarts."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._keys: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def key(self, name: str) -> Any:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        with self._lock:
+            if name not in self._keys:
+                path = self._directory / (hashlib.sha256(name.encode()).hexdigest()[:16] + ".pem")
+                if path.exists():
+                    self._keys[name] = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                else:
+                    key = ec.generate_private_key(ec.SECP256R1())
+                    self._directory.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(
+                        key.private_bytes(
+                            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                        )
+                    )
+                    path.chmod(0o600)
+                    self._keys[name] = key
+            return self._keys[name]
+
+    def sign_digest(self, name: str, digest: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+        return self.key(name).sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+
+    def public_pem(self, name: str) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        public = self.key(name).public_key()
+        return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+KMS_VERSION = re.compile(
+    r"/v1/(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/([^/:]+)/cryptoKeyVersions/[0-9]+)"
+    r"(:asymmetricSign|/publicKey)"
+)
+
+
 # --- the proxy ----------------------------------------------------------------------------------
 
 
@@ -359,6 +417,7 @@ class Proxy:
     indexes: firestore_indexes.Indexes
     state_dir: Path
     signer: Signer
+    kms: KmsKeys
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seen: set[str] = field(default_factory=set)
 
@@ -572,6 +631,9 @@ def make_http_handler(proxy: Proxy, identity: Identity) -> type[BaseHTTPRequestH
             if path.startswith(("/v1/projects/-/serviceAccounts/", "/service_accounts/v1/metadata/")):
                 self._iam_credentials(path, body)
                 return
+            if kms := KMS_VERSION.fullmatch(path):
+                self._kms(kms.group(1), kms.group(2).removeprefix("orderpally-"), kms.group(3), body)
+                return
             if path in ("", "/"):
                 self._send(200, b"OK", [("Content-Type", "text/plain")])  # health probes of every emulator host
                 return
@@ -643,6 +705,35 @@ def make_http_handler(proxy: Proxy, identity: Identity) -> type[BaseHTTPRequestH
                 return
             signed = base64.b64encode(proxy.signer.sign(payload)).decode()
             self._send(200, json.dumps({"keyId": proxy.signer.key_id, "signedBlob": signed}).encode())
+
+        def _kms(self, version: str, alias: str, operation: str, body: bytes) -> None:
+            sign = operation == ":asymmetricSign"
+            if (self.command, sign) not in (("POST", True), ("GET", False)):
+                self._send(404, google_http_error(404, "NOT_FOUND", "Method not found.", "notFound"))
+                return
+            role, permission = (
+                ("roles/cloudkms.signer", "cloudkms.cryptoKeyVersions.useToSign")
+                if sign
+                else ("roles/cloudkms.publicKeyViewer", "cloudkms.cryptoKeyVersions.viewPublicKey")
+            )
+            if not identity.may_use_key(alias, role):
+                proxy.record_refusal(identity, "cloudkms", f"{permission} on {version}")
+                message = f"Permission '{permission}' denied on resource '{version}' (or it may not exist)."
+                self._send(403, google_http_error(403, "PERMISSION_DENIED", message))
+                return
+            if not sign:
+                answer = {"pem": proxy.kms.public_pem(version), "algorithm": "EC_SIGN_P256_SHA256", "name": version}
+                self._send(200, json.dumps(answer).encode())
+                return
+            try:
+                digest = base64.b64decode(json.loads(body or b"{}")["digest"]["sha256"], validate=True)
+                if len(digest) != 32:
+                    raise ValueError("not a SHA-256 digest")
+            except (ValueError, KeyError, TypeError):
+                self._send(400, google_http_error(400, "INVALID_ARGUMENT", "Invalid digest.", "badRequest"))
+                return
+            signature = base64.b64encode(proxy.kms.sign_digest(version, digest)).decode()
+            self._send(200, json.dumps({"signature": signature, "name": version}).encode())
 
         def _forward(self, upstream: str, body: bytes) -> None:
             hop = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
@@ -773,6 +864,7 @@ def serve(config: dict[str, Any]) -> None:
         indexes=firestore_indexes.load_terraform(Path(config["terraform_dir"])),
         state_dir=state_dir,
         signer=Signer(state_dir),
+        kms=KmsKeys(state_dir / "kms"),
     )
     # Streams (Firestore Listen/Write, StreamingPull) hold a worker each: keep plenty.
     pool = futures.ThreadPoolExecutor(max_workers=200, thread_name_prefix="grpc")

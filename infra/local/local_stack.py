@@ -323,6 +323,7 @@ class LocalStack:
             "FIREBASE_AUTH_EMULATOR_HOST": via,
             "STORAGE_EMULATOR_HOST": f"http://{via}",
             "IAM_CREDENTIALS_BASE_URL": f"http://{via}",
+            "CLOUDKMS_BASE_URL": f"http://{via}",
         }
 
     @property
@@ -334,14 +335,18 @@ class LocalStack:
             # checked against the declared indexes; it signs as the owner, who may sign as anyone.
             "FIRESTORE_EMULATOR_HOST": owner,
             "IAM_CREDENTIALS_BASE_URL": f"http://{owner}",
+            "CLOUDKMS_BASE_URL": f"http://{owner}",
             "ENVIRONMENT": "local",
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.ports.smtp),
             "SMTP_SECURITY": "none",
             "SERVICE_VERSION": "local",
             "LOCAL_BACKUPS_DIR": str(self.state_dir / "backups"),
-            # Cloud KMS has no emulator: audit checkpoints are signed with a key kept here.
-            "LOCAL_CHECKPOINT_KEY_FILE": str(self.state_dir / "checkpoint-key.pem"),
+            # Cloud KMS has no emulator: the IAM proxy answers for the key Terraform makes (kms.tf).
+            "CHECKPOINT_SIGNING_KEY": (
+                f"projects/{self.project_id}/locations/asia-east1/keyRings/orderpally-data"
+                "/cryptoKeys/orderpally-checkpoints/cryptoKeyVersions/1"
+            ),
             "PYTHONUNBUFFERED": "1",
             # Facebook sign-in goes to the local stand-in (infra/local/facebook_standin.py).
             "FACEBOOK_APP_ID": facebook_standin.APP_ID,

@@ -90,6 +90,28 @@ def test_sign_blob_is_refused_as_iam_credentials_refuses(running_stack):
         assert "iam.serviceAccounts.signBlob" in error["message"]
 
 
+SIGNER_ROLE = "key:checkpoints:roles/cloudkms.signer"
+
+
+def test_the_checkpoint_key_signs_only_for_a_function_granted_signer_on_it(running_stack):
+    from orderpally.checkpoints import signing
+
+    key = settings().checkpoint_signing_key
+    granted = having(running_stack, SIGNER_ROLE)
+    signer = signing.KmsSigner(key, requests.Session(), f"{via(running_stack, granted)}/v1")
+    message = b"origin\n1\nroot\n"
+    assert signing.verify_signature(signer.public_key_pem(), message, signer.sign(message))
+    other = having(running_stack, "project:roles/firebaseauth.admin", lacking=("key:",))
+    refused = requests.post(
+        f"{via(running_stack, other)}/v1/{key}:asymmetricSign",
+        json={"digest": {"sha256": base64.b64encode(b"x" * 32).decode()}},
+        timeout=10,
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["status"] == "PERMISSION_DENIED"
+    assert requests.get(f"{via(running_stack, other)}/v1/{key}/publicKey", timeout=10).status_code == 403
+
+
 def test_storage_refuses_a_bucket_the_identity_has_no_role_on(running_stack):
     from google.api_core import exceptions
     from google.auth.credentials import AnonymousCredentials

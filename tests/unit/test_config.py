@@ -161,3 +161,10 @@ def test_encryption_at_rest_as_terraform_writes_it_is_read():
 def test_a_checkpoint_signing_key_that_is_not_a_key_version_stops_the_start():
     with pytest.raises(ConfigurationError, match="CHECKPOINT_SIGNING_KEY"):
         load_settings({"CHECKPOINT_SIGNING_KEY": "projects/p/locations/asia-east1/keyRings/r/cryptoKeys/k"})
+
+
+def test_cloud_kms_is_reached_over_https_outside_the_local_stack():
+    local = {"CLOUDKMS_BASE_URL": "http://127.0.0.1:8701/", "ENVIRONMENT": "test"}
+    assert load_settings(local).cloudkms_base_url == "http://127.0.0.1:8701"
+    with pytest.raises(ConfigurationError, match="CLOUDKMS_BASE_URL"):
+        load_settings({"CLOUDKMS_BASE_URL": "http://kms.example", "ENVIRONMENT": "production"})

@@ -1,7 +1,8 @@
 """Who signs checkpoints: ECDSA P-256 with SHA-256, DER signatures, behind one `Signer` interface.
 
 In production a Cloud KMS key version signs (`KmsSigner`: the private key never leaves KMS).
-Cloud KMS has no emulator, so locally and in tests a `LocalSigner` holds a key in memory.
+Cloud KMS has no emulator: the local stack's IAM proxy answers its API (and checks the
+catalogue's grants), and pure tests use a `LocalSigner`, which holds a key in memory.
 `cryptography` is imported where it is used: only the scheduled checkpoint function loads this.
 """
 
@@ -98,30 +99,6 @@ class LocalSigner:
         return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
 
 
-def local_signer_in(path: str) -> LocalSigner:
-    """The key in `path`; made there first if there is none. Processes that start together
-    agree on one key: each writes its own to a temporary file and links it into place, which
-    fails for all but the first."""
-    import contextlib
-    import os
-    import tempfile
-
-    if not os.path.exists(path):
-        made = LocalSigner.generate()
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(dir=directory, prefix=".checkpoint-key-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(made.private_key_pem)
-            with contextlib.suppress(FileExistsError):  # another process's key came first
-                os.link(scratch, path)
-        finally:
-            os.unlink(scratch)
-    with open(path, "rb") as key:
-        return LocalSigner(key.read())
-
-
 class Response(Protocol):
     def json(self) -> Any: ...
 
@@ -142,8 +119,9 @@ class KmsSigner:
     `key_version_name` is projects/…/locations/…/keyRings/…/cryptoKeys/…/cryptoKeyVersions/N.
     """
 
-    def __init__(self, key_version_name: str, session: Session) -> None:
+    def __init__(self, key_version_name: str, session: Session, base_url: str = KMS_API) -> None:
         self.key_version_name = key_version_name
+        self._api = base_url
         self._session = session
         self._public_pem: bytes | None = None
 
@@ -153,7 +131,7 @@ class KmsSigner:
 
     def public_key_pem(self) -> bytes:
         if self._public_pem is None:
-            response = self._session.get(f"{KMS_API}/{self.key_version_name}/publicKey")
+            response = self._session.get(f"{self._api}/{self.key_version_name}/publicKey")
             response.raise_for_status()
             body = response.json()
             if body.get("algorithm", KMS_ALGORITHM) != KMS_ALGORITHM:
@@ -164,7 +142,7 @@ class KmsSigner:
     def sign(self, message: bytes) -> bytes:
         digest = base64.b64encode(hashlib.sha256(message).digest()).decode("ascii")
         response = self._session.post(
-            f"{KMS_API}/{self.key_version_name}:asymmetricSign", json={"digest": {"sha256": digest}}
+            f"{self._api}/{self.key_version_name}:asymmetricSign", json={"digest": {"sha256": digest}}
         )
         response.raise_for_status()
         signature = base64.b64decode(response.json()["signature"])
@@ -176,18 +154,24 @@ class KmsSigner:
 
 @functools.cache
 def configured_signer() -> Signer:
-    """The audit checkpoints' signer: the Cloud KMS key version Terraform made, or, off
-    production (Cloud KMS has no emulator), a local P-256 key kept in a file the first
-    caller creates."""
+    """The audit checkpoints' signer: the Cloud KMS key version Terraform made. Locally, where
+    Cloud KMS has no emulator, the IAM proxy answers its API and checks the catalogue's grants."""
     from orderpally.config import settings
 
     cfg = settings()
-    if cfg.checkpoint_signing_key:
+    if not cfg.checkpoint_signing_key:
+        raise RuntimeError("set CHECKPOINT_SIGNING_KEY: the Cloud KMS key version that signs checkpoints")
+    session: Any
+    if cfg.cloudkms_base_url and cfg.uses_emulators:
+        import requests
+
+        session = requests.Session()  # the stand-in knows the function by its port, not by a token
+    else:
         import google.auth
         from google.auth.transport.requests import AuthorizedSession
 
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        return KmsSigner(cfg.checkpoint_signing_key, AuthorizedSession(credentials))
-    if cfg.is_production or not cfg.local_checkpoint_key_file:
-        raise RuntimeError("set CHECKPOINT_SIGNING_KEY (production) or LOCAL_CHECKPOINT_KEY_FILE (the local stack)")
-    return local_signer_in(cfg.local_checkpoint_key_file)
+        session = AuthorizedSession(credentials)
+    return KmsSigner(
+        cfg.checkpoint_signing_key, session, f"{cfg.cloudkms_base_url}/v1" if cfg.cloudkms_base_url else KMS_API
+    )
