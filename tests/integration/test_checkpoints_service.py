@@ -8,6 +8,7 @@ import base64
 import logging
 from datetime import UTC, datetime, timedelta
 
+import orderpally_verify as verifier
 import pytest
 
 from orderpally import audit, clients, events, web
@@ -76,7 +77,7 @@ def test_a_run_appends_only_the_heads_that_moved_and_extends_the_last_checkpoint
     db = clients.firestore_client()
     proof = service.consistency(db, 2, 3)
     first, second = proof["first"], proof["second"]
-    assert rules.verify_consistency(
+    assert verifier.verify_consistency(
         2,
         3,
         base64.b64decode(first["root_hash"]),
@@ -150,7 +151,7 @@ def test_a_customer_s_proof_holds_their_trail_to_its_checkpointed_head_and_its_i
     assert all(audit.entry_hash(entry) == entry["hash"] for entry in bundle["entries"])
     head, inclusion = bundle["head"], bundle["inclusion"]
     assert head == {"seq": 3, "hash": bundle["entries"][-1]["hash"], "deleted": False}
-    assert rules.verify_inclusion(
+    assert verifier.verify_inclusion(
         rules.leaf_hash(rules.head_leaf("acct-a", head["seq"], head["hash"], False)),
         inclusion["leaf_index"],
         inclusion["tree_size"],

@@ -5,20 +5,13 @@ serves next. Each tampering must fail the check that names it; untouched, everyt
 from __future__ import annotations
 
 import base64
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+import orderpally_verify as verifier
 import pytest
 
 from orderpally import audit, clients
 from orderpally.checkpoints import service, signing, store
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
-
-import orderpally_verify as verifier  # noqa: E402  (tools/ is on the path only from here)
 
 pytestmark = pytest.mark.usefixtures("emulators")
 

@@ -5,6 +5,7 @@ import hashlib
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
+import orderpally_verify as verifier
 import pytest
 
 from orderpally.checkpoints import rules, signing
@@ -104,7 +105,7 @@ def test_inclusion_proofs_are_rfc_6962s(index, size):
     proof = rules.inclusion_proof(REFERENCE_HASHES[:size], index)
     assert [p.hex() for p in proof] == REFERENCE_INCLUSION[index, size]
     root = bytes.fromhex(REFERENCE_ROOTS[size])
-    assert rules.verify_inclusion(REFERENCE_HASHES[index], index, size, proof, root)
+    assert verifier.verify_inclusion(REFERENCE_HASHES[index], index, size, proof, root)
 
 
 @pytest.mark.parametrize(("first", "second"), list(REFERENCE_CONSISTENCY))
@@ -112,7 +113,7 @@ def test_consistency_proofs_are_rfc_6962s(first, second):
     proof = rules.consistency_proof(REFERENCE_HASHES[:second], first)
     assert [p.hex() for p in proof] == REFERENCE_CONSISTENCY[first, second]
     old, new = bytes.fromhex(REFERENCE_ROOTS[first]), bytes.fromhex(REFERENCE_ROOTS[second])
-    assert rules.verify_consistency(first, second, old, new, proof)
+    assert verifier.verify_consistency(first, second, old, new, proof)
 
 
 def test_the_levels_build_the_rfcs_tree_and_proofs():
@@ -136,17 +137,17 @@ def test_every_inclusion_proof_verifies_and_no_wrong_one_does():
         levels = rules.tree_levels(tree)
         for index in range(size):
             proof = rules.inclusion_proof_in(levels, index)
-            assert rules.verify_inclusion(tree[index], index, size, proof, root)
+            assert verifier.verify_inclusion(tree[index], index, size, proof, root)
             for bad in tampered(proof):
-                assert not rules.verify_inclusion(tree[index], index, size, bad, root)
+                assert not verifier.verify_inclusion(tree[index], index, size, bad, root)
             for other in {index - 1, index + 1} - {index}:
-                assert not rules.verify_inclusion(tree[index], other, size, proof, root)
+                assert not verifier.verify_inclusion(tree[index], other, size, proof, root)
             # A proof for one tree size proves nothing about the tree of another size.
             for other_size in (size - 1, size + 1):
                 other_root = rules.root(LEAVES[:other_size])
-                assert not rules.verify_inclusion(tree[index], index, other_size, proof, other_root)
-            assert not rules.verify_inclusion(LEAVES[index + 1], index, size, proof, root)
-            assert not rules.verify_inclusion(tree[index], index, size, proof, rules.leaf_hash(b"other"))
+                assert not verifier.verify_inclusion(tree[index], index, other_size, proof, other_root)
+            assert not verifier.verify_inclusion(LEAVES[index + 1], index, size, proof, root)
+            assert not verifier.verify_inclusion(tree[index], index, size, proof, rules.leaf_hash(b"other"))
 
 
 def test_every_consistency_proof_verifies_and_no_wrong_one_does():
@@ -155,23 +156,23 @@ def test_every_consistency_proof_verifies_and_no_wrong_one_does():
         levels = rules.tree_levels(LEAVES[:second])
         for first in range(0, second + 1):
             proof = rules.consistency_proof_in(levels, first)
-            assert rules.verify_consistency(first, second, roots[first], roots[second], proof)
+            assert verifier.verify_consistency(first, second, roots[first], roots[second], proof)
             if first in (0, second):
                 continue
             for bad in tampered(proof):
-                assert not rules.verify_consistency(first, second, roots[first], roots[second], bad)
-            assert not rules.verify_consistency(first, second, roots[second], roots[first], proof)
-            assert not rules.verify_consistency(second, first, roots[second], roots[first], proof)
-            assert not rules.verify_consistency(first, second, roots[first], roots[second - 1], proof)
+                assert not verifier.verify_consistency(first, second, roots[first], roots[second], bad)
+            assert not verifier.verify_consistency(first, second, roots[second], roots[first], proof)
+            assert not verifier.verify_consistency(second, first, roots[second], roots[first], proof)
+            assert not verifier.verify_consistency(first, second, roots[first], roots[second - 1], proof)
             if first > 1:
-                assert not rules.verify_consistency(first - 1, second, roots[first - 1], roots[second], proof)
+                assert not verifier.verify_consistency(first - 1, second, roots[first - 1], roots[second], proof)
 
 
 def test_a_tree_is_consistent_at_its_own_size_only_with_itself():
-    assert rules.verify_consistency(5, 5, rules.root(LEAVES[:5]), rules.root(LEAVES[:5]), [])
+    assert verifier.verify_consistency(5, 5, rules.root(LEAVES[:5]), rules.root(LEAVES[:5]), [])
     forked = rules.root([*LEAVES[:4], rules.leaf_hash(b"fork")])
-    assert not rules.verify_consistency(5, 5, rules.root(LEAVES[:5]), forked, [])
-    assert not rules.verify_consistency(0, 5, forked, rules.root(LEAVES[:5]), [])
+    assert not verifier.verify_consistency(5, 5, rules.root(LEAVES[:5]), forked, [])
+    assert not verifier.verify_consistency(0, 5, forked, rules.root(LEAVES[:5]), [])
 
 
 def test_proofs_of_leaves_or_sizes_outside_the_tree_are_refused():
@@ -190,8 +191,8 @@ def test_a_hundred_thousand_leaves_hash_well_under_a_second():
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0
     root = levels[-1][0]
-    assert rules.verify_inclusion(leaves[700], 700, 100_000, proofs[100], root)
-    assert rules.verify_consistency(77_777, 100_000, rules.root(leaves[:77_777]), root, consistency)
+    assert verifier.verify_inclusion(leaves[700], 700, 100_000, proofs[100], root)
+    assert verifier.verify_consistency(77_777, 100_000, rules.root(leaves[:77_777]), root, consistency)
 
 
 # --- leaves -----------------------------------------------------------------------------------

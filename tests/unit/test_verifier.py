@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orderpally_verify as verifier
 import pytest
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 
@@ -21,10 +22,6 @@ from orderpally.access.http.account import _iso
 from orderpally.checkpoints import rules, signing
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
-
-import orderpally_verify as verifier  # noqa: E402  (tools/ is on the path only from here)
 
 ORIGIN = "orderpally.example/audit-checkpoints"
 T0 = datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)

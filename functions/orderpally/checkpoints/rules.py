@@ -101,24 +101,6 @@ def inclusion_proof_in(levels: list[list[bytes]], index: int) -> list[bytes]:
     return top_down[::-1]
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], root_hash: bytes) -> bool:
-    """§2.1.3.2: does `path` prove the leaf hash `leaf` at `index` in the tree of `size` with `root_hash`?"""
-    if not 0 <= index < size:
-        return False
-    fn, sn, r = index, size - 1, leaf
-    for p in path:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while not fn & 1 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            r = node_hash(r, p)
-        fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and r == root_hash
-
-
 def consistency_proof(leaf_hashes: Sequence[bytes], first_size: int) -> list[bytes]:
     """PROOF(first_size, D[n]) (§2.1.4.1): the tree of the first `first_size` leaves is a prefix of this one."""
     return consistency_proof_in(tree_levels(leaf_hashes), first_size)
@@ -144,38 +126,6 @@ def consistency_proof_in(levels: list[list[bytes]], first_size: int) -> list[byt
     if not whole:
         top_down.append(_subtree(levels, start, end))
     return top_down[::-1]
-
-
-def verify_consistency(
-    first_size: int, second_size: int, first_root: bytes, second_root: bytes, path: Sequence[bytes]
-) -> bool:
-    """§2.1.4.2: does `path` prove the tree (first_size, first_root) a prefix of (second_size, second_root)?"""
-    if not 0 <= first_size <= second_size:
-        return False
-    if first_size == 0:
-        return not path and first_root == EMPTY_ROOT
-    if first_size == second_size:
-        return not path and first_root == second_root
-    nodes = list(path)
-    if first_size & (first_size - 1) == 0:
-        nodes.insert(0, first_root)  # a complete first tree is a node of the second: the proof omits it
-    if not nodes:
-        return False
-    fn, sn = first_size - 1, second_size - 1
-    while fn & 1:
-        fn, sn = fn >> 1, sn >> 1
-    fr = sr = nodes[0]
-    for c in nodes[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            fr, sr = node_hash(c, fr), node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            sr = node_hash(sr, c)
-        fn, sn = fn >> 1, sn >> 1
-    return fr == first_root and sr == second_root and sn == 0
 
 
 # --- the leaves: chain heads ---------------------------------------------------------------

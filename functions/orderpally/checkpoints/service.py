@@ -117,10 +117,10 @@ def publish(ports: Ports, *, force: bool = False) -> dict[str, Any]:
                 )
         if not appended and latest is not None:
             return {"tree_size": size, "appended": 0, "gone": 0}
-        ordered = sorted(appended, key=lambda head: head.chain_id)  # a chain moves or goes, never both
+        ordered = sorted(appended, key=lambda head: head.chain_id)  # as checkpoint_leaves orders them
         full = log + ordered
         store.write_leaves(db, full, size)
-        root = rules.root(_leaf_hashes(full))
+        root = rules.root(_leaf_hashes(log) + [rules.leaf_hash(leaf) for leaf in rules.checkpoint_leaves(appended)])
         body = rules.checkpoint_body(ports.origin, len(full), root, rules.rfc3339_utc(ports.now()))
         signed = rules.checkpoint_json(body, ports.signer.key_id, ports.signer.sign(body.encode("utf-8")))
         # Beside the signed fields, for convenience: a verifier should hold the key from elsewhere
