@@ -215,17 +215,29 @@ class ManagedProcess:
             return ""
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=grace)
-        # The leader may be gone while a child lingers; sweep the group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=grace)
+        stop_all([self], grace)
+
+
+def stop_all(processes: list[ManagedProcess], grace: float = 10.0) -> None:
+    """Stops every process at once: each group is asked to terminate, all share one grace
+    period, and whatever is left of a group is then killed (a leader may be gone while a
+    child lingers)."""
+    leaders = [p.process for p in processes if p.process is not None]
+
+    def signal_groups(sig: signal.Signals) -> None:
+        for leader in leaders:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leader.pid, sig)
+
+    def wait_for_leaders(until: float) -> None:
+        for leader in leaders:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                leader.wait(timeout=max(0.0, until - time.monotonic()))
+
+    signal_groups(signal.SIGTERM)
+    wait_for_leaders(time.monotonic() + grace)
+    signal_groups(signal.SIGKILL)
+    wait_for_leaders(time.monotonic() + grace)
 
 
 def wait_until(ready: Callable[[], bool], proc: ManagedProcess, timeout: float = READY_TIMEOUT) -> None:
@@ -611,8 +623,8 @@ class LocalStack:
         self._function_processes = [proc for proc, _ in started]
 
     def stop_functions(self) -> None:
+        stop_all(self._function_processes)
         for proc in self._function_processes:
-            proc.stop()
             self.processes.remove(proc)
         self._function_processes = []
 
@@ -645,8 +657,7 @@ class LocalStack:
     def stop(self) -> None:
         if self._scheduler:
             self._scheduler.stop()
-        for proc in reversed(self.processes):
-            proc.stop()
+        stop_all(self.processes)
         self.processes.clear()
 
     def dead(self) -> list[ManagedProcess]:

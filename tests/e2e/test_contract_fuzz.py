@@ -46,7 +46,13 @@ def test_anonymous_callers_get_documented_answers(case, running_stack):
     case.validate_response(response, additional_checks=[problem_documents], excluded_checks=EXCLUDED)
 
 
-def _customer_credentials() -> dict[str, str]:
+_CREDENTIALS: dict[str, dict[str, str]] = {}
+
+
+def _customer_credentials(operation: str) -> dict[str, str]:
+    """One customer per operation, made at its first example: an operation's examples share it."""
+    if operation in _CREDENTIALS:
+        return _CREDENTIALS[operation]
     from datetime import UTC, datetime, timedelta
 
     from orderpally import clients
@@ -65,7 +71,8 @@ def _customer_credentials() -> dict[str, str]:
         settings().secret("API_KEY_PEPPER"),
         now,
     )
-    return {**browser_headers(customer), "Authorization": f"Bearer {key}"}
+    _CREDENTIALS[operation] = {**browser_headers(customer), "Authorization": f"Bearer {key}"}
+    return _CREDENTIALS[operation]
 
 
 @schema.parametrize()
@@ -73,8 +80,9 @@ def _customer_credentials() -> dict[str, str]:
 def test_signed_in_callers_get_documented_answers(case, running_stack):
     # One customer per operation, with a browser session and an API key of every scope; an
     # Authorization header wins over the cookie, so each example picks one of the two.
-    credentials = _customer_credentials()
-    use_key = zlib.crc32(f"{case.method} {case.path}".encode()) % 2 == 0  # the same split every run
+    operation = f"{case.method} {case.path}"
+    credentials = _customer_credentials(operation)
+    use_key = zlib.crc32(operation.encode()) % 2 == 0  # the same split every run
     headers = {k: v for k, v in credentials.items() if (k == "Authorization") == use_key or k == "Origin"}
     response = case.call(base_url=running_stack.gateway_url, headers=headers, timeout=30)
     # The caller's real credentials replace whatever Schemathesis generated for the security

@@ -35,9 +35,11 @@ class CuttableLink:
                 continue
             with contextlib.suppress(OSError):  # linger 0: close sends a reset
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            if sock is listener:  # wakes the thread blocked in accept(), so the port is free again
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            # close() alone does not wake a thread blocked in accept() or recv() on the socket, and
+            # the kernel keeps the connection open until it returns: a peer waiting for an answer
+            # would never learn of the cut. shutdown() ends the connection at once.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 
