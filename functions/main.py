@@ -56,7 +56,7 @@ def health_routes() -> web.Router:
     from orderpally.health import service as health_service
 
     def report(request: flask.Request) -> flask.Response:
-        status, body = health_service.report(settings(), clients.firestore_client())
+        status, body = health_service.report(settings(), clients.firestore_client)
         return web.json_response(body, status)
 
     return _router("health", [web.Route("/health", ("GET",), report)])

@@ -23,7 +23,6 @@ was used from.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import secrets
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orderpally import accounts, clients
+from orderpally import accounts, clients, leases
 
 AUDIT_TRAIL = "audit_trail"
 CHAINS = "audit_chains"
@@ -181,7 +180,7 @@ def link(chain: Chain, until: Any = None) -> int:
                     raise
                 contended = True
             finally:
-                lock.delete()
+                leases.drop(lock)
             if until is None or mine:
                 return linked
             if not contended:
@@ -194,20 +193,9 @@ def link(chain: Chain, until: Any = None) -> int:
 
 def _take_lock(db: Any, chain: Chain) -> Any | None:
     """The chain's link lock, or None while another linker holds it; a crashed holder's lock expires."""
-    from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFound
-
     ref = db.collection(LINK_LOCKS).document(chain.head.id)
-    now = datetime.now(UTC)
-    try:
-        ref.create({"expire_at": now + LINK_LOCK_LEASE})  # also Firestore's TTL field
-        return ref
-    except AlreadyExists:
-        held = ref.get()
-        if held.exists and held.get("expire_at") < now:
-            # Only the lock as read, not one a faster linker took meanwhile.
-            with contextlib.suppress(FailedPrecondition, NotFound):
-                ref.delete(option=db.write_option(last_update_time=held.update_time))
-        return None
+    # `expire_at` is also Firestore's TTL field: a crashed holder's lock goes by itself too.
+    return ref if leases.create(db, ref, datetime.now(UTC), LINK_LOCK_LEASE, lease_field="expire_at") else None
 
 
 def _link_batch(chain: Chain) -> tuple[int, set[str]]:

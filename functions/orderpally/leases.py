@@ -4,10 +4,14 @@ Event ledgers, mail deliveries, notice fan-outs, deletion jobs and incident inta
 follow the same steps in one transaction: read the document, stop if its work is
 finished, stop if another worker's lease is still live, else write a new lease with the
 claim's fields. A worker that dies simply lets its lease run out.
+
+`create` is the one-write form for short, hot locks that hold nothing but the lease (the
+audit chain's linker): the document exists only while someone holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -78,3 +82,28 @@ def release(writer: Any, ref: Any, lease_field: str = LEASE_FIELD, **fields: Any
         ref.set(update, merge=True)
     else:
         writer.set(ref, update, merge=True)
+
+
+def create(db: Any, ref: Any, now: datetime, duration: timedelta, lease_field: str = LEASE_FIELD) -> bool:
+    """Takes a lease that is the whole document, in one write: whether this worker now holds it.
+
+    While the document exists someone holds it; a holder that crashed leaves one whose lease has
+    run out, which is deleted (only as read, not one a faster worker took meanwhile) so that a
+    later try can take it. The holder lets go with `drop`.
+    """
+    from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFound
+
+    try:
+        ref.create({lease_field: now + duration})
+        return True
+    except AlreadyExists:
+        found = ref.get()
+        if found.exists and not held(found.to_dict() or {}, now, lease_field):
+            with contextlib.suppress(FailedPrecondition, NotFound):
+                ref.delete(option=db.write_option(last_update_time=found.update_time))
+        return False
+
+
+def drop(ref: Any) -> None:
+    """Lets go of a lease taken with `create`."""
+    ref.delete()

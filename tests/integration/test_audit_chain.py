@@ -123,3 +123,35 @@ def test_the_scheduled_check_names_broken_chains():
     clients.firestore_client().document(f"accounts/bad/audit_trail/{audit.entry_id(1)}").update({"reason": "edited"})
     result = audit.verify_recent(datetime.now(UTC))
     assert result == {"checked": 2, "broken": ["bad"]}
+
+
+def test_a_crashed_linkers_lock_runs_out_and_the_next_writer_links_past_it():
+    from datetime import timedelta
+
+    fill(2)
+    head = audit.account_chain("acct").head
+    lock = clients.firestore_client().collection(audit.LINK_LOCKS).document(head.id)
+    lock.set({"expire_at": datetime.now(UTC) - timedelta(seconds=1)})  # a linker died holding it
+
+    fill(1)
+    assert not lock.get().exists  # cleared, taken, and let go
+    assert audit.verify("acct").entries == 3
+    assert [e["seq"] for e in audit.page("acct", 10)] == [3, 2, 1]
+
+
+def test_a_live_link_lock_is_not_taken_by_another_linker():
+    from datetime import timedelta
+
+    from orderpally import leases
+
+    db = clients.firestore_client()
+    ref = db.collection(audit.LINK_LOCKS).document("lease-probe")
+    now = datetime.now(UTC)
+    assert leases.create(db, ref, now, timedelta(seconds=30), lease_field="expire_at")
+    assert not leases.create(db, ref, now + timedelta(seconds=29), timedelta(seconds=30), lease_field="expire_at")
+    assert ref.get().exists  # a live lease is never cleared
+    # Once it has run out, one try clears it and the next takes it.
+    assert not leases.create(db, ref, now + timedelta(seconds=31), timedelta(seconds=30), lease_field="expire_at")
+    assert leases.create(db, ref, now + timedelta(seconds=31), timedelta(seconds=30), lease_field="expire_at")
+    leases.drop(ref)
+    assert not ref.get().exists

@@ -23,3 +23,19 @@ def test_heartbeat_is_stored_in_utc():
 def test_health_is_ok_only_when_every_check_is():
     assert overall([Check("a", True), Check("b", True)]) == "ok"
     assert overall([Check("a", True), Check("b", False)]) == "unavailable"
+
+
+def test_health_reports_a_client_that_cannot_be_made_as_a_failed_read_not_a_crash():
+    from types import SimpleNamespace
+
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from orderpally.health.service import report
+
+    def no_client():
+        raise DefaultCredentialsError("no credentials")
+
+    cfg = SimpleNamespace(uses_emulators=False, version="v1", environment="production")
+    status, body = report(cfg, no_client, now=lambda: T)  # only the fields health reads
+    assert status == 503
+    assert body["checks"] == [{"name": "firestore-read", "ok": False, "detail": "DefaultCredentialsError"}]

@@ -62,12 +62,15 @@ def local_checks(cfg: Settings, timeout: float = 2.0) -> list[Check]:
     return checks
 
 
-def report(cfg: Settings, db: Any, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[int, dict]:
-    """(HTTP status, body) of the health endpoint; `db` is the Firestore client whose read it reports."""
+def report(
+    cfg: Settings, firestore: Callable[[], Any], now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> tuple[int, dict]:
+    """(HTTP status, body) of the health endpoint; `firestore` gives the client whose read it
+    reports, and is called inside the check, since failing to make one is a failed read too."""
     checks = local_checks(cfg) if cfg.uses_emulators else []
     beat: dict | None = None
     try:
-        beat = heartbeat.latest(db, now())
+        beat = heartbeat.latest(firestore(), now())
         checks.append(Check("firestore-read", True))
     except Exception as exc:  # noqa: BLE001 - any failure here is what health reports
         checks.append(Check("firestore-read", False, type(exc).__name__))
