@@ -17,11 +17,10 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from gateway import MAX_BODY_BYTES
 
-from orderpally import audit, clients, events
+from orderpally import archives, audit, clients, events
 from orderpally.access import api_keys
 from orderpally.config import settings
 from orderpally.lifecycle import billing
-from orderpally.lifecycle import export as content_export
 from orderpally.records import service as records
 from support.identities import browser_headers, create_customer, create_identity
 from support.signed_urls import url_times, verify_v4_url
@@ -69,7 +68,7 @@ def check_link(link: requests.Response, url_signer, asked_at: datetime, stack) -
     body = link.json()
     url = body["url"]
     signed_at, seconds = url_times(url)
-    assert seconds == content_export.DOWNLOAD_URL_SECONDS == 300
+    assert seconds == archives.DOWNLOAD_URL_SECONDS == 300
     assert asked_at - timedelta(seconds=5) <= signed_at <= datetime.now(UTC) + timedelta(seconds=1)
     expires_at = datetime.fromisoformat(body["expires_at"])
     assert signed_at + timedelta(seconds=seconds - 5) <= expires_at <= signed_at + timedelta(seconds=seconds)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import flask
 import pytest
 
-from orderpally import web
+from orderpally import archives, web
 from orderpally.config import ConfigurationError, load_settings
 from orderpally.lifecycle import export
 from orderpally.records import service as records
@@ -47,7 +47,7 @@ class FakeBucket:
 
 def test_a_streamed_archive_is_stored_with_the_digest_of_its_bytes():
     bucket = FakeBucket()
-    with export.streamed_archive(bucket, "a/e.zip") as (archive, out):
+    with archives.streamed_archive(bucket, "a/e.zip") as (archive, out):
         archive.writestr("manifest.json", "{}")
         with archive.open("big.jsonl", "w", force_zip64=True) as entry:
             for _ in range(100):
@@ -55,8 +55,8 @@ def test_a_streamed_archive_is_stored_with_the_digest_of_its_bytes():
     stored = bucket.stored["a/e.zip"]
     assert out.sha256 == hashlib.sha256(stored).hexdigest()
     assert out.size == len(stored)
-    assert bucket.opened == [("a/e.zip", export.UPLOAD_CHUNK_BYTES, "application/zip")]
-    assert export.UPLOAD_CHUNK_BYTES % (256 * 1024) == 0  # resumable uploads take 256 KiB multiples
+    assert bucket.opened == [("a/e.zip", archives.UPLOAD_CHUNK_BYTES, "application/zip")]
+    assert archives.UPLOAD_CHUNK_BYTES % (256 * 1024) == 0  # resumable uploads take 256 KiB multiples
     with zipfile.ZipFile(io.BytesIO(stored)) as read:
         assert read.testzip() is None
         assert len(read.read("big.jsonl")) == 100 * 14 * 1000
@@ -66,7 +66,7 @@ def test_a_failed_build_stores_nothing():
     bucket = FakeBucket()
 
     def build() -> None:
-        with export.streamed_archive(bucket, "a/e.zip") as (archive, _):
+        with archives.streamed_archive(bucket, "a/e.zip") as (archive, _):
             archive.writestr("half.jsonl", "x")
             raise RuntimeError("Firestore went away")
 
@@ -79,7 +79,7 @@ def test_records_are_written_as_jsonl_csv_and_manifest():
     bucket = FakeBucket()
     at = datetime(2026, 3, 1, 4, 5, tzinfo=UTC)
     rows = [{"kind": "audit", "at": at, "what": "sign_in", "actor": "customer:a", "details": {"付": 1}}]
-    with export.streamed_archive(bucket, "r.zip") as (zipped, _):
+    with archives.streamed_archive(bucket, "r.zip") as (zipped, _):
         records.write_archive(zipped, rows, "a", {"from": "2026-01-01", "to": "2026-12-31"})
     with zipfile.ZipFile(io.BytesIO(bucket.stored["r.zip"])) as read:
         assert json.loads(read.read("records.jsonl"))["at"] == at.isoformat()

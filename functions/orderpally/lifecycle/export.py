@@ -10,8 +10,6 @@ capped at 32 MiB, an archive is not.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import secrets
 import shutil
@@ -22,28 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, events, fields, web
+from orderpally import accounts, archives, events, fields, web
 from orderpally.lifecycle import billing, store
 from orderpally.lifecycle.billing import BillingState
 from orderpally.lifecycle.data_map import DataMap, Location
 from orderpally.lifecycle.store import EXPORTS as EXPORTS
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentReference
+    from google.cloud.firestore import Client
 
 TOPIC = "content-export"
 BUILD_FUNCTION = "build_content_export"  # the topic function, whose fault document the suite arms
 MESSAGE_TYPE = "content_export.requested"
 MAX_OBJECT_BYTES = 50 * 1024 * 1024  # larger attachments are listed, not copied
-# What a build holds in memory at once: one upload chunk (a multiple of 256 KiB, as resumable
-# uploads require) and one read of a copied object, whatever the archive's size.
-UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
+# What a build holds in memory at once for a copied object, whatever the archive's size
+# (beside the upload's chunk, archives.UPLOAD_CHUNK_BYTES).
 READ_CHUNK_BYTES = 8 * 1024 * 1024
-# A download URL is a bearer credential: short-lived, and issued again on each authorized request.
-DOWNLOAD_URL_SECONDS = 300
-# One build at a time per request, for longer than either build function's timeout (540 s):
-# a concurrent duplicate delivery waits instead of writing the same archive twice.
-BUILD_LEASE = timedelta(minutes=10)
 
 
 class ExportMessage(pydantic.BaseModel):
@@ -138,51 +130,6 @@ def _documents(db: Any, location: Location, account_id: str) -> Iterator[tuple[s
         yield snap.reference.path, snap.to_dict() or {}
 
 
-class _Digesting:
-    """A write-only stream to `sink` that keeps the SHA-256 and length of what passed through.
-
-    It cannot seek, so zipfile writes each entry's sizes after its data: the archive goes out
-    as it is made and is never whole in memory.
-    """
-
-    def __init__(self, sink: Any) -> None:
-        self._sink = sink
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._sink.write(data)
-        self._hash.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        """Nothing: a resumable upload is finalised by closing it, not by a flush."""
-
-    def close(self) -> None:
-        """Nothing: `streamed_archive` closes the upload once the archive is whole."""
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-
-@contextlib.contextmanager
-def streamed_archive(bucket: Any, object_name: str) -> Iterator[tuple[zipfile.ZipFile, _Digesting]]:
-    """A zip written straight into `object_name` by a resumable upload; its digest is final on exit.
-
-    On an error the upload is cancelled, so no partial archive replaces an earlier object.
-    """
-    blob = bucket.blob(object_name, chunk_size=UPLOAD_CHUNK_BYTES)
-    with blob.open("wb", content_type="application/zip") as sink:
-        out = _Digesting(sink)
-        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            yield archive, out
-
-
 def write_archive(
     db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, account_id: str, archive: zipfile.ZipFile
 ) -> dict[str, int]:
@@ -215,44 +162,25 @@ def write_archive(
     return counts
 
 
-def take_build(db: Any, ref: DocumentReference, account_id: str, now: datetime) -> str | None:
-    """Takes the request's build lease: None when this build holds it, else its settled status
-    ("ready", "refused", "unknown"). Raises RetryableError while another delivery builds it."""
-    claim = store.claim_archive_build(db, ref, account_id, now, BUILD_LEASE)
-    if claim.busy:
-        raise events.RetryableError("the archive is being built by another delivery")
-    return claim.finished
-
-
-@contextlib.contextmanager
-def building(ref: DocumentReference) -> Iterator[None]:
-    """The build under its lease: a build that fails lets a redelivery start again at once."""
-    try:
-        yield
-    except BaseException:
-        store.release_archive_build(ref)
-        raise
-
-
 def run_export(
     db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, message: ExportMessage, now: datetime
 ) -> str:
     """Builds the archive once; a redelivery after it is ready does nothing."""
     ref = store.export_ref(db, message.export_id)
-    settled = take_build(db, ref, message.account_id, now)
+    settled = archives.take_build(db, ref, message.account_id, now)
     if settled is not None:
         return "duplicate" if settled == "ready" else settled
-    with building(ref):
+    with archives.building(ref):
         # Checked again here: an invoice may have arrived (or queued behind a gap) since the request.
         try:
             check_settled(billing.read_state(db, message.account_id))
         except web.Problem as refused:
-            store.settle_archive(ref, {"status": "refused", "refused": refusal(refused), "refused_at": now})
+            archives.settle(ref, {"status": "refused", "refused": refusal(refused), "refused_at": now})
             return "refused"
         object_name = f"{message.account_id}/{message.export_id}.zip"
-        with streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
+        with archives.streamed_archive(storage.bucket(buckets["exports"]), object_name) as (archive, out):
             counts = write_archive(db, storage, buckets, data_map, message.account_id, archive)
-        mark_ready(ref, object_name, out, counts, now)
+        archives.mark_ready(ref, object_name, out, counts, now)
     return "ready"
 
 
@@ -288,39 +216,6 @@ def build(
 def refusal(refused: web.Problem) -> dict[str, Any]:
     """Why content was not released (a refusal of the payment gate), as the customer is told it."""
     return {"reason": refused.slug, **refused.extra}
-
-
-def mark_ready(
-    ref: DocumentReference, object_name: str, out: _Digesting, counts: dict[str, int], now: datetime
-) -> None:
-    """Marks a request ready once its archive is stored, with the checksum the download names."""
-    store.settle_archive(
-        ref,
-        {
-            "status": "ready",
-            "object": object_name,
-            "sha256": out.sha256,
-            "size": out.size,
-            "counts": counts,
-            "ready_at": now,
-        },
-    )
-
-
-def download_link(
-    bucket: Any, object_name: str, filename: str, credentials: Any, endpoint: str, now: datetime
-) -> dict[str, Any]:
-    """A V4 signed URL to a finished archive: the bytes go from Storage to the caller, not through a function."""
-    valid = timedelta(seconds=DOWNLOAD_URL_SECONDS)
-    url = bucket.blob(object_name).generate_signed_url(
-        version="v4",
-        expiration=valid,
-        method="GET",
-        api_access_endpoint=endpoint,
-        credentials=credentials,
-        response_disposition=f'attachment; filename="{filename}"',
-    )
-    return {"url": url, "expires_at": now.replace(microsecond=0) + valid}
 
 
 def load(db: Client, export_id: str) -> dict[str, Any] | None:

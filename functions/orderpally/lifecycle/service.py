@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, audit, events, outbox, structured_logging, web
+from orderpally import accounts, archives, audit, events, outbox, structured_logging, web
 from orderpally.access import api_keys
 from orderpally.accounts import preferred_language
 from orderpally.config import settings
@@ -536,7 +536,7 @@ def export_download(
     # Retrieval, not only the request, waits until nothing is owed (clause 3.2(b)(ii)).
     content_export.check_settled(billing.read_state(db, account_id))
     credentials, endpoint = signing
-    link = content_export.download_link(
+    link = archives.download_link(
         bucket, record["object"], f"orderpally-export-{export_id}.zip", credentials, endpoint, now
     )
     # Recorded before the link leaves: every URL handed out is in the trail.

@@ -371,28 +371,3 @@ def create_export(writer: Any, db: Client, export_id: str, record: dict[str, Any
 
 def export(db: Client, export_id: str) -> dict[str, Any] | None:
     return export_ref(db, export_id).get().to_dict()
-
-
-def claim_archive_build(
-    db: Client, ref: DocumentReference, account_id: str, now: datetime, duration: timedelta
-) -> leases.Claim:
-    """The build lease on an archive request (an export, a records request): one build at a
-    time. `finished` is the request's settled status ("ready", "refused"), or "unknown" when
-    there is no such request of `account_id`."""
-
-    def finished(record: dict[str, Any], exists: bool) -> str | None:
-        if not exists or record.get("account_id") != account_id:
-            return "unknown"
-        return record["status"] if record.get("status") in ("ready", "refused") else None
-
-    return leases.claim(db, ref, now, duration, finished=finished)
-
-
-def settle_archive(ref: DocumentReference, fields: dict[str, Any]) -> None:
-    """Settles an archive request (ready with what was stored, or refused); its build lease ends."""
-    ref.update({**fields, leases.LEASE_FIELD: None})
-
-
-def release_archive_build(ref: DocumentReference) -> None:
-    """Ends a failed build's lease, so that a redelivery starts again at once."""
-    ref.update({leases.LEASE_FIELD: None})

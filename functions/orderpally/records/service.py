@@ -9,7 +9,6 @@ through a short-lived signed URL.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -20,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, audit, events, fields, outbox, web
-from orderpally.lifecycle import archive_limits, export
+from orderpally import accounts, archives, audit, events, fields, outbox, web
+from orderpally.lifecycle import archive_limits
 from orderpally.messaging.requests import EmailRequest, request_email
 from orderpally.records import store
 from orderpally.records.store import RECORDS as RECORDS  # where requests are kept (redrive reads it)
@@ -68,8 +67,7 @@ def new_request_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-# --- what records take of the lifecycle's archives: the limits and the archive's plumbing ---
-# Kept here, in one place, so that the lifecycle's own changes touch records only here.
+# --- what records take of the lifecycle: its limits on archive requests ---
 
 
 def _reserve(transaction: Transaction, db: Client, account_id: str, request_id: str, now: datetime) -> None:
@@ -79,16 +77,7 @@ def _reserve(transaction: Transaction, db: Client, account_id: str, request_id: 
 
 def _signed_link(bucket: Any, signing: tuple[Any, str], object_name: str, filename: str, now: datetime) -> dict:
     credentials, endpoint = signing
-    return export.download_link(bucket, object_name, filename, credentials, endpoint, now)
-
-
-def _streamed_archive(bucket: Any, object_name: str) -> contextlib.AbstractContextManager[tuple[zipfile.ZipFile, Any]]:
-    """The zip written straight into `object_name`, and the digest of what it wrote."""
-    return export.streamed_archive(bucket, object_name)
-
-
-def _mark_ready(db: Client, request_id: str, object_name: str, out: Any, rows: int, now: datetime) -> None:
-    export.mark_ready(store.ref(db, request_id), object_name, out, {"rows": rows}, now)
+    return archives.download_link(bucket, object_name, filename, credentials, endpoint, now)
 
 
 # --- use cases ---------------------------------------------------------------------------
@@ -254,17 +243,17 @@ def write_archive(zipped: zipfile.ZipFile, rows: list[dict[str, Any]], account_i
 def run(db: Client, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     """Builds the file once; a redelivery after it is ready does nothing."""
     ref = store.ref(db, message.request_id)
-    settled = export.take_build(db, ref, message.account_id, now)
+    settled = archives.take_build(db, ref, message.account_id, now)
     if settled is not None:
         return "duplicate" if settled == "ready" else settled
-    with export.building(ref):
+    with archives.building(ref):
         record = store.load(db, message.request_id) or {}
         wanted = RecordsRange.model_validate({"from": record["from"], "to": record["to"]})
         rows = collect(db, message.account_id, *wanted.bounds())
         object_name = f"{message.account_id}/records/{message.request_id}.zip"
-        with _streamed_archive(bucket, object_name) as (zipped, out):
+        with archives.streamed_archive(bucket, object_name) as (zipped, out):
             write_archive(zipped, rows, message.account_id, {"from": record["from"], "to": record["to"]})
-        _mark_ready(db, message.request_id, object_name, out, len(rows), now)
+        archives.mark_ready(ref, object_name, out, {"rows": len(rows)}, now)
     return "ready"
 
 
