@@ -17,8 +17,9 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from gateway import MAX_BODY_BYTES
 
-from orderpally import archives, audit, clients, events
+from orderpally import audit, clients, events
 from orderpally.access import api_keys
+from orderpally.archives import service as archives
 from orderpally.config import settings
 from orderpally.lifecycle import billing
 from orderpally.records import service as records

@@ -96,7 +96,8 @@ def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):
 def test_records_requests_are_limited_per_day_with_retry_after(running_stack):
     from datetime import UTC, datetime
 
-    from orderpally.lifecycle import archive_limits as limits
+    from orderpally.archives import rules as limits
+    from orderpally.archives import store as archive_store
     from orderpally.records import service
 
     alice = create_customer()
@@ -104,7 +105,7 @@ def test_records_requests_are_limited_per_day_with_retry_after(running_stack):
     today = limits.taipei_day(datetime.now(UTC))
     # Today's five are used up (the last one already built).
     db.document(f"{service.RECORDS}/{'d' * 20}").set({"account_id": alice.uid, "status": "ready"})
-    db.document(f"{limits.QUOTAS}/{alice.uid}").set(
+    db.document(f"{archive_store.QUOTAS}/{alice.uid}").set(
         {"records": {"day": today, "count": limits.RECORDS.per_day, "active_id": "d" * 20}}
     )
     base = running_stack.url("account") + "/account/records-requests"

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orderpally import clients, web
-from orderpally.lifecycle import archive_limits as limits
+from orderpally.archives import rules as limits
+from orderpally.archives import service as archives
+from orderpally.archives import store as archive_store
 from orderpally.lifecycle import billing
 from orderpally.lifecycle import export as content_export
 
@@ -107,7 +109,9 @@ def _reserve(db, account_id: str, request_id: str, now: datetime) -> None:
 
     @firestore.transactional
     def write(transaction) -> None:
-        limits.reserve(transaction, db, account_id, limits.EXPORTS, content_export.EXPORTS, request_id, now)
+        archives.reserve(
+            transaction, db, account_id, limits.EXPORTS, db.collection(content_export.EXPORTS).document, request_id, now
+        )
         transaction.set(
             db.collection(content_export.EXPORTS).document(request_id),
             {"account_id": account_id, "status": "queued", "requested_at": now},
@@ -142,7 +146,7 @@ def test_two_requests_at_once_do_not_both_pass():
     assert outcomes.count("accepted") == 1, outcomes
     assert set(outcomes) <= {"accepted", "in-progress", "contended"}, outcomes
     assert len(outcomes) == 6
-    quota = db.collection(limits.QUOTAS).document("busy").get().to_dict()["export"]
+    quota = db.collection(archive_store.QUOTAS).document("busy").get().to_dict()["export"]
     assert quota["count"] == 1
 
 

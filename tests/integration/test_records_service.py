@@ -17,8 +17,8 @@ from google.cloud import pubsub_v1
 from google.oauth2 import service_account
 
 from orderpally import audit, clients, events, web
+from orderpally.archives import store as archive_store
 from orderpally.config import settings
-from orderpally.lifecycle import archive_limits as limits
 from orderpally.records import service
 
 pytestmark = pytest.mark.usefixtures("emulators")
@@ -85,7 +85,7 @@ def test_a_request_within_the_limits_is_queued_audited_counted_and_sent_to_the_b
     assert stored["account_id"] == "alice"
     assert (stored["from"], stored["to"]) == ("2020-01-01", "2022-12-31")
     assert stored["expires_at"] == now + timedelta(days=7)
-    quota = db.collection(limits.QUOTAS).document("alice").get().to_dict()
+    quota = db.collection(archive_store.QUOTAS).document("alice").get().to_dict()
     assert quota["records"]["count"] == 1
     assert quota["records"]["active_id"] == record["request_id"]
     requested = [e for e in actions("alice") if e["action"] == "records.requested"]
@@ -109,7 +109,7 @@ def test_a_second_request_while_one_is_in_progress_is_refused_and_writes_nothing
 
     db = clients.firestore_client()
     assert [s.id for s in db.collection(service.RECORDS).stream()] == [first["request_id"]]
-    assert db.collection(limits.QUOTAS).document("bob").get().to_dict()["records"]["count"] == 1
+    assert db.collection(archive_store.QUOTAS).document("bob").get().to_dict()["records"]["count"] == 1
     assert [e["action"] for e in actions("bob")] == ["records.requested"]
     assert len(build_requests()) == 1
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import flask
 import pytest
 
-from orderpally import archives, web
+from orderpally import web
+from orderpally.archives import service as archives
 from orderpally.config import ConfigurationError, load_settings
 from orderpally.lifecycle import export
 from orderpally.records import service as records

@@ -6,7 +6,8 @@
 - no topic or schedule function imports an HTTP module;
 - no HTTP module touches Firestore collections itself;
 - in a capability, only its `store.py` touches Firestore (the data-map walkers excepted);
-- in the shared mail package, only `messaging/store.py` touches Firestore;
+- in the shared mail and archive packages, only their `store.py` touches Firestore;
+- across capabilities, only services and rules are imported (and the request guard);
 - services, stores and rules get their clients passed in: they call no `clients` factory;
 - only `accounts.py` names the `accounts` collection.
 """
@@ -36,8 +37,9 @@ CORE = {
     "fields",
     "unit_of_work",
 }
-# Shared by every capability, like the core: mail requests, the mail outbox and deliveries.
-SHARED_PACKAGES = {"messaging"}
+# Shared by every capability, like the core: mail requests, the mail outbox and deliveries;
+# archive quotas and builds (content exports and records requests).
+SHARED_PACKAGES = {"messaging", "archives"}
 
 
 def module_name(path: Path) -> str:
@@ -167,20 +169,54 @@ def test_in_a_capability_only_its_store_touches_firestore():
     assert touching - DATA_MAP_WALKERS == set()
 
 
-# The mail package is shared, not a capability, but keeps the same rule: the delivery ledger and
-# the mail outbox are its store's alone (delivery and requests write through it, batches included).
-MESSAGING_FIRESTORE = re.compile(rf"{FIRESTORE.pattern}|\.document\(|\.batch\(\)")
+# The shared packages are not capabilities, but keep the same rule: the delivery ledger and the
+# mail outbox are `messaging.store`'s alone, the archive quotas and build fields `archives.store`'s
+# (the other modules write through them, batches included).
+SHARED_FIRESTORE = re.compile(rf"{FIRESTORE.pattern}|\.document\(|\.batch\(\)|\bref\.(update|set|create|delete)\(")
 
 
-def test_in_messaging_only_its_store_touches_firestore():
-    messaging = {name for name in MODULES if capability(name) == "messaging"}
-    assert {"orderpally.messaging.delivery", "orderpally.messaging.requests", "orderpally.messaging.store"} <= messaging
-    touching = {
-        name
-        for name in messaging
-        if name.split(".")[-1] != "store" and MESSAGING_FIRESTORE.search(MODULES[name].read_text())
-    }
+@pytest.mark.parametrize(
+    ("package", "expected"),
+    [
+        ("messaging", {"delivery", "requests", "store"}),
+        ("archives", {"rules", "service", "store"}),
+    ],
+)
+def test_in_a_shared_package_only_its_store_touches_firestore(package, expected):
+    modules = {name for name in MODULES if capability(name) == package}
+    assert {f"orderpally.{package}.{module}" for module in expected} <= modules
+    outside_store = {name for name in modules if name.split(".")[-1] != "store"}
+    touching = {name for name in outside_store if SHARED_FIRESTORE.search(MODULES[name].read_text())}
     assert touching == set()
+
+
+# What one capability may import of another: its use cases and its pure rules. The data map is
+# lifecycle's published description of where data lives (pure models), which the trust report
+# shows; the request guard and the principal are how every HTTP module authenticates.
+PUBLISHED = {"service", "rules", "data_map"}
+REQUEST_GUARD = {"orderpally.access.guard", "orderpally.access.principal"}
+
+
+def across_capabilities(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """Imports from one capability into another's modules other than the published ones."""
+    return {
+        (m, t)
+        for m, targets in graph.items()
+        for t in targets
+        if capability(m)
+        and capability(t) not in (None, capability(m), *SHARED_PACKAGES)
+        and t.split(".")[-1] not in PUBLISHED
+        and not (is_http(m) and t in REQUEST_GUARD)
+    }
+
+
+def test_capabilities_use_one_another_through_services_and_rules():
+    assert across_capabilities(GRAPH) == set()
+
+
+def test_the_crossing_finder_finds_a_reach_into_another_store():
+    graph = {"orderpally.trust.service": {"orderpally.lifecycle.store", "orderpally.lifecycle.service"}}
+    assert across_capabilities(graph) == {("orderpally.trust.service", "orderpally.lifecycle.store")}
 
 
 # What orderpally.clients builds once per process: the composition edge (HTTP modules, main.py,

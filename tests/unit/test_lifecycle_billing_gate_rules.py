@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orderpally import web
-from orderpally.lifecycle import archive_limits as limits
+from orderpally.archives import rules as limits
 from orderpally.lifecycle import billing, certificates
 from orderpally.lifecycle import export as content_export
 

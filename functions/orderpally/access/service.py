@@ -711,6 +711,11 @@ def keys_of(ports: Ports, principal: Principal) -> list[dict[str, Any]]:
     return api_keys.owned(ports.db, principal.account_id)
 
 
+def revoke_all_keys(db: Client, account_id: str, now: datetime) -> int:
+    """Revokes every key of the account (at termination); how many were still live."""
+    return api_keys.revoke_all(db, account_id, now)
+
+
 def revoke_key(ports: Ports, principal: Principal, key_id: str, address: str | None) -> None:
     """Revokes one of the caller's keys (a key may revoke itself); 404 for any other id."""
     event = audit.AuditEvent("api_key.revoked", actor_of(principal), address, None, {"key_id": key_id})

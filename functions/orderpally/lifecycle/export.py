@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, archives, events, fields, web
+from orderpally import accounts, events, fields, web
+from orderpally.archives import service as archives
 from orderpally.lifecycle import billing, store
 from orderpally.lifecycle.billing import BillingState
 from orderpally.lifecycle.data_map import DataMap, Location

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, archives, audit, events, outbox, structured_logging, web
-from orderpally.access import api_keys
+from orderpally import accounts, audit, events, outbox, structured_logging, web
+from orderpally.access import service as access
 from orderpally.accounts import preferred_language
+from orderpally.archives import rules as archive_rules
+from orderpally.archives import service as archives
 from orderpally.config import settings
-from orderpally.lifecycle import archive_limits, billing, certificates, deletion, store
+from orderpally.lifecycle import billing, certificates, data_map, deletion, store
 from orderpally.lifecycle import export as content_export
 from orderpally.lifecycle.rules import (
     Basis,
@@ -321,7 +323,7 @@ def _execute(effects: Effects, account_id: str, basis: str, now: datetime) -> No
     db = effects.db
     store.update_termination(db, account_id, {"status": "executing"})
     _revoke_access(effects, account_id, disable=True)
-    api_keys.revoke_all(db, account_id, now)
+    access.revoke_all_keys(db, account_id, now)
     account = accounts.load(db, account_id) or {}
     if account and account.get("status") != "terminated":  # not again after a crash past this commit
 
@@ -491,8 +493,8 @@ def request_export(
     def write(transaction: Transaction) -> tuple[dict, outbox.Staged]:
         state = billing.read_state(db, account_id, transaction)
         content_export.check_settled(state)
-        archive_limits.reserve(
-            transaction, db, account_id, archive_limits.EXPORTS, content_export.EXPORTS, export_id, now
+        archives.reserve(
+            transaction, db, account_id, archive_rules.EXPORTS, lambda eid: store.export_ref(db, eid), export_id, now
         )
         record = content_export.create_request(
             db,
@@ -548,7 +550,7 @@ def export_download(
 
 def latest_export(db: Client, account_id: str) -> dict | None:
     """The account's latest content export request, whatever its status; None if it made none."""
-    export_id = archive_limits.latest_id(db, account_id, archive_limits.EXPORTS)
+    export_id = archives.latest_id(db, account_id, archive_rules.EXPORTS)
     record = content_export.load(db, export_id) if export_id else None
     return record if record and record.get("account_id") == account_id else None
 
@@ -582,6 +584,24 @@ def record_staff_read(
 def closed_account_reads(db: Client, account_id: str) -> list[dict]:
     """The staff reads of the account kept beside its certificate once its trail was closed, newest first."""
     return sorted(store.closed_account_reads(db, account_id), key=lambda read: read["at"], reverse=True)
+
+
+# --- what the trust report shows -------------------------------------------------------
+
+
+def deletion_certificate(db: Client, account_id: str) -> dict[str, Any] | None:
+    """The account's deletion certificate, once its deletion began; None before."""
+    return store.certificate(db, account_id)
+
+
+def certificate_for_customer(certificate: dict[str, Any] | None) -> dict[str, Any]:
+    """A deletion certificate as its customer is shown it."""
+    return certificates.customer_view(certificate)
+
+
+def where_data_lives() -> data_map.DataMap:
+    """The data map: every place customer data lives, with its retention class."""
+    return data_map.load()
 
 
 # --- what the audit checkpoints ask ------------------------------------------------------

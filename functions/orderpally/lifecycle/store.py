@@ -37,7 +37,6 @@ LINKS = "deletion_certificate_links"
 CLOSED_ACCOUNT_READS = "closed_account_reads"
 BILLING_ACCOUNTS = "billing_accounts"
 BILLING_EVENTS = "billing_events"  # sub-collection: the applied events, for the records
-QUOTAS = "archive_quotas"
 EXPORTS = "content_exports"
 
 T = TypeVar("T")
@@ -333,29 +332,6 @@ def has_billing(db: Client, account_id: str) -> bool:
 
 
 # --- archive quotas --------------------------------------------------------------------
-
-
-def quota_slot(
-    transaction: Transaction, db: Client, account_id: str, kind: str, collection: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Inside `transaction`: the account's quota slot of `kind`, and the request it names as
-    its last (from `collection`), if any."""
-    snap = db.collection(QUOTAS).document(account_id).get(transaction=transaction)
-    slot = ((snap.to_dict() or {}) if snap.exists else {}).get(kind)
-    active = None
-    if slot and slot.get("active_id"):
-        active_snap = db.collection(collection).document(slot["active_id"]).get(transaction=transaction)
-        active = active_snap.to_dict() if active_snap.exists else None
-    return slot, active
-
-
-def quota_slot_now(db: Client, account_id: str, kind: str) -> dict[str, Any] | None:
-    """The account's quota slot of `kind` as it stands, outside any transaction (for reading only)."""
-    return (_data(db.collection(QUOTAS).document(account_id).get()) or {}).get(kind)
-
-
-def set_quota_slot(transaction: Transaction, db: Client, account_id: str, kind: str, slot: dict[str, Any]) -> None:
-    transaction.set(db.collection(QUOTAS).document(account_id), {"account_id": account_id, kind: slot}, merge=True)
 
 
 # --- content exports -------------------------------------------------------------------

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from orderpally import accounts, archives, audit, events, fields, outbox, web
-from orderpally.lifecycle import archive_limits
+from orderpally import accounts, audit, events, fields, outbox, web
+from orderpally.archives import rules as archive_rules
+from orderpally.archives import service as archives
 from orderpally.messaging.requests import EmailRequest, request_email
 from orderpally.records import store
 from orderpally.records.store import RECORDS as RECORDS  # where requests are kept (redrive reads it)
@@ -67,12 +68,14 @@ def new_request_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-# --- what records take of the lifecycle: its limits on archive requests ---
+# --- the archive quota a records request takes ---
 
 
 def _reserve(transaction: Transaction, db: Client, account_id: str, request_id: str, now: datetime) -> None:
     """Takes one of the account's records requests (raises the 409 or 429 web.Problem)."""
-    archive_limits.reserve(transaction, db, account_id, archive_limits.RECORDS, RECORDS, request_id, now)
+    archives.reserve(
+        transaction, db, account_id, archive_rules.RECORDS, lambda rid: store.ref(db, rid), request_id, now
+    )
 
 
 def _signed_link(bucket: Any, signing: tuple[Any, str], object_name: str, filename: str, now: datetime) -> dict:
@@ -317,6 +320,6 @@ def load(db: Client, request_id: str) -> dict[str, Any] | None:
 
 def latest(db: Client, account_id: str) -> dict[str, Any] | None:
     """The account's latest records request, whatever its status; None if it made none."""
-    request_id = archive_limits.latest_id(db, account_id, archive_limits.RECORDS)
+    request_id = archives.latest_id(db, account_id, archive_rules.RECORDS)
     record = store.load(db, request_id) if request_id else None
     return record if record and record.get("account_id") == account_id else None

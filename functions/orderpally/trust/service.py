@@ -20,7 +20,6 @@ from orderpally.backups import rules as backup_rules
 from orderpally.backups import service as backups
 from orderpally.incidents import rules as incident_rules
 from orderpally.incidents import service as incidents
-from orderpally.lifecycle import certificates, data_map
 from orderpally.lifecycle import service as lifecycle
 from orderpally.notices import service as notices
 from orderpally.records import service as records
@@ -70,7 +69,8 @@ def for_staff(
         raise no_such_account()
 
     def still_known(gone: str) -> bool:  # the account document is gone: is anything of it left to show?
-        return lifecycle.current_termination(db, gone) is not None or certificates.certificate(db, gone) is not None
+        termination = lifecycle.current_termination(db, gone)
+        return termination is not None or lifecycle.deletion_certificate(db, gone) is not None
 
     lifecycle.record_staff_read(
         db,
@@ -90,13 +90,13 @@ def build(sources: Sources, account_id: str) -> dict[str, Any]:
     db, deployment, now = sources.db, sources.deployment, sources.now()
     account = accounts.load(db, account_id)
     termination = lifecycle.current_termination(db, account_id)
-    certificate = certificates.certificate(db, account_id)
+    certificate = lifecycle.deletion_certificate(db, account_id)
     deleted_by = certificate.get("certified_at") if certificate and certificate.get("status") == "completed" else None
     # A snapshot taken after the deletion was certified holds nothing of the account any more.
     found = backups.last_completed(db, taken_after=(account or {}).get("created_at"), taken_before=deleted_by)
     snapshot = rules.last_snapshot(found, backup_rules.slot_time(found[0]) if found else None, deployment)
     open_sessions = access.open_sessions(sources.auth_app, account_id, deployment.session_lifetime, now)
-    the_map = data_map.load()
+    the_map = lifecycle.where_data_lives()
     shown_certificate = certificate is not None or (termination or {}).get("status") == "executed"
     return {
         "generated_at": rules.iso(now),
@@ -123,7 +123,7 @@ def build(sources: Sources, account_id: str) -> dict[str, Any]:
             "export": rules.archive_request(lifecycle.latest_export(db, account_id), "export_id"),
             "records": rules.archive_request(records.latest(db, account_id), "request_id"),
         },
-        "deletion_certificate": certificates.customer_view(certificate) if shown_certificate else None,
+        "deletion_certificate": lifecycle.certificate_for_customer(certificate) if shown_certificate else None,
         "incidents": rules.incidents(list(incidents.reported_by(db, account_id)), incident_rules.OPEN_STATES),
         "notices": rules.notices(notices.affecting(db, account, now) if account else [], now),
     }

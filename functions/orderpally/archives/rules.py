@@ -2,23 +2,18 @@
 
 Each archive is built from everything the account holds, so requests are limited:
 one in progress of each kind at a time, and a number per day (Asia/Taipei). The
-count is kept in `archive_quotas/{account_id}` and checked and taken in the same
-transaction that creates the request, so two requests at once cannot both pass.
+count is kept in `archive_quotas/{account_id}` (`archives.store`) and checked and taken
+in the same transaction that creates the request (`archives.service.reserve`), so two
+requests at once cannot both pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from orderpally import web
-from orderpally.lifecycle import store
-from orderpally.lifecycle.store import QUOTAS as QUOTAS  # where the counts are kept
-
-if TYPE_CHECKING:
-    from google.cloud.firestore import Client, Transaction
 
 TAIPEI = ZoneInfo("Asia/Taipei")
 
@@ -88,18 +83,3 @@ def take(limit: Limit, slot: dict | None, active: dict | None, request_id: str, 
     if count >= limit.per_day:
         raise daily_limit_reached(limit, seconds_to_next_day(now))
     return {"day": day, "count": count + 1, "active_id": request_id}
-
-
-def latest_id(db: Client, account_id: str, limit: Limit) -> str | None:
-    """The id of the account's latest request of `limit`'s kind (in progress or not), if it made one."""
-    slot = store.quota_slot_now(db, account_id, limit.kind) or {}
-    return slot.get("active_id")
-
-
-def reserve(
-    transaction: Transaction, db: Client, account_id: str, limit: Limit, collection: str, request_id: str, now: datetime
-) -> None:
-    """Takes one request of `limit`'s kind for the account inside `transaction` (reads, then one write);
-    raises the refusal (web.Problem) when the limit is reached."""
-    slot, active = store.quota_slot(transaction, db, account_id, limit.kind, collection)
-    store.set_quota_slot(transaction, db, account_id, limit.kind, take(limit, slot, active, request_id, now))

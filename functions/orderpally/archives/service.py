@@ -1,9 +1,9 @@
-"""An archive request's build and download, shared by content exports (lifecycle) and records
-requests (records): one build at a time under a lease, a zip streamed into Storage with its
-SHA-256, the request settled, and a short-lived signed URL to it.
+"""An archive request's use cases, shared by content exports (lifecycle) and records requests
+(records): its quota taken when it is made, one build at a time under a lease, a zip streamed
+into Storage with its SHA-256, the request settled, and a short-lived signed URL to it.
 
-Each capability owns its request documents and hands their references in; this module
-writes only the build's lease and settlement fields on them, as `leases` does.
+Each capability owns its request documents and hands their references in; `archives.store`
+writes the quota and the build's lease and settlement fields on them.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orderpally import events, leases
+from orderpally.archives import rules, store
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentReference
+    from google.cloud.firestore import Client, DocumentReference, Transaction
 
 # What a build holds in memory at once for the upload: one chunk (a multiple of 256 KiB, as
 # resumable uploads require), whatever the archive's size.
@@ -97,13 +98,13 @@ def building(ref: DocumentReference) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        ref.update({leases.LEASE_FIELD: None})
+        store.settle(ref, {})
         raise
 
 
 def settle(ref: DocumentReference, fields: dict[str, Any]) -> None:
     """Settles a request (ready with what was stored, or refused); its build lease ends."""
-    ref.update({**fields, leases.LEASE_FIELD: None})
+    store.settle(ref, fields)
 
 
 def mark_ready(ref: DocumentReference, object_name: str, out: Digesting, counts: dict[str, int], now: datetime) -> None:
@@ -126,3 +127,25 @@ def download_link(
         response_disposition=f'attachment; filename="{filename}"',
     )
     return {"url": url, "expires_at": now.replace(microsecond=0) + valid}
+
+
+def reserve(
+    transaction: Transaction,
+    db: Client,
+    account_id: str,
+    limit: rules.Limit,
+    request_ref: Callable[[str], DocumentReference],
+    request_id: str,
+    now: datetime,
+) -> None:
+    """Takes one request of `limit`'s kind for the account inside `transaction` (reads, then one
+    write); raises the refusal (web.Problem) when the limit is reached. `request_ref` finds the
+    owning capability's request documents, for the one still in progress."""
+    slot, active = store.quota_slot(transaction, db, account_id, limit.kind, request_ref)
+    store.set_quota_slot(transaction, db, account_id, limit.kind, rules.take(limit, slot, active, request_id, now))
+
+
+def latest_id(db: Client, account_id: str, limit: rules.Limit) -> str | None:
+    """The id of the account's latest request of `limit`'s kind (in progress or not), if it made one."""
+    slot = store.quota_slot_now(db, account_id, limit.kind) or {}
+    return slot.get("active_id")
