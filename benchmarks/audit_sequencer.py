@@ -95,7 +95,7 @@ def measure(n: int, m: int) -> list[rows.Row]:
     ]
     against = f"plain batched writes of {n:,} documents ({plain:,.0f} docs/s)"
     for run, at_a_time in enumerate((1, CONCURRENT_CHAINS)):
-        chains = [audit.account_chain(f"bench-{run}-{c:05d}") for c in range(m)]
+        chains = [audit.account_chain(db, f"bench-{run}-{c:05d}") for c in range(m)]
         stage(db, chains, n)
         seconds, linked = link_all(chains, at_a_time)
         how = "one chain after another" if at_a_time == 1 else f"{at_a_time} chains at a time"

@@ -377,19 +377,19 @@ def release_notice_mailings(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def verify_audit_chains(request: flask.Request) -> flask.Response:
-    from orderpally import audit
+    from orderpally import audit, clients
 
     web.require_method(request, "POST")
-    return web.json_response(audit.verify_recent(datetime.now(UTC)))
+    return web.json_response(audit.verify_recent(clients.firestore_client(), datetime.now(UTC)))
 
 
 @functions_framework.http
 @web.endpoint
 def sequence_audit_trails(request: flask.Request) -> flask.Response:
-    from orderpally import audit
+    from orderpally import audit, clients
 
     web.require_method(request, "POST")
-    return web.json_response({"chains": audit.link_stragglers()})
+    return web.json_response({"chains": audit.link_stragglers(clients.firestore_client())})
 
 
 @functions_framework.http

@@ -30,9 +30,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orderpally import accounts, clients, leases
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
 
 AUDIT_TRAIL = "audit_trail"
 CHAINS = "audit_chains"
@@ -66,8 +69,8 @@ class AuditEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def trail(account_id: str) -> Any:
-    return accounts.document(clients.firestore_client(), account_id).collection(AUDIT_TRAIL)
+def trail(db: Client, account_id: str) -> Any:
+    return accounts.document(db, account_id).collection(AUDIT_TRAIL)
 
 
 def entry_id(seq: int) -> str:
@@ -89,19 +92,20 @@ def _canonical(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Chain:
-    """Where one chain lives: its entries and its head."""
+    """Where one chain lives: its entries and its head, in the database `db`."""
 
+    db: Client
     entries: Any
     head: Any
 
 
-def account_chain(account_id: str) -> Chain:
-    return Chain(trail(account_id), clients.firestore_client().collection(CHAINS).document(account_id))
+def account_chain(db: Client, account_id: str) -> Chain:
+    return Chain(db, trail(db, account_id), db.collection(CHAINS).document(account_id))
 
 
-def record(account_id: str, event: AuditEvent, now: datetime | None = None) -> None:
+def record(db: Client, account_id: str, event: AuditEvent, now: datetime | None = None) -> None:
     """Appends `event` to the account's chain."""
-    append(account_chain(account_id), event, now)
+    append(account_chain(db, account_id), event, now)
 
 
 def pending(chain: Chain) -> Any:
@@ -120,7 +124,7 @@ def append(chain: Chain, event: AuditEvent, now: datetime | None = None) -> None
 def enqueue(chain: Chain, event: AuditEvent, now: datetime | None = None) -> Any:
     """Records `event` durably in the chain's pending list and returns its reference, for the
     sequencer (or the chain's next reader) to link: for writers that must not wait on the chain."""
-    batch = clients.firestore_client().batch()
+    batch = chain.db.batch()
     entry = stage(batch, chain, event, now)
     batch.commit()
     return entry
@@ -157,7 +161,7 @@ def link(chain: Chain, until: Any = None) -> int:
     others wait for their entry (`until`) to be linked, or for the lock. After
     LINK_PATIENCE, an entry stays pending for a later link: it is never lost.
     """
-    db = clients.firestore_client()
+    db = chain.db
     linked, delay, first = 0, 0.005, True
     deadline = time.monotonic() + LINK_PATIENCE.total_seconds()
     while True:
@@ -191,7 +195,7 @@ def link(chain: Chain, until: Any = None) -> int:
         delay = min(delay * 2, 0.2)
 
 
-def _take_lock(db: Any, chain: Chain) -> Any | None:
+def _take_lock(db: Client, chain: Chain) -> Any | None:
     """The chain's link lock, or None while another linker holds it; a crashed holder's lock expires."""
     ref = db.collection(LINK_LOCKS).document(chain.head.id)
     # `expire_at` is also Firestore's TTL field: a crashed holder's lock goes by itself too.
@@ -202,7 +206,7 @@ def _link_batch(chain: Chain) -> tuple[int, set[str]]:
     """(pending entries found, ids of the pending entries this call linked)."""
     from google.cloud import firestore
 
-    db = clients.firestore_client()
+    db = chain.db
     # Listed outside the transaction: a query inside would lock the list against new writers.
     waiting = [snap.reference for snap in pending(chain).limit(LINK_BATCH).stream()]
     if not waiting:
@@ -257,9 +261,9 @@ def settle(chain: Chain) -> None:
         link(chain)
 
 
-def page(account_id: str, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
+def page(db: Client, account_id: str, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
     """The account's trail, newest first, starting below `before_seq`."""
-    return chain_page(account_chain(account_id), limit, before_seq)
+    return chain_page(account_chain(db, account_id), limit, before_seq)
 
 
 def chain_page(chain: Chain, limit: int, before_seq: int | None = None) -> list[dict[str, Any]]:
@@ -312,18 +316,18 @@ def _seq_at_most(seq: int) -> Any:
     return FieldFilter("seq", "<=", seq)
 
 
-def heads() -> Iterator[tuple[str, int, str]]:
+def heads(db: Client) -> Iterator[tuple[str, int, str]]:
     """(chain id, seq, head hash) of every chain that has entries: what a checkpoint commits to."""
-    for snap in clients.firestore_client().collection(CHAINS).select(["seq", "hash"]).stream():
+    for snap in db.collection(CHAINS).select(["seq", "hash"]).stream():
         head = snap.to_dict() or {}
         seq, head_hash = head.get("seq"), head.get("hash")
         if isinstance(seq, int) and seq > 0 and isinstance(head_hash, str):
             yield snap.id, seq, head_hash
 
 
-def entries(account_id: str, limit: int = 50) -> list[dict[str, Any]]:
+def entries(db: Client, account_id: str, limit: int = 50) -> list[dict[str, Any]]:
     """The newest entries first."""
-    return page(account_id, limit)
+    return page(db, account_id, limit)
 
 
 @dataclass(frozen=True)
@@ -335,9 +339,9 @@ class Verdict:
     problem: str | None = None
 
 
-def verify(account_id: str, chain: Chain | None = None) -> Verdict:
+def verify(db: Client, account_id: str, chain: Chain | None = None) -> Verdict:
     """Walks the chain from its start; reports the first entry that was changed, removed or inserted."""
-    chain = chain or account_chain(account_id)
+    chain = chain or account_chain(db, account_id)
     head = chain.head.get()
     previous, expected_seq, count = GENESIS, 1, 0
     for snap in chain.entries.order_by("seq").stream():
@@ -364,28 +368,27 @@ ALERT_CHAIN_BROKEN = "audit-chain-broken"
 RECENT = timedelta(hours=48)
 
 
-def chain_of(head: Any, entries_path: str | None) -> Chain:
+def chain_of(db: Client, head: Any, entries_path: str | None) -> Chain:
     """The chain a head (or a pending entry) belongs to; account chains before heads named their entries."""
     if entries_path:
-        return Chain(clients.firestore_client().collection(entries_path), head)
-    return account_chain(head.id)
+        return Chain(db, db.collection(entries_path), head)
+    return account_chain(db, head.id)
 
 
-def link_stragglers(limit: int = 2000) -> int:
+def link_stragglers(db: Client, limit: int = 2000) -> int:
     """The sequencer: links the pending entries (up to `limit` found) of every chain, those
     staged by writers that do not wait and those a crash or a long queue left; returns how
     many chains had some."""
-    db = clients.firestore_client()
     chains: dict[str, Chain] = {}
     for snap in db.collection_group(PENDING).limit(limit).stream():
         head = snap.reference.parent.parent
-        chains.setdefault(head.path, chain_of(head, snap.get(ENTRIES_FIELD)))
+        chains.setdefault(head.path, chain_of(db, head, snap.get(ENTRIES_FIELD)))
     for chain in chains.values():
         link(chain)
     return len(chains)
 
 
-def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
+def verify_recent(db: Client, now: datetime, limit: int = 2000) -> dict[str, Any]:
     """Links stragglers, then verifies every chain written to lately; logs an alert for each broken one."""
     import logging
 
@@ -394,17 +397,16 @@ def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
     from orderpally import structured_logging
 
     log = structured_logging.get_logger("orderpally.audit")
-    link_stragglers(limit)
+    link_stragglers(db, limit)
     heads = (
-        clients.firestore_client()
-        .collection(CHAINS)
+        db.collection(CHAINS)
         .where(filter=firestore.FieldFilter("updated_at", ">=", now - RECENT))
         .limit(limit)
         .stream()
     )
     checked, broken = 0, []
     for head in heads:
-        verdict = verify(head.id, chain_of(head.reference, (head.to_dict() or {}).get(ENTRIES_FIELD)))
+        verdict = verify(db, head.id, chain_of(db, head.reference, (head.to_dict() or {}).get(ENTRIES_FIELD)))
         checked += 1
         if not verdict.intact:
             broken.append(head.id)
@@ -420,11 +422,13 @@ def verify_recent(now: datetime, limit: int = 2000) -> dict[str, Any]:
     return {"checked": checked, "broken": broken}
 
 
-def entries_between(account_id: str, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+def entries_between(db: Client, account_id: str, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
     """The account's audit trail in [start, end), once every pending entry is linked."""
     from google.cloud.firestore import FieldFilter
 
-    settle(account_chain(account_id))
-    in_range = trail(account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
+    settle(account_chain(db, account_id))
+    in_range = (
+        trail(db, account_id).where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
+    )
     for snap in in_range.stream():
         yield snap.to_dict() or {}

@@ -32,7 +32,7 @@ def stage(
     writer: Any, db: Any, account_id: str, event: audit.AuditEvent, notice: EmailRequest | None, now: datetime
 ) -> Staged:
     """Writes the account's audit entry, and the notice if any, through the change's own `writer`."""
-    return stage_on(writer, db, audit.account_chain(account_id), event, notice, now)
+    return stage_on(writer, db, audit.account_chain(db, account_id), event, notice, now)
 
 
 def stage_on(

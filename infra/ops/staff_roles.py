@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     app = clients.firebase_app()
     user = auth.get_user(args.uid, app=app) if args.uid else auth.get_user_by_email(args.email, app=app)
     try:
-        staff_roles.change_roles(app, user, roles, audit.Actor("operator", "cli"), args.reason, None)
+        staff_roles.change_roles(
+            clients.firestore_client(), app, user, roles, audit.Actor("operator", "cli"), args.reason, None
+        )
     except web.Problem as exc:
         print(f"error: {user.uid}: {exc.detail}", file=sys.stderr)
         return 2

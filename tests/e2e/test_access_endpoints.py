@@ -337,7 +337,9 @@ def test_a_burst_of_key_creations_never_exceeds_the_cap_and_audits_every_key(run
     assert stored == created  # no key nobody was shown
     assert len(stored) <= api_keys.MAX_ACTIVE_KEYS
     audited = sorted(
-        e["details"]["key_id"] for e in audit.entries(customer.uid, 100) if e["action"] == "api_key.created"
+        e["details"]["key_id"]
+        for e in audit.entries(clients.firestore_client(), customer.uid, 100)
+        if e["action"] == "api_key.created"
     )
     assert audited == created
 
@@ -345,7 +347,7 @@ def test_a_burst_of_key_creations_never_exceeds_the_cap_and_audits_every_key(run
 def test_concurrent_guesses_at_one_password_are_all_counted(running_stack):
     from concurrent.futures import ThreadPoolExecutor
 
-    from orderpally import audit
+    from orderpally import audit, clients
 
     customer = create_customer()
 
@@ -356,7 +358,9 @@ def test_concurrent_guesses_at_one_password_are_all_counted(running_stack):
         answers = list(pool.map(guess, range(15)))
     assert set(answers) <= {401, 429}
     assert answers.count(401) <= 5  # the per-account-and-address limit, however the guesses interleave
-    failed = [e for e in audit.entries(customer.uid, 100) if e["action"] == "sign_in.failed"]
+    failed = [
+        e for e in audit.entries(clients.firestore_client(), customer.uid, 100) if e["action"] == "sign_in.failed"
+    ]
     assert len(failed) == answers.count(401)
     # The right password from this address is refused too while the limit holds; elsewhere it is not.
     assert Browser(running_stack).sign_in(customer.email).status_code == 429

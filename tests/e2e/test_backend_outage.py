@@ -241,7 +241,7 @@ def test_with_pubsub_down_accepted_requests_are_kept_and_redriven_once_it_is_bac
     finally:
         function.stop()
 
-    actions = [entry["action"] for entry in audit.entries(customer.uid)]
+    actions = [entry["action"] for entry in audit.entries(clients.firestore_client(), customer.uid)]
     assert {"export.requested", "records.requested", "termination.scheduled"} <= set(actions)
     assert mails_to(running_stack.mailbox, customer.email) == []
 

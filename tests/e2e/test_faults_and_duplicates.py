@@ -393,7 +393,9 @@ def test_a_customer_intake_crashed_part_way_is_finished_once(running_stack, poin
     time.sleep(2.0)
     assert len(mails_to(running_stack.mailbox, customer.email)) == 1
     assert len(pages()) == 1
-    trail = [e for e in audit.entries(customer.uid, 100) if e["action"] == "incident.reported"]
+    trail = [
+        e for e in audit.entries(clients.firestore_client(), customer.uid, 100) if e["action"] == "incident.reported"
+    ]
     assert [e["details"]["reference"] for e in trail] == [reference]
     actions = history_actions(reference)
     assert actions.count("incident.received") == 1
@@ -597,13 +599,13 @@ def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entr
     # The change and both of its announcements committed together; neither went out yet.
     staged = staged_mails("account_id", customer.uid)
     assert len(staged) == 1
-    chain = audit.account_chain(customer.uid)
+    chain = audit.account_chain(clients.firestore_client(), customer.uid)
     assert [s.get("action") for s in audit.pending(chain).stream()] == [action]
     time.sleep(1.0)
     assert mails_to(running_stack.mailbox, customer.email) == []
 
     # A reader of the trail links the entry; the redrive publishes the mail once it is stale.
-    assert [entry["action"] for entry in audit.entries(customer.uid)].count(action) == 1
+    assert [entry["action"] for entry in audit.entries(clients.firestore_client(), customer.uid)].count(action) == 1
     fire = running_stack.url("archive-redrive")
     assert requests.post(fire, timeout=30).json()[mail.OUTBOX] == 0  # not stale yet: its own call may still send it
     make_stale(staged[0])
@@ -613,7 +615,7 @@ def test_a_lifecycle_change_crashed_before_its_announcement_keeps_its_audit_entr
     time.sleep(2.0)
     assert len(mails_to(running_stack.mailbox, customer.email)) == 1
     assert template_subject in str(mails[0]["Subject"])
-    assert [entry["action"] for entry in audit.entries(customer.uid)].count(action) == 1
+    assert [entry["action"] for entry in audit.entries(clients.firestore_client(), customer.uid)].count(action) == 1
 
 
 def test_a_password_change_crashed_after_the_change_still_warns_the_owner_once(running_stack):
@@ -663,7 +665,7 @@ def test_a_role_change_crashed_after_the_change_is_still_in_the_trail(running_st
     assert crashed.status_code == 500
     assert wait_for(lambda: fired(staff_roles.FAULTS), timeout=30)
     assert auth.get_user(newcomer.uid, app=clients.firebase_app()).custom_claims["roles"] == ["security"]
-    (entry,) = audit.entries(newcomer.uid)
+    (entry,) = audit.entries(clients.firestore_client(), newcomer.uid)
     assert entry["action"] == "staff.roles_change_requested"
     assert entry["details"] == {"roles": ["security"]}
     assert entry["actor"]["id"] == admin.uid

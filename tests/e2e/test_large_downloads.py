@@ -52,8 +52,12 @@ def api_key(account_id: str, scopes: list[str]) -> dict[str, str]:
 
 
 def actions(account_id: str, action: str) -> list[dict]:
-    audit.settle(audit.account_chain(account_id))
-    return [e for e in (s.to_dict() for s in audit.trail(account_id).stream()) if e["action"] == action]
+    audit.settle(audit.account_chain(clients.firestore_client(), account_id))
+    return [
+        e
+        for e in (s.to_dict() for s in audit.trail(clients.firestore_client(), account_id).stream())
+        if e["action"] == action
+    ]
 
 
 def storage_host(stack) -> str:

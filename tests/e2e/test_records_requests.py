@@ -21,11 +21,21 @@ pytestmark = pytest.mark.usefixtures("running_stack")
 
 def test_a_customer_gets_their_records_as_jsonl_and_csv(running_stack):
     alice, bob = create_customer(), create_customer()
-    audit.record(alice.uid, audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", alice.uid), "203.0.113.5"))
     audit.record(
-        alice.uid, audit.AuditEvent("staff.read", audit.Actor("staff", "s1", "support"), None, "ticket 12 付款問題")
+        clients.firestore_client(),
+        alice.uid,
+        audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", alice.uid), "203.0.113.5"),
     )
-    audit.record(bob.uid, audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", bob.uid), "203.0.113.6"))
+    audit.record(
+        clients.firestore_client(),
+        alice.uid,
+        audit.AuditEvent("staff.read", audit.Actor("staff", "s1", "support"), None, "ticket 12 付款問題"),
+    )
+    audit.record(
+        clients.firestore_client(),
+        bob.uid,
+        audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", bob.uid), "203.0.113.6"),
+    )
     base = running_stack.url("account") + "/account/records-requests"
 
     assert (

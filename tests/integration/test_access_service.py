@@ -46,24 +46,24 @@ def test_a_sign_in_with_the_right_password_starts_a_session_and_counts_no_failur
     assert new.csrf
     assert new.device_token  # a password sign-in trusts this browser
     assert failures_counted(customer.email, at, datetime.now(UTC)) == 0  # counted, then given back
-    actions = [e["action"] for e in audit.entries(customer.uid)]
+    actions = [e["action"] for e in audit.entries(clients.firestore_client(), customer.uid)]
     assert "sign_in.succeeded" in actions
 
 
 def test_a_sign_in_answers_with_its_entry_staged_and_the_sequencer_links_it_into_an_intact_chain():
     customer = create_customer()
-    chain = audit.account_chain(customer.uid)
+    chain = audit.account_chain(clients.firestore_client(), customer.uid)
     head_before = (chain.head.get().to_dict() or {}).get("seq", 0)
     service.sign_in(ports(), customer.email, PASSWORD, address(), None)
     # Answered before linking: the entry is durable in the pending list, and the head has not moved.
     staged = [snap.to_dict() or {} for snap in audit.pending(chain).stream()]
     assert [e["action"] for e in staged] == ["sign_in.succeeded"]
     assert (chain.head.get().to_dict() or {}).get("seq", 0) == head_before
-    assert audit.link_stragglers() >= 1
+    assert audit.link_stragglers(clients.firestore_client()) >= 1
     assert list(audit.pending(chain).stream()) == []
     linked = [snap.to_dict() or {} for snap in chain.entries.order_by("seq").stream()]
     assert linked[-1]["action"] == "sign_in.succeeded"
-    assert audit.verify(customer.uid).intact
+    assert audit.verify(clients.firestore_client(), customer.uid).intact
 
 
 def test_a_sign_in_whose_session_cannot_be_minted_gives_its_attempts_back_and_records_no_success(monkeypatch):
@@ -80,7 +80,7 @@ def test_a_sign_in_whose_session_cannot_be_minted_gives_its_attempts_back_and_re
     with pytest.raises(MintFails):
         service.sign_in(ports(), customer.email, PASSWORD, at, None)
     assert failures_counted(customer.email, at, datetime.now(UTC)) == 0
-    assert not any(e["action"] == "sign_in.succeeded" for e in audit.entries(customer.uid))
+    assert not any(e["action"] == "sign_in.succeeded" for e in audit.entries(clients.firestore_client(), customer.uid))
 
 
 def test_a_wrong_password_is_refused_counted_and_on_the_trail():
@@ -90,7 +90,7 @@ def test_a_wrong_password_is_refused_counted_and_on_the_trail():
         service.sign_in(ports(), customer.email, "not the password at all", at, None)
     assert (refused.value.status, refused.value.slug) == (401, "invalid-credentials")
     assert failures_counted(customer.email, at, datetime.now(UTC)) == 1
-    entries = audit.entries(customer.uid)
+    entries = audit.entries(clients.firestore_client(), customer.uid)
     failed = [e for e in entries if e["action"] == "sign_in.failed"]
     assert len(failed) == 1
     assert failed[0]["client_address"] == at
@@ -104,7 +104,7 @@ def test_an_api_key_is_created_listed_and_once_revoked_refused():
     record, key = service.issue_key(p, owner, "shop till", ["audit:read"], 30, "198.18.0.1")
     assert key.startswith("opk_")
     assert [k["id"] for k in service.keys_of(p, owner)] == [record["id"]]
-    assert "api_key.created" in [e["action"] for e in audit.entries(customer.uid)]
+    assert "api_key.created" in [e["action"] for e in audit.entries(clients.firestore_client(), customer.uid)]
 
     as_key = api_keys.principal(p.db, key, p.pepper, "198.18.0.2", datetime.now(UTC))
     assert (as_key.kind, as_key.account_id, as_key.credential_id) == ("api_key", customer.uid, record["id"])

@@ -209,7 +209,7 @@ def test_registered_and_unregistered_addresses_make_the_same_round_trips(monkeyp
 
     # The registered ones' work was done all the same: trail entries (linked by the reader), mail.
     for customer in customers:
-        actions = [e["action"] for e in audit.entries(customer.uid)]
+        actions = [e["action"] for e in audit.entries(clients.firestore_client(), customer.uid)]
         assert {"sign_in.failed", "password_reset.requested"} <= set(actions)
     from orderpally.messaging.requests import OUTBOX
 

@@ -43,7 +43,11 @@ def alerts(caplog) -> list[str]:
 
 
 def record(account_id: str, action: str) -> None:
-    audit.record(account_id, audit.AuditEvent(action, audit.Actor("customer", account_id), "203.0.113.8"))
+    audit.record(
+        clients.firestore_client(),
+        account_id,
+        audit.AuditEvent(action, audit.Actor("customer", account_id), "203.0.113.8"),
+    )
 
 
 def roots_match_signature(checkpoint: dict) -> bool:
@@ -59,7 +63,7 @@ def test_the_first_run_commits_every_chain_head_and_signs_the_root():
     latest = service.latest_checkpoint(clients.firestore_client())
     assert roots_match_signature(latest)
     assert latest["public_key_pem"] == SIGNER.public_key_pem().decode()
-    heads = {chain_id: (seq, head_hash) for chain_id, seq, head_hash in audit.heads()}
+    heads = {chain_id: (seq, head_hash) for chain_id, seq, head_hash in audit.heads(clients.firestore_client())}
     leaves = [rules.leaf_hash(rules.head_leaf(c, *heads[c], False)) for c in ("acct-a", "acct-b", "acct-c")]
     assert base64.b64decode(latest["root_hash"]) == rules.root(leaves)
 
@@ -104,7 +108,7 @@ def test_a_chain_deleted_whole_without_a_deletion_leaves_a_tombstone_and_an_aler
     service.publish(ports(clock))
     db = clients.firestore_client()
     # The attacker's edit: the chain's entries and its head, together.
-    chain = audit.account_chain("acct-gone")
+    chain = audit.account_chain(clients.firestore_client(), "acct-gone")
     for ref in chain.entries.list_documents():
         ref.delete()
     chain.head.delete()
@@ -122,7 +126,7 @@ def test_a_deleted_account_s_chain_leaves_a_tombstone_without_an_alert(caplog):
     clock = Clock()
     record("acct-deleted", "sign_in.succeeded")
     service.publish(ports(clock))
-    audit.account_chain("acct-deleted").head.delete()
+    audit.account_chain(clients.firestore_client(), "acct-deleted").head.delete()
     clock.at += timedelta(days=1)
     with caplog.at_level(logging.ERROR, logger="orderpally.checkpoints"):
         assert service.publish(ports(clock, deleted=frozenset({"acct-deleted"})))["gone"] == 1
@@ -145,7 +149,7 @@ def test_a_customer_s_proof_holds_their_trail_to_its_checkpointed_head_and_its_i
     service.publish(ports(clock))
     record("acct-a", "sign_in.succeeded")  # after the checkpoint: not in this proof
     db = clients.firestore_client()
-    chain = audit.account_chain("acct-a")
+    chain = audit.account_chain(clients.firestore_client(), "acct-a")
     bundle = service.trail_proof(db, "acct-a", lambda seq: audit.chain_entries(chain, seq), lambda entry: entry)
     assert [entry["seq"] for entry in bundle["entries"]] == [1, 2, 3]
     assert all(audit.entry_hash(entry) == entry["hash"] for entry in bundle["entries"])
@@ -165,7 +169,7 @@ def test_a_proof_before_the_first_checkpoint_of_the_chain_is_refused_clearly():
     record("acct-a", "sign_in.succeeded")
     service.publish(ports(clock))
     record("acct-new", "sign_in.succeeded")
-    chain = audit.account_chain("acct-new")
+    chain = audit.account_chain(clients.firestore_client(), "acct-new")
     with pytest.raises(web.Problem) as refused:
         service.trail_proof(
             clients.firestore_client(),

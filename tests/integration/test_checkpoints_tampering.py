@@ -38,7 +38,7 @@ class Log:
         return service.publish(ports)
 
     def bundle(self, account_id: str, since: int | None = None) -> dict:
-        chain = audit.account_chain(account_id)
+        chain = audit.account_chain(clients.firestore_client(), account_id)
         return service.trail_proof(
             clients.firestore_client(),
             account_id,
@@ -49,7 +49,11 @@ class Log:
 
 
 def record(account_id: str, action: str) -> None:
-    audit.record(account_id, audit.AuditEvent(action, audit.Actor("customer", account_id), "203.0.113.8"))
+    audit.record(
+        clients.firestore_client(),
+        account_id,
+        audit.AuditEvent(action, audit.Actor("customer", account_id), "203.0.113.8"),
+    )
 
 
 def failed(checks: list) -> set[str]:
@@ -78,20 +82,20 @@ def test_an_untouched_trail_passes_every_check_also_against_a_kept_bundle(log):
 
 
 def test_an_edited_entry_is_caught(log):
-    entries = audit.account_chain("acct-a").entries.order_by("seq").get()
+    entries = audit.account_chain(clients.firestore_client(), "acct-a").entries.order_by("seq").get()
     entries[1].reference.update({"action": "sign_in.failed"})
     assert "chain" in failed(verifier.verify_trail(log.bundle("acct-a"), SIGNER.public_key_pem()))
 
 
 def test_a_deleted_entry_is_caught(log):
-    entries = audit.account_chain("acct-a").entries.order_by("seq").get()
+    entries = audit.account_chain(clients.firestore_client(), "acct-a").entries.order_by("seq").get()
     entries[1].reference.delete()
     assert "chain" in failed(verifier.verify_trail(log.bundle("acct-a"), SIGNER.public_key_pem()))
 
 
 def test_entries_cut_from_the_end_with_the_head_rewound_are_caught_by_a_kept_bundle(log):
     kept = log.bundle("acct-a")
-    chain = audit.account_chain("acct-a")
+    chain = audit.account_chain(clients.firestore_client(), "acct-a")
     entries = chain.entries.order_by("seq").get()
     entries[-1].reference.delete()
     chain.head.update({"seq": 2, "hash": entries[1].get("hash")})  # as if entry 3 never was
@@ -103,7 +107,7 @@ def test_entries_cut_from_the_end_with_the_head_rewound_are_caught_by_a_kept_bun
 
 def test_a_whole_deleted_chain_is_caught(log):
     kept = log.bundle("acct-a")
-    chain = audit.account_chain("acct-a")
+    chain = audit.account_chain(clients.firestore_client(), "acct-a")
     for ref in chain.entries.list_documents():
         ref.delete()
     chain.head.delete()

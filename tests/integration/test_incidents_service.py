@@ -86,7 +86,7 @@ def test_a_signed_in_report_is_stored_acknowledged_and_pages_the_on_call_once(em
     assert incident["intake_pending"] == []
     assert incident["paged_at"] is not None
     assert sorted(actions(done.reference)) == ["incident.paged", "incident.received"]
-    trail = [e for e in audit.entries("owner-1", 20) if e["action"] == "incident.reported"]
+    trail = [e for e in audit.entries(clients.firestore_client(), "owner-1", 20) if e["action"] == "incident.reported"]
     assert [e["details"]["reference"] for e in trail] == [done.reference]
     mails = {(m.template, m.to_email) for m in email_subscription()}
     assert mails == {("incident_received", "owner@example.com"), ("incident_page", settings().security_oncall_email)}

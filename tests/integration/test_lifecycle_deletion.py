@@ -433,7 +433,7 @@ def test_a_retained_incident_names_the_reporter_nowhere_and_its_history_still_ve
     assert {e["client_address"] for e in entries} == {None}
     assert all(e["details"].get("text") is None for e in entries)
     chain, audit = history_chain(reference)
-    assert audit.verify(reference, chain).intact
+    assert audit.verify(clients.firestore_client(), reference, chain).intact
     assert db.document(f"incidents/{reference}/breach_recipients/{BOB}").get().exists
     assert_nothing_names(ALICE)
     # The certificate says what kind of thing went, and how much; never which.
@@ -562,7 +562,7 @@ def test_a_crash_while_pseudonymising_an_incident_is_finished_by_the_redelivery(
     assert_nothing_names(ALICE)
     for reference in own:
         chain, audit = history_chain(reference)
-        assert audit.verify(reference, chain).intact
+        assert audit.verify(clients.firestore_client(), reference, chain).intact
     alias = rules.pseudonym(ALICE, KEY)
     for reference in (other, own[0]):
         assert db.document(f"incidents/{reference}/breach_recipients/{alias}").get().to_dict()["status"] == "sent"

@@ -51,7 +51,7 @@ def effects(sent, published) -> service.Effects:
 
 def trail_actions(account_id: str) -> list[str]:
     """The audit trail's actions, oldest first."""
-    return [entry["action"] for entry in reversed(audit.entries(account_id))]
+    return [entry["action"] for entry in reversed(audit.entries(clients.firestore_client(), account_id))]
 
 
 def status_of(account_id: str) -> str | None:
@@ -86,7 +86,7 @@ def test_a_customer_schedules_a_termination_and_cancels_it(effects, sent):
     assert stored["terminate_at"] == rules.end_of_day(tomorrow_in_taipei(now))
     assert stored["requested_by"] == {"kind": "customer", "id": UID, "role": None}
     assert status_of(UID) == "terminating"
-    [scheduled] = audit.entries(UID)
+    [scheduled] = audit.entries(clients.firestore_client(), UID)
     assert scheduled["action"] == "termination.scheduled"
     assert scheduled["client_address"] == "203.0.113.7"
     assert scheduled["details"] == {"basis": "customer_convenience", "terminate_at": stored["terminate_at"].isoformat()}
@@ -150,7 +150,7 @@ def test_only_staff_cancel_orderpally_s_termination(effects):
     service.cancel_termination(effects, UID, actor=ADMIN, client_address=None, now=now, reason="paid after all")
     assert (store.termination(effects.db, UID) or {})["cancel_reason"] == "paid after all"
     assert status_of(UID) == "active"
-    cancelled = audit.entries(UID)[0]
+    cancelled = audit.entries(clients.firestore_client(), UID)[0]
     assert (cancelled["action"], cancelled["reason"], cancelled["actor"]["kind"]) == (
         "termination.cancelled",
         "paid after all",
@@ -209,7 +209,7 @@ def test_a_suspension_blocks_sign_in_and_lifting_it_restores_the_status(effects,
     assert account["status"] == "suspended"
     assert account["suspension"] == {"code": "A", "reason": "suspected account takeover", "by": ADMIN.id, "at": now}
     assert firebase_disabled(effects)
-    suspended = audit.entries(UID)[0]
+    suspended = audit.entries(clients.firestore_client(), UID)[0]
     assert (suspended["action"], suspended["details"], suspended["reason"]) == (
         "account.suspended",
         {"code": "A"},

@@ -27,7 +27,10 @@ def test_the_first_admin_is_made_by_an_operator():
     done = run("--email", user.email, "--roles", "admin,security", "--reason", "first admin of the project")
     assert done.returncode == 0, done.stderr
     assert auth.get_user(user.uid, app=clients.firebase_app()).custom_claims["roles"] == ["admin", "security"]
-    assert [e["action"] for e in audit.entries(user.uid)] == ["staff.roles_changed", "staff.roles_change_requested"]
+    assert [e["action"] for e in audit.entries(clients.firestore_client(), user.uid)] == [
+        "staff.roles_changed",
+        "staff.roles_change_requested",
+    ]
     assert run("--uid", user.uid, "--roles", "root", "--reason", "no such role").returncode != 0
     assert run("--uid", user.uid, "--roles", "", "--reason", "left").returncode != 0  # reason too short
 
@@ -39,4 +42,4 @@ def test_no_roles_for_an_address_someone_pre_registered():
     assert refused.returncode == 2
     assert "verified" in refused.stderr
     assert (auth.get_user(squatter.uid, app=clients.firebase_app()).custom_claims or {}).get("roles") is None
-    assert audit.entries(squatter.uid) == []
+    assert audit.entries(clients.firestore_client(), squatter.uid) == []

@@ -39,10 +39,16 @@ def test_publish_sends_a_versioned_json_envelope():
 
 
 def test_audit_trail_is_append_only_and_newest_first():
-    audit.record("acct-1", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-1"), "192.0.2.1"))
-    audit.record("acct-1", audit.AuditEvent("session.revoked", audit.SYSTEM))
-    audit.record("acct-2", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-2")))
-    entries = audit.entries("acct-1")
+    audit.record(
+        clients.firestore_client(),
+        "acct-1",
+        audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-1"), "192.0.2.1"),
+    )
+    audit.record(clients.firestore_client(), "acct-1", audit.AuditEvent("session.revoked", audit.SYSTEM))
+    audit.record(
+        clients.firestore_client(), "acct-2", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "acct-2"))
+    )
+    entries = audit.entries(clients.firestore_client(), "acct-1")
     assert [(e["id"], e["action"]) for e in entries] == [
         (audit.entry_id(2), "session.revoked"),
         (audit.entry_id(1), "sign_in.succeeded"),
@@ -53,7 +59,7 @@ def test_audit_trail_is_append_only_and_newest_first():
     from google.api_core.exceptions import Conflict
 
     with pytest.raises(Conflict):
-        audit.trail("acct-1").document(audit.entry_id(1)).create({"action": "forged"})
+        audit.trail(clients.firestore_client(), "acct-1").document(audit.entry_id(1)).create({"action": "forged"})
 
 
 def test_storage_client_reaches_the_emulator_buckets():

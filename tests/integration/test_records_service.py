@@ -34,7 +34,7 @@ def ask(account_id: str, now: datetime) -> dict:
 
 def actions(account_id: str) -> list[dict]:
     """The account's trail, oldest first."""
-    return list(reversed(audit.entries(account_id, 100)))
+    return list(reversed(audit.entries(clients.firestore_client(), account_id, 100)))
 
 
 @pytest.fixture
@@ -117,8 +117,18 @@ def test_a_second_request_while_one_is_in_progress_is_refused_and_writes_nothing
 def test_the_build_archives_the_accounts_records_once(build_requests):
     now = datetime.now(UTC)
     earlier = now - timedelta(minutes=1)
-    audit.record("carol", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "carol"), ADDRESS), earlier)
-    audit.record("dave", audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "dave"), ADDRESS), earlier)
+    audit.record(
+        clients.firestore_client(),
+        "carol",
+        audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "carol"), ADDRESS),
+        earlier,
+    )
+    audit.record(
+        clients.firestore_client(),
+        "dave",
+        audit.AuditEvent("sign_in.succeeded", audit.Actor("customer", "dave"), ADDRESS),
+        earlier,
+    )
     days = {"from": (now - timedelta(days=1)).date().isoformat(), "to": (now + timedelta(days=1)).date().isoformat()}
     wide = service.RecordsRange.model_validate(days)
     db = clients.firestore_client()
@@ -147,13 +157,13 @@ def test_the_download_link_is_recorded_in_the_trail_before_it_is_handed_out(buil
     record = ask("erin", now)
     queued = service.owned(db, "erin", record["request_id"])
     with pytest.raises(web.Problem) as not_ready:
-        service.download(bucket(), signing, queued, client_address=ADDRESS, now=now)
+        service.download(db, bucket(), signing, queued, client_address=ADDRESS, now=now)
     assert (not_ready.value.status, not_ready.value.slug) == (409, "records-not-ready")
     assert "records.downloaded" not in [e["action"] for e in actions("erin")]
 
     service.build(db, bucket(), service.RecordsMessage(request_id=record["request_id"], account_id="erin"), now)
     ready = service.owned(db, "erin", record["request_id"])
-    link = service.download(bucket(), signing, ready, client_address=ADDRESS, now=now)
+    link = service.download(db, bucket(), signing, ready, client_address=ADDRESS, now=now)
     assert f"erin/records/{record['request_id']}.zip" in link["url"]
     assert "X-Goog-Signature=" in link["url"]
     assert link["expires_at"] == now.replace(microsecond=0) + timedelta(seconds=300)
@@ -162,7 +172,7 @@ def test_the_download_link_is_recorded_in_the_trail_before_it_is_handed_out(buil
     assert downloaded[0]["client_address"] == ADDRESS
 
     with pytest.raises(web.Problem) as expired:
-        service.download(bucket(), signing, ready, client_address=ADDRESS, now=now + timedelta(days=8))
+        service.download(db, bucket(), signing, ready, client_address=ADDRESS, now=now + timedelta(days=8))
     assert (expired.value.status, expired.value.slug) == (410, "records-expired")
     # Another customer's request is not found, as if there were none.
     with pytest.raises(web.Problem) as foreign:

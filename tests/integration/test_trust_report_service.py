@@ -294,7 +294,7 @@ def test_a_staff_view_is_recorded_with_its_reason_before_it_leaves():
     assert [(r["role"], r["reason"], r["what"]) for r in found["staff_accesses"]] == [
         ("security", "Checking a breach report", "trust_report")
     ]
-    [entry] = [e for e in audit.entries(customer.uid) if e["action"] == "staff.read"]
+    [entry] = [e for e in audit.entries(clients.firestore_client(), customer.uid) if e["action"] == "staff.read"]
     assert entry["actor"] == {"kind": "staff", "id": security.id, "role": "security"}
     assert entry["reason"] == "Checking a breach report"
     assert "staff-security-m2q9" not in report_of(found)
@@ -308,7 +308,7 @@ def test_a_staff_view_of_an_unknown_account_is_not_found_and_records_nothing():
             sources(), "no-such-account", actor=ADMIN, reason="Looking for a lost account", client_address=None
         )
     assert refused.value.status == 404
-    assert audit.entries("no-such-account") == []
+    assert audit.entries(clients.firestore_client(), "no-such-account") == []
 
 
 def test_sessions_ended_everywhere_are_not_listed_as_open():

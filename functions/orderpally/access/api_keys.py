@@ -170,7 +170,7 @@ def principal(db: Client, key: str, pepper: bytes, address: str | None, now: dat
         if record.needs_use_audit:
             actor = audit.Actor("api_key", record.key_id)
             audit.record(
-                record.account_id, audit.AuditEvent("api_key.used", actor, address, None, {"key_id": record.key_id})
+                db, record.account_id, audit.AuditEvent("api_key.used", actor, address, None, {"key_id": record.key_id})
             )
     return Principal(
         kind="api_key",

@@ -109,9 +109,9 @@ def _event(
 
 
 def record_event(
-    address: str | None, account_id: str, action: str, actor: audit.Actor | None = None, **details: Any
+    db: Client, address: str | None, account_id: str, action: str, actor: audit.Actor | None = None, **details: Any
 ) -> None:
-    audit.record(account_id, _event(address, account_id, action, actor, **details))
+    audit.record(db, account_id, _event(address, account_id, action, actor, **details))
 
 
 def _check_new_password(password: str, field: str) -> None:
@@ -234,7 +234,7 @@ def sign_up(
         },
         writer=batch,
     )
-    audit.stage(batch, audit.account_chain(user.uid), _event(address, user.uid, "account.created"), now)
+    audit.stage(batch, audit.account_chain(db, user.uid), _event(address, user.uid, "account.created"), now)
     stage_email(batch, db, notice, now)
     batch.commit()
     publish_later(db, notice)
@@ -333,7 +333,7 @@ def record_failure(ports: Ports, email: str, address: str | None, now: datetime)
     batch = db.batch()
     if uid and open_trail:
         event = _event(address, uid, "sign_in.failed", audit.Actor(kind="anonymous", id="unknown"))
-        audit.stage(batch, audit.account_chain(uid), event, now)
+        audit.stage(batch, audit.account_chain(db, uid), event, now)
     else:
         limiter.tally(batch, db, UNREGISTERED_SIGN_IN_FAILURES, email, now)
     batch.commit()
@@ -408,7 +408,7 @@ def start_session(
     if refund is not None:
         limiter.refund_all(db, refund.counted, refund.at, writer=batch)
     event = _event(address, signed_in.uid, "sign_in.succeeded", method=method)
-    audit.stage(batch, audit.account_chain(signed_in.uid), event)
+    audit.stage(batch, audit.account_chain(db, signed_in.uid), event)
     batch.commit()
     return NewSession(cookie=cookie, csrf=csrf, body=body, device_token=device)
 
@@ -439,7 +439,7 @@ def sign_out(ports: Ports, principal: Principal, session_cookie: str, everywhere
         sessions.revoke_all(ports.auth_app, principal.account_id)  # device cookies issued before end too
     sessions.revoke_one(ports.db, session_cookie, ports.now())
     action = "sign_out.everywhere" if everywhere else "sign_out"
-    record_event(address, principal.account_id, action, actor_of(principal))
+    record_event(ports.db, address, principal.account_id, action, actor_of(principal))
 
 
 # --- passwords --------------------------------------------------------------------------
@@ -477,7 +477,7 @@ def request_password_reset(ports: Ports, email: str, address: str | None) -> Non
         )
         stage_email(batch, db, notice, now)
         event = _event(address, uid, "password_reset.requested", audit.Actor(kind="anonymous", id="unknown"))
-        audit.stage(batch, audit.account_chain(uid), event, now)
+        audit.stage(batch, audit.account_chain(db, uid), event, now)
     else:
         limiter.tally(batch, db, UNREGISTERED_RESETS, email, now)
     batch.commit()
@@ -514,7 +514,7 @@ def change_password(
         raise
     events.inject_fault(outbox.FAULTS, "after-password-change")
     sessions.revoke_all(ports.auth_app, user.uid)
-    record_event(address, user.uid, "password.changed", actor_of(principal))
+    record_event(ports.db, address, user.uid, "password.changed", actor_of(principal))
     with events.left_for_later("password-changed email"):
         send_staged(db, notice, ports.publish_mail)
     # Every session ended with the old password; this browser continues with a new one. The
@@ -542,7 +542,7 @@ def _check_current_password(
     try:
         ports.identity.sign_in_with_password(email, password)
     except identity_toolkit.WrongCredentials:
-        record_event(address, principal.account_id, "password_change.failed", actor_of(principal))
+        record_event(ports.db, address, principal.account_id, "password_change.failed", actor_of(principal))
         raise wrong_credentials() from None
     except identity_toolkit.IdentityUnavailable as exc:
         limiter.refund_all(ports.db, counters, now)
@@ -646,7 +646,7 @@ def facebook_sign_in(ports: Ports, code: str, redirect_uri: str, address: str | 
             raise facebook_link_required()
         uid, created = _new_facebook_account(ports, user, own, now)
         if created:
-            record_event(address, uid, "account.created", method="facebook")
+            record_event(ports.db, address, uid, "account.created", method="facebook")
     return start_session(ports, _sign_in_as(ports, uid), "facebook", address)
 
 
@@ -663,7 +663,7 @@ def confirm_facebook_link(ports: Ports, token: str, address: str | None) -> NewS
         )
     accounts.link_facebook_id(db, link["account_id"], link["facebook_id"])
     _take_over_from_whoever_was_there(ports, link["account_id"])
-    record_event(address, link["account_id"], "facebook.linked")
+    record_event(db, address, link["account_id"], "facebook.linked")
     return start_session(ports, _sign_in_as(ports, link["account_id"]), "facebook", address)
 
 
@@ -693,6 +693,7 @@ def issue_key(
     )
     try:
         record_event(
+            ports.db,
             address,
             principal.account_id,
             "api_key.created",
@@ -739,9 +740,9 @@ def as_the_customer_sees(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "actor": {"kind": actor["kind"], "role": actor.get("role")}, "client_address": None}
 
 
-def trail_page(account_id: str, page_size: int, before_seq: int | None, for_customer: bool) -> TrailPage:
+def trail_page(db: Client, account_id: str, page_size: int, before_seq: int | None, for_customer: bool) -> TrailPage:
     """Up to `page_size` entries of the account's trail, newest first, below `before_seq`."""
-    entries = audit.page(account_id, page_size + 1, before_seq)
+    entries = audit.page(db, account_id, page_size + 1, before_seq)
     shown = entries[:page_size]
     if for_customer:
         shown = [as_the_customer_sees(e) for e in shown]
@@ -757,10 +758,10 @@ class TrailPage:
 # --- what the account's trust report reads of access (public reads) ---------------------
 
 
-def staff_reads(account_id: str) -> list[dict[str, Any]]:
+def staff_reads(db: Client, account_id: str) -> list[dict[str, Any]]:
     """Every staff read of the account's data in its trail, newest first, each as its customer
     sees it: the role and the reason, never who it was or from which address."""
-    return [as_the_customer_sees(entry) for entry in store.trail_entries_with_action(account_id, "staff.read")]
+    return [as_the_customer_sees(entry) for entry in store.trail_entries_with_action(db, account_id, "staff.read")]
 
 
 @dataclass(frozen=True)
@@ -774,7 +775,7 @@ class OpenSessions:
     single_sign_outs: int
 
 
-def open_sessions(auth_app: App, account_id: str, lifetime: timedelta, now: datetime) -> OpenSessions:
+def open_sessions(db: Client, auth_app: App, account_id: str, lifetime: timedelta, now: datetime) -> OpenSessions:
     """Sign-ins within a session's `lifetime` and after Firebase's tokens-valid-after time (moved by
     "sign out everywhere", a password change, a role change, a suspension or a termination)."""
     from firebase_admin import auth
@@ -797,7 +798,7 @@ def open_sessions(auth_app: App, account_id: str, lifetime: timedelta, now: date
     since = max(now - lifetime, valid_after) if valid_after else now - lifetime
     sign_ins, sign_outs, before = [], 0, None
     while True:  # newest first, only as far back as a session can live
-        entries = audit.page(account_id, 200, before)
+        entries = audit.page(db, account_id, 200, before)
         recent = [entry for entry in entries if entry["at"] >= since]
         sign_ins += [entry for entry in recent if entry["action"] == "sign_in.succeeded"]
         sign_outs += sum(1 for entry in recent if entry["action"] == "sign_out")
@@ -819,20 +820,22 @@ def staff_read(
     account = accounts.load(db, account_id) if fields.ACCOUNT_ID.fullmatch(account_id) else None
     if account is None:
         raise no_such_account()
-    _record_staff_read(principal, account_id, what, reason, address)
+    _record_staff_read(db, principal, account_id, what, reason, address)
     return account
 
 
-def verify_trail(principal: Principal, account_id: str, reason: str, address: str | None) -> audit.Verdict:
+def verify_trail(db: Client, principal: Principal, account_id: str, reason: str, address: str | None) -> audit.Verdict:
     """Walks the account's whole trail: a staff access its customer sees, like any other."""
     if not fields.ACCOUNT_ID.fullmatch(account_id):
         raise no_such_account()
-    _record_staff_read(principal, account_id, "audit_trail_verification", reason, address)
-    return audit.verify(account_id)
+    _record_staff_read(db, principal, account_id, "audit_trail_verification", reason, address)
+    return audit.verify(db, account_id)
 
 
-def _record_staff_read(principal: Principal, account_id: str, what: str, reason: str, address: str | None) -> None:
-    audit.record(account_id, audit.AuditEvent("staff.read", actor_of(principal), address, reason, {"what": what}))
+def _record_staff_read(
+    db: Client, principal: Principal, account_id: str, what: str, reason: str, address: str | None
+) -> None:
+    audit.record(db, account_id, audit.AuditEvent("staff.read", actor_of(principal), address, reason, {"what": what}))
 
 
 def no_such_account() -> web.Problem:
@@ -858,4 +861,4 @@ def set_staff_roles(
         user = auth.get_user(account_id, app=ports.auth_app)
     except auth.UserNotFoundError:
         raise web.Problem(404, "user-not-found", "Not found", "No such user.") from None
-    staff_roles.change_roles(ports.auth_app, user, roles, actor_of(principal), reason, address)
+    staff_roles.change_roles(ports.db, ports.auth_app, user, roles, actor_of(principal), reason, address)

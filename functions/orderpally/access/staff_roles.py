@@ -16,6 +16,7 @@ from orderpally.access import sessions
 
 if TYPE_CHECKING:
     from firebase_admin import App
+    from google.cloud.firestore import Client
 
 FAULTS = "staff_roles"  # the fault suite's crash point between the change and its outcome entry
 
@@ -26,7 +27,7 @@ def refused(slug: str, detail: str) -> web.Problem:
 
 
 def change_roles(
-    app: App, user: Any, roles: list[str], actor: audit.Actor, reason: str, client_address: str | None
+    db: Client, app: App, user: Any, roles: list[str], actor: audit.Actor, reason: str, client_address: str | None
 ) -> None:
     """Sets `user`'s (a firebase_admin UserRecord of `app`) staff roles, audited before and after.
 
@@ -40,11 +41,11 @@ def change_roles(
     if roles and user.disabled:
         raise refused("staff-account-disabled", "Staff roles do not go to a disabled account.")
     details = {"roles": roles}
-    audit.record(user.uid, audit.AuditEvent("staff.roles_change_requested", actor, client_address, reason, details))
+    audit.record(db, user.uid, audit.AuditEvent("staff.roles_change_requested", actor, client_address, reason, details))
     claims = dict(user.custom_claims or {})
     claims["roles"] = roles
     auth.set_custom_user_claims(user.uid, claims, app=app)
     events.inject_fault(FAULTS, "after-change")
     # Sessions carry the roles they were minted with: end them so the change applies at once.
     sessions.revoke_all(app, user.uid)
-    audit.record(user.uid, audit.AuditEvent("staff.roles_changed", actor, client_address, reason, details))
+    audit.record(db, user.uid, audit.AuditEvent("staff.roles_changed", actor, client_address, reason, details))

@@ -131,7 +131,7 @@ def revoke_all_keys(db: Client, account_id: str, now: datetime) -> int:
 # --- the audit trail, read for its customer -------------------------------------------
 
 
-def trail_entries_with_action(account_id: str, action: str) -> list[dict[str, Any]]:
+def trail_entries_with_action(db: Client, account_id: str, action: str) -> list[dict[str, Any]]:
     """Every entry of the account's trail (`orderpally.audit`'s) with this action, newest first,
     once whatever is pending is linked: one equality query on the trail's single-field index,
     so a rare action is found without reading the whole trail."""
@@ -139,8 +139,8 @@ def trail_entries_with_action(account_id: str, action: str) -> list[dict[str, An
 
     from orderpally import audit
 
-    audit.settle(audit.account_chain(account_id))
-    query = audit.trail(account_id).where(filter=FieldFilter("action", "==", action))
+    audit.settle(audit.account_chain(db, account_id))
+    query = audit.trail(db, account_id).where(filter=FieldFilter("action", "==", action))
     return sorted((snap.to_dict() or {} for snap in query.stream()), key=lambda e: e.get("seq", 0), reverse=True)
 
 

@@ -64,9 +64,10 @@ def trail_proof(request: flask.Request) -> flask.Response:
 
     account_id = _trail_reader(request)
     query = web.validate(request.args.to_dict(), ProofQuery)
-    chain = audit.account_chain(account_id)
+    db = clients.firestore_client()
+    chain = audit.account_chain(db, account_id)
     bundle = service.trail_proof(
-        clients.firestore_client(),
+        db,
         account_id,
         lambda seq: audit.chain_entries(chain, seq),
         access_service.as_the_customer_sees,

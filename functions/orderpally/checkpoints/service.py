@@ -47,10 +47,10 @@ class Ports:
     deletion_started: Callable[[str], bool]
     # Whether any account's deletion was certified after the moment.
     deleted_since: Callable[[datetime], bool]
-    # The chains' heads as they are: (chain id, seq, head hash); audit.heads() in production.
-    heads: Callable[[], Iterable[tuple[str, int, str]]] = audit.heads
+    # The chains' heads in `db` as they are: (chain id, seq, head hash); audit.heads in production.
+    heads: Callable[[Client], Iterable[tuple[str, int, str]]] = audit.heads
     # Links what writers staged first, so a checkpoint holds every entry made before it.
-    link_pending: Callable[[], object] = audit.link_stragglers
+    link_pending: Callable[[Client], object] = audit.link_stragglers
 
 
 def origin_of(public_base_url: str) -> str:
@@ -104,8 +104,8 @@ def publish(ports: Ports, *, force: bool = False) -> dict[str, Any]:
         if not force and not due(latest, now, ports.deleted_since):
             return {"tree_size": size, "appended": 0, "gone": 0, "due": False}
         log = store.leaves(db, size)
-        ports.link_pending()
-        appended, gone = moved_heads(log, ports.heads())
+        ports.link_pending(ports.db)
+        appended, gone = moved_heads(log, ports.heads(ports.db))
         for chain_id in gone:
             if not ports.deletion_started(chain_id):
                 structured_logging.log(

@@ -7,7 +7,7 @@
 `audit_checkpoints/{tree_size:012d}` each signed checkpoint, as published (rules.checkpoint_json)
 `audit_checkpoint_runs/current`       the lease of the one run that appends
 
-The chains' heads themselves are `orderpally.audit`'s, read through `audit.heads()`.
+The chains' heads themselves are `orderpally.audit`'s, read through `audit.heads`.
 """
 
 from __future__ import annotations

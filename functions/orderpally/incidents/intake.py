@@ -127,7 +127,7 @@ def finish_intake(
         if account_id:
             actor = audit.Actor("customer", account_id)
             write(
-                audit.account_chain(account_id),
+                audit.account_chain(db, account_id),
                 audit.AuditEvent("incident.reported", actor, address, None, {"reference": reference}),
             )
 

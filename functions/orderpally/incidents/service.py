@@ -372,17 +372,18 @@ def open_attachment(db: Client, files: Files, reference: str, number: str, staff
     history(
         db, reference, "staff.attachment_opened", staff.actor, staff.address, number=int(number), reason=staff.reason
     )
-    reporter_sees(incident, reference, staff, f"attachment {int(number)}")
+    reporter_sees(db, incident, reference, staff, f"attachment {int(number)}")
     payload = files.bucket.blob(entry["object"]).download_as_bytes(**files.call_options)
     return payload, f"{reference}-{number}.{entry['object'].rsplit('.', 1)[-1]}"
 
 
-def reporter_sees(incident: dict[str, Any], reference: str, staff: StaffAccess, what: str) -> None:
+def reporter_sees(db: Client, incident: dict[str, Any], reference: str, staff: StaffAccess, what: str) -> None:
     """A staff read of a report reaches its signed-in reporter's own trail, with the reason."""
     reporter = incident.get("reporter_account_id") or ""
     # A retained report names a pseudonym: nobody's trail, and none to start.
     if reporter and not reporter.startswith(PSEUDONYM_PREFIX):
         audit.record(
+            db,
             reporter,
             audit.AuditEvent(
                 "staff.read", staff.actor, staff.address, staff.reason, {"reference": reference, "what": what}
@@ -394,7 +395,7 @@ def open_for_staff(db: Client, reference: str, staff: StaffAccess) -> tuple[dict
     """The incident and its history, newest last; every open is on the record before the data leaves."""
     incident = load(db, reference)
     history(db, reference, "staff.opened", staff.actor, staff.address, reason=staff.reason)
-    reporter_sees(incident, reference, staff, "incident")
+    reporter_sees(db, incident, reference, staff, "incident")
     return incident, list(reversed(audit.chain_page(store.chain(db, reference), 500)))
 
 

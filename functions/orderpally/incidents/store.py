@@ -39,6 +39,7 @@ def _ref(db: Client, reference: str) -> DocumentReference:
 def chain(db: Client, reference: str) -> audit.Chain:
     """Where the incident's history lives: its entries and the head of its chain."""
     return audit.Chain(
+        db,
         _ref(db, reference).collection(HISTORY),
         db.collection(audit.CHAINS).document(f"incident-{reference}"),
     )

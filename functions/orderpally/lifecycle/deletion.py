@@ -237,7 +237,7 @@ class _Run:
         writes: list[tuple[str, Any, dict | None]] = []
         if child.chain_head:
             head = db.document(child.resolve(child.chain_head, parent.path))
-            audit.link(audit.Chain(entries, head))  # nothing left pending to be linked with the id later
+            audit.link(audit.Chain(db, entries, head))  # nothing left pending to be linked with the id later
             previous = audit.GENESIS
             for snap in entries.order_by("seq").stream():
                 body = snap.to_dict() or {}

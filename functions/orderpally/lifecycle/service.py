@@ -543,7 +543,7 @@ def export_download(
     )
     # Recorded before the link leaves: every URL handed out is in the trail.
     audit.record(
-        account_id, audit.AuditEvent("export.downloaded", actor, client_address, None, {"export_id": export_id})
+        db, account_id, audit.AuditEvent("export.downloaded", actor, client_address, None, {"export_id": export_id})
     )
     return link
 
@@ -576,7 +576,7 @@ def record_staff_read(
     if account is None and not exists(account_id):
         raise web.Problem(404, "account-not-found", "Not found", "No such account.")
     if account is not None and account.get("status") != "terminated":
-        audit.record(account_id, audit.AuditEvent("staff.read", actor, client_address, reason, {"what": what}))
+        audit.record(db, account_id, audit.AuditEvent("staff.read", actor, client_address, reason, {"what": what}))
     else:
         certificates.record_closed_account_read(db, account_id, actor.role, reason, what, now)
 

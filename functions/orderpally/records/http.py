@@ -43,6 +43,7 @@ def status(request: flask.Request, request_id: str) -> flask.Response:
 def download(request: flask.Request, request_id: str) -> flask.Response:
     record = _own(request, request_id)
     link = service.download(
+        clients.firestore_client(),
         clients.storage_client().bucket(settings().exports_bucket),
         (clients.url_signing_credentials(), clients.storage_download_endpoint()),
         record,

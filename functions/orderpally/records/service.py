@@ -152,7 +152,13 @@ def owned(db: Client, account_id: str, request_id: str) -> dict[str, Any]:
 
 
 def download(
-    bucket: Any, signing: tuple[Any, str], record: dict[str, Any], *, client_address: str | None, now: datetime
+    db: Client,
+    bucket: Any,
+    signing: tuple[Any, str],
+    record: dict[str, Any],
+    *,
+    client_address: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
     """A short-lived link to the ready records, recorded in the owner's trail before it leaves.
     `signing`: the credentials and endpoint that sign it."""
@@ -164,6 +170,7 @@ def download(
     link = _signed_link(bucket, signing, record["object"], f"orderpally-records-{request_id}.zip", now)
     # Recorded before the link leaves: every URL handed out is in the trail.
     audit.record(
+        db,
         account_id,
         audit.AuditEvent(
             "records.downloaded", audit.Actor("customer", account_id), client_address, None, {"request_id": request_id}
@@ -178,7 +185,7 @@ def collect(db: Client, account_id: str, start: datetime, end: datetime) -> list
     from orderpally.messaging import delivery as mail_delivery
 
     rows: list[dict[str, Any]] = []
-    for entry in audit.entries_between(account_id, start, end):
+    for entry in audit.entries_between(db, account_id, start, end):
         rows.append(
             {
                 "kind": "audit",
@@ -308,6 +315,7 @@ def pending_for_staff(
     found = pending(db, now)
     for account_id in sorted({row["account_id"] for row in found}):
         audit.record(
+            db,
             account_id,
             audit.AuditEvent("staff.read", staff, client_address, reason, {"what": "records_requests"}),
         )

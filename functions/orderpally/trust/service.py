@@ -95,7 +95,7 @@ def build(sources: Sources, account_id: str) -> dict[str, Any]:
     # A snapshot taken after the deletion was certified holds nothing of the account any more.
     found = backups.last_completed(db, taken_after=(account or {}).get("created_at"), taken_before=deleted_by)
     snapshot = rules.last_snapshot(found, backup_rules.slot_time(found[0]) if found else None, deployment)
-    open_sessions = access.open_sessions(sources.auth_app, account_id, deployment.session_lifetime, now)
+    open_sessions = access.open_sessions(db, sources.auth_app, account_id, deployment.session_lifetime, now)
     the_map = lifecycle.where_data_lives()
     shown_certificate = certificate is not None or (termination or {}).get("status") == "executed"
     return {
@@ -104,7 +104,7 @@ def build(sources: Sources, account_id: str) -> dict[str, Any]:
         "data_locations": rules.data_locations(the_map, account_id, deployment),
         "backups": rules.backups(snapshot, deployment),
         "staff_accesses": rules.staff_accesses(
-            access.staff_reads(account_id), lifecycle.closed_account_reads(db, account_id)
+            access.staff_reads(db, account_id), lifecycle.closed_account_reads(db, account_id)
         ),
         "sessions": rules.sessions(
             open_sessions.sign_ins,

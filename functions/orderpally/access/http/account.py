@@ -87,7 +87,7 @@ def _decode_token(token: str) -> int:
 
 def _trail_page(account_id: str, query: PageQuery, for_customer: bool) -> dict[str, Any]:
     before = _decode_token(query.page_token) if query.page_token else None
-    page = service.trail_page(account_id, query.page_size, before, for_customer)
+    page = service.trail_page(clients.firestore_client(), account_id, query.page_size, before, for_customer)
     token = web.encode_page_token({"seq": page.entries[-1]["seq"]}) if page.more else None
     return {"entries": [_iso(e) for e in page.entries], "next_page_token": token}
 
@@ -119,7 +119,9 @@ def staff_read_audit_trail(request: flask.Request, account_id: str) -> flask.Res
 
 def staff_verify_audit_trail(request: flask.Request, account_id: str) -> flask.Response:
     principal, reason = access.require_staff_read(request, "security", "admin")
-    verdict = service.verify_trail(principal, account_id, reason, access.client_address(request))
+    verdict = service.verify_trail(
+        clients.firestore_client(), principal, account_id, reason, access.client_address(request)
+    )
     return web.json_response(
         {
             "account_id": account_id,
