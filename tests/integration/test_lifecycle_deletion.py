@@ -583,3 +583,37 @@ def test_the_walk_finds_sub_collections_the_data_map_does_not_classify():
     assert not data_map.load().classifies("incidents/OPI-GONE/stray")
     assert all(data_map.load().classifies(p) for p in paths - {"incidents/OPI-GONE/stray"})
     db.document("incidents/OPI-GONE/stray/1").delete()  # the suite's own check runs after this test
+
+
+def test_the_export_holds_every_document_the_deletion_then_removes_or_keeps_pseudonymised():
+    """The customer's export (3.2(b)) and the deletion (3.2(a)) read the same locations: each
+    document the job counts at a location was in the export beforehand, breach notices under
+    any incident (a collection group) included, and nothing of another account's."""
+    import io
+    import json
+    import zipfile
+
+    from orderpally.lifecycle import export
+
+    build_accounts()
+    db = clients.firestore_client()
+    own = report_incident(ALICE, with_file=False)
+    notify_breach(own, ALICE)
+    notify_breach(report_incident(BOB, with_file=False), ALICE)
+    notify_breach(own, BOB)
+    the_map = data_map.load()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        exported = export.write_archive(db, clients.storage_client(), buckets(), the_map, ALICE, archive)
+    with zipfile.ZipFile(out) as archive:
+        breach_lines = [json.loads(line) for line in archive.read("breach_notices.jsonl").splitlines()]
+    assert sorted(line["data"]["account_id"] for line in breach_lines) == [ALICE, ALICE]
+
+    deletion.request_deletion(db, ALICE, "alice", "customer request")
+    assert run_until_done(make_ports()) == "completed"
+    certified = db.document(f"{deletion.CERTIFICATES}/{ALICE}").get().to_dict()["locations"]
+    for location in the_map.locations:
+        if location.kind == "storage" or location.deferred_until:
+            continue  # objects are exported by name; deferred records are the purge's
+        touched = sum(certified[location.id]["counts"].values())
+        assert exported[location.id] == touched, location.id

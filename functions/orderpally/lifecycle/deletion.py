@@ -67,24 +67,7 @@ MAX_WRITES = 400  # per batch, under Firestore's 500
 
 
 def _write_in_batches(db: Any, writes: list[tuple[str, Any, dict | None]]) -> None:
-    """Commits ("set" | "update" | "delete", ref, data) writes in order, a batch at a time.
-
-    A move (set, then delete) never straddles two batches, so a crash leaves no document twice."""
-    batch, pending = db.batch(), 0
-    for index, (op, ref, data) in enumerate(writes):
-        if op == "set":
-            batch.set(ref, data)
-        elif op == "update":
-            batch.update(ref, data)
-        else:
-            batch.delete(ref)
-        pending += 1
-        moving = op == "set" and index + 1 < len(writes) and writes[index + 1][0] == "delete"
-        if pending >= MAX_WRITES and not moving:
-            batch.commit()
-            batch, pending = db.batch(), 0
-    if pending:
-        batch.commit()
+    store.write_in_batches(db, writes, MAX_WRITES)
 
 
 def _field_path(name: str) -> str:
@@ -148,21 +131,11 @@ class _Run:
 
     def _documents_chunk(self, location: Location) -> int:
         """Handles up to one chunk of Firestore documents; returns how many it touched."""
-        from google.cloud.firestore import FieldFilter
-
         db = self.ports.db
         retention = self.map.retention_of(location)
         if location.deferred_until:
             return 0  # the retention purge pseudonymises it once `deferred_until` is true
-        if location.kind == "document":
-            snap = db.document(location.resolve(self.account_id)).get()
-            docs = [snap] if snap.exists else []
-        elif location.kind == "collection":
-            docs = list(db.collection(location.resolve(self.account_id)).limit(self.budget.chunk_size).stream())
-        else:
-            base = db.collection_group(location.collection) if location.group else db.collection(location.collection)
-            query = base.where(filter=FieldFilter(location.owner, "==", self.account_id))
-            docs = list(query.limit(self.budget.chunk_size).stream())
+        docs = store.location_documents(db, location, self.account_id, self.budget.chunk_size)
         if not docs:
             return 0
         batch = db.batch()
@@ -230,16 +203,18 @@ class _Run:
         from orderpally import audit
 
         db = self.ports.db
-        entries = db.collection(child.resolve(child.collection, parent.path))
+        entries = child.resolve(child.collection, parent.path)
         key, account = self.ports.pseudonym_key, self.account_id
         # A document this account owns through a location of its own is left to that location.
-        owners = [loc.owner_field for loc in self.map.locations if loc.group and loc.collection == entries.id]
+        owners = [
+            loc.owner_field for loc in self.map.locations if loc.group and loc.collection == entries.rsplit("/", 1)[-1]
+        ]
         writes: list[tuple[str, Any, dict | None]] = []
         if child.chain_head:
-            head = db.document(child.resolve(child.chain_head, parent.path))
-            audit.link(audit.Chain(db, entries, head))  # nothing left pending to be linked with the id later
+            head = store.document_at(db, child.resolve(child.chain_head, parent.path))
+            audit.link(audit.chain_of(db, head, entries))  # nothing left pending to be linked with the id later
             previous = audit.GENESIS
-            for snap in entries.order_by("seq").stream():
+            for snap in store.documents_in(db, entries, order_by="seq"):
                 body = snap.to_dict() or {}
                 recorded_at = body.pop("recorded_at", None)
                 new = rules.pseudonymised_record(body, None, child.personal_fields, account, key)
@@ -252,14 +227,14 @@ class _Run:
             if head_snap.exists and (writes or head_snap.get("hash") != previous):
                 writes.append(("update", head, {"hash": previous, "updated_at": self.ports.now()}))
         else:
-            for snap in entries.stream():
+            for snap in store.documents_in(db, entries):
                 body = snap.to_dict() or {}
                 if any(body.get(field) == account for field in owners if field):
                     continue
                 new = rules.pseudonymised_record(body, None, child.personal_fields, account, key)
                 new_id = rules.replace_account(snap.id, account, rules.pseudonym(account, key))
                 if new_id != snap.id:
-                    writes += [("set", entries.document(new_id), new), ("delete", snap.reference, None)]
+                    writes += [("set", snap.reference.parent.document(new_id), new), ("delete", snap.reference, None)]
                 elif new != body:
                     writes.append(("set", snap.reference, new))
         _write_in_batches(db, writes)
@@ -436,15 +411,6 @@ class _Purge:
         self.key, self.today, self.limit, self.holds = key, today, limit, holds
         self.held_pseudonyms = {rules.pseudonym(hold["account_id"], key) for hold in holds if hold.get("account_id")}
 
-    def _pages(self, query: Any) -> Any:
-        last = None
-        while True:
-            page = list((query.start_after(last) if last else query).limit(PURGE_PAGE).stream())
-            if not page:
-                return
-            last = page[-1]
-            yield page
-
     def _delete_dependents(self, locations: list[Location], snap: Any) -> None:
         """The record's objects, sub-collections and chain heads; each step may run again."""
         from google.api_core.exceptions import NotFound
@@ -469,28 +435,24 @@ class _Purge:
                     if path in seen:
                         continue
                     seen.add(path)
-                    writes += [("delete", ref, None) for ref in self.db.collection(path).list_documents()]
+                    writes += [("delete", ref, None) for ref in store.document_refs_in(self.db, path)]
                 if head:
-                    writes.append(("delete", self.db.document(head), None))
+                    writes.append(("delete", store.document_at(self.db, head), None))
         _write_in_batches(self.db, writes)
 
     def expired(self, collection: str, locations: list[Location]) -> int:
         from google.cloud import firestore
-        from google.cloud.firestore import FieldFilter
 
         group = any(loc.group for loc in locations)
-        base = self.db.collection_group(collection) if group else self.db.collection(collection)
-        query = base.where(filter=FieldFilter("retained_until", "<=", self.today.isoformat())).order_by(
-            "retained_until"
-        )
+        query = store.retained_past(self.db, collection, group, self.today.isoformat())
         purged = changed = 0
-        for page in self._pages(query):
+        for page in store.pages(query, PURGE_PAGE):
             if changed >= self.limit:
                 break
             batch, pending = self.db.batch(), 0
             for snap in page:
                 data = snap.to_dict() or {}
-                parties = [data.get(loc.owner_field) for loc in locations]
+                parties = [data.get(loc.owner_field or "") for loc in locations]
                 if any(p in self.held_pseudonyms for p in parties) or changed + pending >= self.limit:
                     continue
                 live = [p for p in parties if isinstance(p, str) and p and not p.startswith(rules.PSEUDONYM_PREFIX)]
@@ -511,19 +473,11 @@ class _Purge:
 
     def ownerless(self, location: Location) -> int:
         """Records nobody owns (no account, so no hold), ended `years` after their own day."""
-        from google.cloud.firestore import FieldFilter
-
         retention = self.map.retention_of(location)
         oldest = rules.oldest_kept_day(self.today, retention.years or 0)
         bound = datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC) + timedelta(days=1)
-        query = (
-            self.db.collection(location.collection)
-            .where(filter=FieldFilter(location.owner, "==", None))
-            .where(filter=FieldFilter(location.date_field, "<", bound))
-            .order_by(location.date_field)
-        )
         purged = 0
-        for page in self._pages(query):
+        for page in store.pages(store.ownerless_before(self.db, location, bound), PURGE_PAGE):
             batch = self.db.batch()
             for snap in page:
                 if purged >= self.limit:
@@ -542,13 +496,10 @@ class _Purge:
 
     def pseudonymise_deferred(self, location: Location) -> int:
         """Pseudonymises the records the deletion job left until `deferred_until` became true."""
-        from google.cloud.firestore import FieldFilter
-
         retention = self.map.retention_of(location)
         field = location.deferred_until or ""
-        query = self.db.collection(location.collection).where(filter=FieldFilter(field, "==", True))
         done = 0
-        for snap in query.limit(self.limit).stream():
+        for snap in store.deferred(self.db, location, self.limit):
             data = snap.to_dict() or {}
             account_id = data.get(location.owner_field or "")
             if not isinstance(account_id, str) or not account_id or account_id.startswith(rules.PSEUDONYM_PREFIX):

@@ -115,19 +115,8 @@ def _json_line(path: str, data: dict) -> str:
 
 
 def _documents(db: Any, location: Location, account_id: str) -> Iterator[tuple[str, dict]]:
-    from google.cloud.firestore import FieldFilter
-
-    if location.kind == "document":
-        snap = db.document(location.resolve(account_id)).get()
-        if snap.exists:
-            yield snap.reference.path, snap.to_dict() or {}
-        return
-    if location.kind == "collection":
-        snaps = db.collection(location.resolve(account_id)).stream()
-    else:
-        owned = FieldFilter(location.owner, "==", account_id)
-        snaps = db.collection(location.collection).where(filter=owned).stream()
-    for snap in snaps:
+    # The same reads as the deletion job's: what an export holds is what a deletion removes.
+    for snap in store.location_documents(db, location, account_id):
         yield snap.reference.path, snap.to_dict() or {}
 
 

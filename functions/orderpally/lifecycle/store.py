@@ -27,7 +27,16 @@ from orderpally.unit_of_work import in_batch as in_batch  # the services run the
 from orderpally.unit_of_work import in_transaction as in_transaction
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentReference, Transaction, WriteBatch
+    from google.cloud.firestore import (
+        Client,
+        DocumentReference,
+        DocumentSnapshot,
+        Query,
+        Transaction,
+        WriteBatch,
+    )
+
+    from orderpally.lifecycle.data_map import Location
 
 TERMINATIONS = "terminations"
 HOLDS = "legal_holds"
@@ -331,9 +340,6 @@ def has_billing(db: Client, account_id: str) -> bool:
     return bool(_billing_ref(db, account_id).get().exists)
 
 
-# --- archive quotas --------------------------------------------------------------------
-
-
 # --- content exports -------------------------------------------------------------------
 
 
@@ -347,3 +353,102 @@ def create_export(writer: Any, db: Client, export_id: str, record: dict[str, Any
 
 def export(db: Client, export_id: str) -> dict[str, Any] | None:
     return export_ref(db, export_id).get().to_dict()
+
+
+# --- the data map's locations ------------------------------------------------------------
+# Deletion, the retention purge and the export walk every location the data map names,
+# whichever capability owns it: these are the reads they make of them.
+
+
+def documents_in(db: Client, path: str, order_by: str | None = None) -> Iterator[DocumentSnapshot]:
+    """Every document of the collection at `path` (a record's sub-collection), in `order_by`'s order."""
+    collection = db.collection(path)
+    return (collection.order_by(order_by) if order_by else collection).stream()
+
+
+def document_refs_in(db: Client, path: str) -> list[DocumentReference]:
+    """Every document of the collection at `path`, those with only sub-collections included."""
+    return list(db.collection(path).list_documents())
+
+
+def document_at(db: Client, path: str) -> DocumentReference:
+    return db.document(path)
+
+
+def location_documents(db: Client, location: Location, account_id: str, limit: int | None = None) -> list[Any]:
+    """The account's documents at a `document`, `collection` or `owned` location (up to `limit`):
+    what is left of them, since each deletion chunk removes or pseudonymises what it read."""
+    from google.cloud.firestore import FieldFilter
+
+    if location.kind == "document":
+        snap = db.document(location.resolve(account_id)).get()
+        return [snap] if snap.exists else []
+    query: Any
+    if location.kind == "collection":
+        query = db.collection(location.resolve(account_id))
+    else:
+        name = location.collection or ""  # the data map's validator requires it of an owned location
+        base = db.collection_group(name) if location.group else db.collection(name)
+        query = base.where(filter=FieldFilter(location.owner, "==", account_id))
+    return list((query.limit(limit) if limit else query).stream())
+
+
+def pages(query: Query, size: int) -> Iterator[list[DocumentSnapshot]]:
+    """The query's documents, a page of `size` at a time (the query is ordered)."""
+    last = None
+    while True:
+        page = list((query.start_after(last) if last else query).limit(size).stream())
+        if not page:
+            return
+        last = page[-1]
+        yield page
+
+
+def retained_past(db: Client, collection: str, group: bool, day: str) -> Query:
+    """Retained records of `collection` (or of the group) whose retention date is `day` or before."""
+    from google.cloud.firestore import FieldFilter
+
+    base = db.collection_group(collection) if group else db.collection(collection)
+    return base.where(filter=FieldFilter("retained_until", "<=", day)).order_by("retained_until")
+
+
+def ownerless_before(db: Client, location: Location, bound: datetime) -> Query:
+    """Records of an ownerless location nobody owns, dated before `bound`."""
+    from google.cloud.firestore import FieldFilter
+
+    return (
+        db.collection(location.collection or "")
+        .where(filter=FieldFilter(location.owner, "==", None))
+        .where(filter=FieldFilter(location.date_field, "<", bound))
+        .order_by(location.date_field)
+    )
+
+
+def deferred(db: Client, location: Location, limit: int) -> list[Any]:
+    """Records the deletion job left for later, their `deferred_until` field now true."""
+    from google.cloud.firestore import FieldFilter
+
+    field = location.deferred_until or ""
+    query = db.collection(location.collection or "").where(filter=FieldFilter(field, "==", True))
+    return list(query.limit(limit).stream())
+
+
+def write_in_batches(db: Client, writes: list[tuple[str, Any, dict | None]], max_writes: int) -> None:
+    """Commits ("set" | "update" | "delete", ref, data) writes in order, `max_writes` a batch.
+
+    A move (set, then delete) never straddles two batches, so a crash leaves no document twice."""
+    batch, pending = db.batch(), 0
+    for index, (op, ref, data) in enumerate(writes):
+        if op == "set":
+            batch.set(ref, data or {})
+        elif op == "update":
+            batch.update(ref, data or {})
+        else:
+            batch.delete(ref)
+        pending += 1
+        moving = op == "set" and index + 1 < len(writes) and writes[index + 1][0] == "delete"
+        if pending >= max_writes and not moving:
+            batch.commit()
+            batch, pending = db.batch(), 0
+    if pending:
+        batch.commit()
