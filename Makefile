@@ -28,9 +28,11 @@ $(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
 	@touch $@
 
+# Without its optional dependencies: the Auth emulator needs none, and re2's native build took
+# most of a minute.
 $(FIREBASE_DIR)/node_modules/.installed: $(FIREBASE_DIR)/package.json $(FIREBASE_DIR)/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the Auth emulator: apt-get install nodejs npm" >&2; exit 2; }
-	cd $(FIREBASE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(FIREBASE_DIR) && npm ci --no-audit --no-fund --loglevel=error --omit=optional
 	@touch $@
 
 # The offline terraform plan test: provider schemas from the pinned @cdktf packages, served by a stand-in provider.
@@ -39,9 +41,10 @@ $(STANDIN_VENV)/.installed: infra/requirements-standin.txt
 	$(STANDIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-standin.txt
 	@touch $@
 
+# Only their jsii assemblies are read: their peer dependency (cdktf, some 600 packages) is left out.
 $(STANDIN_DIR)/node_modules/.installed: $(STANDIN_DIR)/package.json $(STANDIN_DIR)/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the provider schemas: apt-get install nodejs npm" >&2; exit 2; }
-	cd $(STANDIN_DIR) && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts
+	cd $(STANDIN_DIR) && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts --omit=peer
 	@touch $@
 
 prerequisites: $(VENV)/.installed $(FIREBASE_DIR)/node_modules/.installed
