@@ -128,3 +128,26 @@ def test_another_accounts_key_cannot_be_revoked():
         service.revoke_key(p, Principal(kind="customer", account_id=stranger.uid), record["id"], None)
     assert refused.value.status == 404
     assert api_keys.principal(p.db, key, p.pepper, None, datetime.now(UTC)).account_id == customer.uid
+
+
+def test_many_revocations_of_one_key_at_once_all_succeed_and_are_audited_once():
+    """A double click, several tabs, a script retrying: none of them is a 5xx, and the trail
+    holds one revocation. (Transactions on the one key document contended, and gave up.)"""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    customer = create_customer()
+    owner = Principal(kind="customer", account_id=customer.uid, email_verified=True)
+    p = ports()
+    record, _ = service.issue_key(p, owner, "clicked twice", ["audit:read"], 30, None)
+    start = threading.Barrier(12)
+
+    def revoke(_: int) -> None:
+        start.wait()
+        service.revoke_key(p, owner, record["id"], None)
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(revoke, range(12)))  # re-raises any refusal or backend error
+    actions = [e["action"] for e in audit.entries(clients.firestore_client(), customer.uid, 100)]
+    assert actions.count("api_key.revoked") == 1
+    assert service.keys_of(p, owner)[0]["revoked_at"] is not None
