@@ -237,3 +237,35 @@ def test_the_deadline_check_finishes_a_stalled_intake_and_alerts_on_the_missed_d
     assert intake.check_deadlines(db, NOW) == {"alerts": 0}
     assert stored(stalled.reference)["intake_pending"] == []
     assert actions(stalled.reference).count("incident.received") == 1
+
+
+def test_uploads_to_one_report_at_once_are_numbered_in_turn_and_only_the_extra_ones_refused():
+    """More files at once than a report takes: each is numbered or refused as too many (409),
+    none fails on contention (uploads ran transactions on the one report until they gave up)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orderpally.incidents import rules
+
+    db = clients.firestore_client()
+    reporter = service.Reporter("owner-9", "owner9@example.com", ADDRESS)
+    reference = service.submit(db, report(category="other"), reporter, None, intake.table(), NOW).reference
+    files = service.Files(clients.storage_client().bucket(settings().attachments_bucket), {})
+    actor = audit.Actor("customer", "owner-9")
+    uploads = rules.MAX_ATTACHMENTS + 3
+    start = threading.Barrier(uploads)
+
+    def upload(i: int) -> int | str:
+        start.wait()
+        try:
+            return service.attach_file(db, files, reference, stored(reference), actor, "text/plain", b"note %d" % i)[0]
+        except web.Problem as refused:
+            return refused.slug
+
+    with ThreadPoolExecutor(uploads) as pool:
+        outcomes = list(pool.map(upload, range(uploads)))
+    assert sorted(o for o in outcomes if isinstance(o, int)) == list(range(1, rules.MAX_ATTACHMENTS + 1))
+    assert [o for o in outcomes if not isinstance(o, int)] == ["too-many-attachments"] * 3
+    kept = stored(reference)["attachments"]
+    objects = clients.storage_client().list_blobs(settings().attachments_bucket, prefix="owner-9/")
+    assert sorted(o.name for o in objects) == sorted(entry["object"] for entry in kept)  # the refused are gone

@@ -19,13 +19,14 @@ import secrets
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from orderpally import unit_of_work
+
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
     from orderpally import audit
 
 REVOKED_SESSIONS = "revoked_sessions"
-REVOKE_ATTEMPTS = 10  # reads and conditional writes of one key before giving up
 API_KEYS = "api_keys"
 FACEBOOK_LINKS = "facebook_links"
 FACEBOOK_IDENTITIES = "facebook_identities"
@@ -92,33 +93,29 @@ def keys_of(db: Client, account_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 def revoke_key(db: Client, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
     """Revokes the account's own key, audited as `event` once however often it is asked;
-    False when it has no such key (another's is 'no such key' too).
-
-    Not a transaction: many revocations of one key at once (a double click, several tabs)
-    made transactions on its document contend until they gave up. Each writes only if the
-    key is as it read it (a last-update-time precondition), with its audit entry in the same
-    batch; the one that loses the race reads again and finds the key revoked."""
-    from google.api_core.exceptions import Aborted, FailedPrecondition
-
+    False when it has no such key (another's is 'no such key' too). Many revocations at once
+    (a double click, several tabs) all answer: the key is written only as it was read."""
     from orderpally import outbox
 
     ref = db.collection(API_KEYS).document(key_id)
-    for _ in range(REVOKE_ATTEMPTS):
-        snapshot = ref.get()
+    staged: list[outbox.Staged] = []
+
+    def decide(snapshot: Any) -> tuple[bool, Any]:
         if not snapshot.exists or snapshot.get("account_id") != account_id:
-            return False
+            return False, None
         if snapshot.get("revoked_at") is not None:
-            return True
-        batch = db.batch()
-        batch.update(ref, {"revoked_at": now}, option=db.write_option(last_update_time=snapshot.update_time))
-        staged = outbox.stage(batch, db, account_id, event, None, now)
-        try:
-            batch.commit()
-        except FailedPrecondition:
-            continue  # revoked (or its use noted) since the read: read again
-        outbox.announce(db, staged)
-        return True
-    raise Aborted("the key kept changing while it was revoked")  # contended: a 503 to retry
+            return True, None
+
+        def write(batch: Any, unchanged: Any) -> None:
+            batch.update(ref, {"revoked_at": now}, option=unchanged)
+            staged[:] = [outbox.stage(batch, db, account_id, event, None, now)]
+
+        return True, write
+
+    found = unit_of_work.if_unchanged(db, ref, decide)
+    for entry in staged:
+        outbox.announce(db, entry)
+    return found
 
 
 def revoke_all_keys(db: Client, account_id: str, now: datetime) -> int:

@@ -156,14 +156,16 @@ def add_attachment(db: Client, reference: str, entry: dict[str, Any], limit: int
     """Numbers and records an uploaded file; None when the report already has `limit` files."""
     ref = _ref(db, reference)
 
-    def add(transaction: Transaction) -> int | None:
-        attachments = list((ref.get(transaction=transaction).to_dict() or {}).get("attachments") or [])
+    # Not a transaction: uploads to one report at once contended until they gave up (a 503).
+    def decide(snapshot: Any) -> tuple[int | None, Any]:
+        attachments = list((snapshot.to_dict() or {}).get("attachments") or [])
         if len(attachments) >= limit:
-            return None
-        transaction.update(ref, {"attachments": [*attachments, entry]})
-        return len(attachments) + 1
+            return None, None
+        return len(attachments) + 1, lambda batch, unchanged: batch.update(
+            ref, {"attachments": [*attachments, entry]}, option=unchanged
+        )
 
-    return unit_of_work.in_transaction(db, add)
+    return unit_of_work.if_unchanged(db, ref, decide)
 
 
 def in_states(db: Client, states: list[str], limit: int) -> list[tuple[str, dict[str, Any]]]:
