@@ -168,9 +168,9 @@ def notices(request: flask.Request) -> flask.Response:
 
 
 def _handle(cloud_event: CloudEvent, spec: Any, handler: Callable[[Any, Any], object]) -> None:
-    from orderpally import events
+    from orderpally import clients, events
 
-    events.handle_event(cloud_event, spec, handler)
+    events.handle_event(clients.firestore_client(), cloud_event, spec, handler)
 
 
 @functools.cache

@@ -20,12 +20,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
 
 from orderpally import clients, leases, structured_logging
 from orderpally.config import settings
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
 
 LEDGER_COLLECTION = "event_ledger"
 # How long a delivery may hold its claim before another delivery may take over.
@@ -228,19 +231,19 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _ledger_ref(function: str, event_id: str) -> Any:
+def _ledger_ref(db: Client, function: str, event_id: str) -> Any:
     # Document ids may not contain '/'; event ids are opaque, so encode them.
     safe = base64.urlsafe_b64encode(f"{function}:{event_id}".encode()).decode().rstrip("=")
-    return clients.firestore_client().collection(LEDGER_COLLECTION).document(safe)
+    return db.collection(LEDGER_COLLECTION).document(safe)
 
 
-def _claim(ref: Any, spec: EventSpec[Any], event_id: str, now: datetime) -> str | None:
+def _claim(db: Client, ref: Any, spec: EventSpec[Any], event_id: str, now: datetime) -> str | None:
     """Takes the event's lease; returns why not, or None when claimed."""
     from google.cloud import firestore
 
     settled = (Outcome.DONE, Outcome.TOO_OLD, Outcome.MALFORMED, Outcome.FAILED)
     claim = leases.claim(
-        clients.firestore_client(),
+        db,
         ref,
         now,
         timedelta(seconds=spec.lease_seconds),
@@ -265,10 +268,10 @@ def _settle(ref: Any, status: str, reason: str = "") -> None:
     leases.release(None, ref, status=status, reason=reason[:300], updated_at=firestore.SERVER_TIMESTAMP)
 
 
-def _record_drop(spec: EventSpec[Any], event_id: str, status: str, reason: str, now: datetime) -> None:
+def _record_drop(db: Client, spec: EventSpec[Any], event_id: str, status: str, reason: str, now: datetime) -> None:
     from google.cloud import firestore
 
-    _ledger_ref(spec.function, event_id).set(
+    _ledger_ref(db, spec.function, event_id).set(
         {
             "function": spec.function,
             "event_id": event_id,
@@ -282,13 +285,15 @@ def _record_drop(spec: EventSpec[Any], event_id: str, status: str, reason: str, 
 
 
 def handle_event(
+    db: Client,
     cloud_event: Any,
     spec: EventSpec[Payload],
     handler: Callable[[Payload, EventContext], object],
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> str:
-    """Runs `handler` at most once to completion per event; returns the outcome.
+    """Runs `handler` at most once to completion per event; returns the outcome. The event
+    ledger (dropped events, and handlers without a ledger of their own) is kept in `db`.
 
     Raises only when Pub/Sub should redeliver: a RetryableError or any
     unexpected exception (after the catalogue's attempts the dead-letter topic
@@ -300,13 +305,13 @@ def handle_event(
     max_age = spec.max_age_seconds or settings().default_max_event_age_seconds
     published = _event_time(cloud_event)
     if published is not None and current - published > timedelta(seconds=max_age):
-        _record_drop(spec, event_id, Outcome.TOO_OLD, f"older than {max_age}s", current)
+        _record_drop(db, spec, event_id, Outcome.TOO_OLD, f"older than {max_age}s", current)
         structured_logging.log(_log, logging.WARNING, "event dropped: too old", **fields)
         return Outcome.TOO_OLD
     try:
         env, payload = decode(cloud_event, spec)
     except PermanentError as exc:
-        _record_drop(spec, event_id, Outcome.MALFORMED, str(exc), current)
+        _record_drop(db, spec, event_id, Outcome.MALFORMED, str(exc), current)
         structured_logging.log(_log, logging.ERROR, "event dropped: malformed", reason=str(exc), **fields)
         return Outcome.MALFORMED
 
@@ -314,9 +319,9 @@ def handle_event(
     if spec.handler_is_idempotent:
         return _run_idempotent(spec, handler, payload, context, fields)
 
-    ref = _ledger_ref(spec.function, event_id)
+    ref = _ledger_ref(db, spec.function, event_id)
     with contention_is_retryable("the event ledger"):
-        refused = _claim(ref, spec, event_id, current)
+        refused = _claim(db, ref, spec, event_id, current)
     if refused == Outcome.DUPLICATE:
         structured_logging.log(_log, logging.INFO, "event already handled", **fields)
         return Outcome.DUPLICATE

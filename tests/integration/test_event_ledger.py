@@ -45,8 +45,8 @@ class Counter:
 
 def test_a_redelivered_event_has_one_effect():
     handler = Counter()
-    assert events.handle_event(beat_event(), SPEC, handler) == events.Outcome.DONE
-    assert events.handle_event(beat_event(), SPEC, handler) == events.Outcome.DUPLICATE
+    assert events.handle_event(clients.firestore_client(), beat_event(), SPEC, handler) == events.Outcome.DONE
+    assert events.handle_event(clients.firestore_client(), beat_event(), SPEC, handler) == events.Outcome.DUPLICATE
     assert handler.calls == ["ev-1"]
     assert ledger_status("ev-1") == "done"
 
@@ -63,7 +63,7 @@ def test_concurrent_deliveries_have_one_effect():
     def deliver():
         gate.wait()
         try:
-            outcomes.append(events.handle_event(beat_event("ev-c"), SPEC, slow_handler))
+            outcomes.append(events.handle_event(clients.firestore_client(), beat_event("ev-c"), SPEC, slow_handler))
         except events.RetryableError:
             outcomes.append("retry")
 
@@ -75,7 +75,9 @@ def test_concurrent_deliveries_have_one_effect():
     assert handler.calls == ["ev-c"]
     assert outcomes.count(events.Outcome.DONE) == 1
     # The losers were told to come back; a redelivery now is a duplicate.
-    assert events.handle_event(beat_event("ev-c"), SPEC, handler) == events.Outcome.DUPLICATE
+    assert (
+        events.handle_event(clients.firestore_client(), beat_event("ev-c"), SPEC, handler) == events.Outcome.DUPLICATE
+    )
     assert handler.calls == ["ev-c"]
 
 
@@ -88,9 +90,9 @@ def test_a_retryable_failure_raises_and_the_redelivery_finishes_the_work():
             raise events.RetryableError("backend busy")
 
     with pytest.raises(events.RetryableError):
-        events.handle_event(beat_event("ev-r"), SPEC, flaky)
+        events.handle_event(clients.firestore_client(), beat_event("ev-r"), SPEC, flaky)
     assert ledger_status("ev-r") == "retrying"
-    assert events.handle_event(beat_event("ev-r"), SPEC, flaky) == events.Outcome.DONE
+    assert events.handle_event(clients.firestore_client(), beat_event("ev-r"), SPEC, flaky) == events.Outcome.DONE
     assert len(attempts) == 2
 
 
@@ -99,9 +101,9 @@ def test_a_crash_mid_handler_is_retried_not_lost():
         raise RuntimeError("bug")
 
     with pytest.raises(RuntimeError):
-        events.handle_event(beat_event("ev-x"), SPEC, crashing)
+        events.handle_event(clients.firestore_client(), beat_event("ev-x"), SPEC, crashing)
     handler = Counter()
-    assert events.handle_event(beat_event("ev-x"), SPEC, handler) == events.Outcome.DONE
+    assert events.handle_event(clients.firestore_client(), beat_event("ev-x"), SPEC, handler) == events.Outcome.DONE
     assert handler.calls == ["ev-x"]
 
 
@@ -109,15 +111,17 @@ def test_a_permanent_failure_is_recorded_and_acknowledged():
     def refusing(payload, context):
         raise events.PermanentError("recipient does not exist")
 
-    assert events.handle_event(beat_event("ev-p"), SPEC, refusing) == events.Outcome.FAILED
+    assert events.handle_event(clients.firestore_client(), beat_event("ev-p"), SPEC, refusing) == events.Outcome.FAILED
     assert ledger_status("ev-p") == events.Outcome.FAILED
-    assert events.handle_event(beat_event("ev-p"), SPEC, Counter()) == events.Outcome.DUPLICATE
+    assert (
+        events.handle_event(clients.firestore_client(), beat_event("ev-p"), SPEC, Counter()) == events.Outcome.DUPLICATE
+    )
 
 
 def test_a_too_old_event_is_recorded_and_dropped():
     handler = Counter()
     old = beat_event("ev-old", time=datetime.now(UTC) - timedelta(seconds=601))
-    assert events.handle_event(old, SPEC, handler) == events.Outcome.TOO_OLD
+    assert events.handle_event(clients.firestore_client(), old, SPEC, handler) == events.Outcome.TOO_OLD
     assert handler.calls == []
     assert ledger_status("ev-old") == events.Outcome.TOO_OLD
 
@@ -125,14 +129,14 @@ def test_a_too_old_event_is_recorded_and_dropped():
 def test_a_malformed_event_is_recorded_and_dropped():
     handler = Counter()
     bad = pubsub_event(None, raw=b"\xff not json", event_id="ev-bad")
-    assert events.handle_event(bad, SPEC, handler) == events.Outcome.MALFORMED
+    assert events.handle_event(clients.firestore_client(), bad, SPEC, handler) == events.Outcome.MALFORMED
     assert handler.calls == []
     assert ledger_status("ev-bad") == events.Outcome.MALFORMED
 
 
 def test_event_ids_with_slashes_are_safe_ledger_keys():
     handler = Counter()
-    assert events.handle_event(beat_event("a/b/../c"), SPEC, handler) == events.Outcome.DONE
+    assert events.handle_event(clients.firestore_client(), beat_event("a/b/../c"), SPEC, handler) == events.Outcome.DONE
     assert ledger_status("a/b/../c") == "done"
 
 
@@ -147,13 +151,13 @@ def test_a_handler_with_its_own_ledger_is_left_to_it_and_drops_are_still_recorde
         handler_is_idempotent=True,
     )
     handler = Counter()
-    assert events.handle_event(beat_event("ev-own"), own, handler) == events.Outcome.DONE
+    assert events.handle_event(clients.firestore_client(), beat_event("ev-own"), own, handler) == events.Outcome.DONE
     # A redelivery reaches the handler, whose own ledger (the mail's, keyed by the request) absorbs it.
-    assert events.handle_event(beat_event("ev-own"), own, handler) == events.Outcome.DONE
+    assert events.handle_event(clients.firestore_client(), beat_event("ev-own"), own, handler) == events.Outcome.DONE
     assert handler.calls == ["ev-own", "ev-own"]
     ledger = clients.firestore_client().collection(events.LEDGER_COLLECTION)
     assert ledger.where(filter=FieldFilter("event_id", "==", "ev-own")).get() == []
     stale = beat_event("ev-own-old", time=datetime.now(UTC) - timedelta(hours=1))
-    assert events.handle_event(stale, own, handler) == events.Outcome.TOO_OLD
+    assert events.handle_event(clients.firestore_client(), stale, own, handler) == events.Outcome.TOO_OLD
     assert ledger_status("ev-own-old") == events.Outcome.TOO_OLD
     assert handler.calls == ["ev-own", "ev-own"]
