@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 # No Firestore call may outlast this: an outage becomes a quick, retryable error
 # (503 to HTTP callers, a redelivery for events) instead of a request hanging for minutes.
 FIRESTORE_DEADLINE_SECONDS = 15.0
-STREAM_DEADLINE_SECONDS = 300.0
 
 
 @functools.cache
@@ -35,12 +34,13 @@ def firestore_client() -> firestore.Client:
     from google.cloud import firestore
 
     client = firestore.Client(project=settings().project_id)
-    _bound_firestore_deadlines(client, FIRESTORE_DEADLINE_SECONDS)
+    _bound_firestore_deadlines(client, FIRESTORE_DEADLINE_SECONDS, settings().firestore_stream_deadline_seconds)
     return client
 
 
-def _bound_firestore_deadlines(client: firestore.Client, seconds: float) -> None:
-    """Rewraps every RPC of the client's transport with a total deadline of `seconds`.
+def _bound_firestore_deadlines(client: firestore.Client, seconds: float, stream_seconds: float) -> None:
+    """Rewraps every RPC of the client's transport with a total deadline of `seconds`, and
+    each streamed read with one of `stream_seconds`.
 
     The generated defaults retry an unavailable backend for up to five minutes on some
     calls (batch reads, queries). Our calls pass no retry or timeout of their own, so
@@ -54,7 +54,8 @@ def _bound_firestore_deadlines(client: firestore.Client, seconds: float) -> None
     )
     transport = client._firestore_api._transport
     # A stream (query results, batch reads) may run long once it flows; its retries of a
-    # backend that does not answer are bounded all the same.
+    # backend that does not answer are bounded all the same. Where a client waits (HTTP
+    # functions), a stream stuck on a connection that went silent ends in time for a 503.
     streams = {
         id(getattr(transport, name, None))
         for name in ("batch_get_documents", "run_query", "run_aggregation_query", "partition_query", "listen", "write")
@@ -63,7 +64,7 @@ def _bound_firestore_deadlines(client: firestore.Client, seconds: float) -> None
         transport._wrapped_methods[rpc] = gapic_v1.method.wrap_method(
             rpc,
             default_retry=retries.Retry(initial=0.1, maximum=2.0, multiplier=1.5, predicate=transient, timeout=seconds),
-            default_timeout=STREAM_DEADLINE_SECONDS if id(rpc) in streams else seconds,
+            default_timeout=stream_seconds if id(rpc) in streams else seconds,
             client_info=transport._client_info
             if hasattr(transport, "_client_info")
             else gapic_v1.client_info.DEFAULT_CLIENT_INFO,

@@ -69,6 +69,9 @@ class Settings:
     # Events older than this are dropped instead of retried, unless the
     # catalogue gives the function its own limit.
     default_max_event_age_seconds: int
+    # How long one streamed Firestore read (a query, a batch get) may last: long for builds and
+    # schedules, short where a client waits (HTTP functions get it from Terraform).
+    firestore_stream_deadline_seconds: int
     heartbeat_topic: str
     # Snapshots (clause 5.4)
     snapshot_max_age_hours: int
@@ -185,6 +188,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         exports_bucket=env.get("EXPORTS_BUCKET", f"{project_id}-exports"),
         attachments_bucket=env.get("ATTACHMENTS_BUCKET", f"{project_id}-attachments"),
         default_max_event_age_seconds=_positive(env, "MAX_EVENT_AGE_SECONDS", 3600),
+        firestore_stream_deadline_seconds=_positive(env, "FIRESTORE_STREAM_DEADLINE_SECONDS", 300),
         heartbeat_topic=env.get("HEARTBEAT_TOPIC", "heartbeat"),
         snapshot_max_age_hours=_positive(env, "SNAPSHOT_MAX_AGE_HOURS", 26),
         snapshot_scheduler_job=env.get("SNAPSHOT_SCHEDULER_JOB", ""),

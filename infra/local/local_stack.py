@@ -703,9 +703,20 @@ class LocalStack:
         return "\n".join(lines)
 
 
+# As terraform/functions.tf sets it for HTTP functions: a streamed read stuck on a silent
+# connection ends well inside the function's timeout (at most half of it), so the caller gets a 503.
+HTTP_STREAM_DEADLINE_SECONDS = 20
+
+
+def http_stream_deadline(timeout_seconds: int) -> str:
+    return str(min(HTTP_STREAM_DEADLINE_SECONDS, timeout_seconds // 2))
+
+
 def function_specific_env(entry: FunctionEntry) -> dict[str, str]:
     """What Cloud Run and the catalogue give one function, as Terraform sets it in production."""
     env = {"K_SERVICE": entry.name, "FUNCTION_TARGET": entry.entry_point}
+    if entry.kind == "http":
+        env["FIRESTORE_STREAM_DEADLINE_SECONDS"] = http_stream_deadline(entry.timeout_seconds)
     if "max_event_age_seconds" in entry.trigger:
         env["MAX_EVENT_AGE_SECONDS"] = str(entry.trigger["max_event_age_seconds"])
     return env

@@ -76,8 +76,16 @@ def start_cut_off(
 
 
 def start_incidents(stack, port: int, firestore_host: str, log: Path, **extra_env: str) -> local_stack.ManagedProcess:
+    """One more incidents function (an HTTP function, with the streamed-read deadline Terraform gives those)."""
     return start_function(
-        stack, "incidents", port, "/incidents/policy", log, FIRESTORE_EMULATOR_HOST=firestore_host, **extra_env
+        stack,
+        "incidents",
+        port,
+        "/incidents/policy",
+        log,
+        FIRESTORE_EMULATOR_HOST=firestore_host,
+        FIRESTORE_STREAM_DEADLINE_SECONDS=local_stack.http_stream_deadline(stack.entry("incidents").timeout_seconds),
+        **extra_env,
     )
 
 

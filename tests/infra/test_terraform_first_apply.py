@@ -467,3 +467,26 @@ def test_the_catalogue_keys_terraform_reads_are_known():
         for secret, condition in spec.get("secrets_when", {}).items():
             assert isinstance(secret, str), name
             assert isinstance(condition, str), name
+
+
+def test_http_functions_bound_their_streamed_reads_as_the_local_stack_does(terraform, catalogue):
+    """Where a client waits, a streamed Firestore read stuck on a silent connection must end in
+    time for a 503, in production as in the local stack (which the outage tests cut)."""
+    import local_stack
+    from orderpally.config import load_settings
+
+    function = terraform.resource("google_cloudfunctions2_function", "function")
+    env = " ".join(str(terraform.block(function, "service_config")["environment_variables"]).split())
+    cap = local_stack.HTTP_STREAM_DEADLINE_SECONDS
+    http = 'each.value.trigger.kind == "http" ? {FIRESTORE_STREAM_DEADLINE_SECONDS = '
+    assert http + f"tostring(min({cap}, floor(each.value.timeout_seconds / 2)))}}" in env.replace("{ ", "{")
+    for entry in local_stack.load_catalogue():
+        local = local_stack.function_specific_env(entry).get("FIRESTORE_STREAM_DEADLINE_SECONDS")
+        if entry.kind != "http":
+            assert local is None, entry.name  # builds and schedules keep the long default
+            continue
+        assert local == str(min(cap, catalogue[entry.name]["timeout_seconds"] // 2)), entry.name
+        assert 0 < int(local) <= catalogue[entry.name]["timeout_seconds"] / 2
+        assert load_settings({"FIRESTORE_STREAM_DEADLINE_SECONDS": local}).firestore_stream_deadline_seconds == int(
+            local
+        )
