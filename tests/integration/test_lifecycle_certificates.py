@@ -79,7 +79,7 @@ def test_the_termination_notice_links_to_a_certificate_that_outlives_the_account
     for removed in (UID, EMAIL, "Carol", "carol"):
         assert removed not in text
     # The staff view names the account, and holds nothing personal either.
-    staff = repr(certificates.staff_view(UID, certificates.certificate(db, UID)))
+    staff = repr(certificates.staff_view(UID, service.deletion_certificate(db, UID)))
     assert EMAIL not in staff
     assert "Carol" not in staff
     assert certificates.for_token(db, "not-a-token-but-long-enough") is None

@@ -71,16 +71,12 @@ def staff_view(account_id: str, certificate: dict) -> dict[str, Any]:
     return {**customer_view(certificate), "account_id": account_id, "locations": certificate.get("locations") or {}}
 
 
-def certificate(db: Client, account_id: str) -> dict | None:
-    return store.certificate(db, account_id)
-
-
 def for_token(db: Client, token: str) -> dict[str, Any] | None:
     """The customer's view of the certificate the link names; None for an unknown token."""
     account_id = store.certificate_link_account(db, token_digest(token))
     if account_id is None:
         return None
-    return customer_view(certificate(db, account_id))
+    return customer_view(store.certificate(db, account_id))
 
 
 def record_closed_account_read(

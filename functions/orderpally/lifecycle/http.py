@@ -338,9 +338,9 @@ def staff_read_certificate(request: flask.Request, account_id: str) -> flask.Res
     """The whole deletion certificate, holds included, for staff."""
     db = clients.firestore_client()
     account_id = _staff_read(
-        request, account_id, "deletion_certificate", lambda a: certificates.certificate(db, a) is not None
+        request, account_id, "deletion_certificate", lambda a: service.deletion_certificate(db, a) is not None
     )
-    found = certificates.certificate(db, account_id)
+    found = service.deletion_certificate(db, account_id)
     if found is None:
         raise web.Problem(404, "certificate-not-found", "Not found", "This account has no deletion certificate yet.")
     return web.json_response(_serialise_deep(certificates.staff_view(account_id, found)))

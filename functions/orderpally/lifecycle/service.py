@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from orderpally import accounts, audit, events, outbox, structured_logging, web
-from orderpally.access import service as access
 from orderpally.accounts import preferred_language
 from orderpally.archives import rules as archive_rules
 from orderpally.archives import service as archives
@@ -323,6 +322,8 @@ def _execute(effects: Effects, account_id: str, basis: str, now: datetime) -> No
     db = effects.db
     store.update_termination(db, account_id, {"status": "executing"})
     _revoke_access(effects, account_id, disable=True)
+    from orderpally.access import service as access  # only a termination's run needs it, not a cold start
+
     access.revoke_all_keys(db, account_id, now)
     account = accounts.load(db, account_id) or {}
     if account and account.get("status") != "terminated":  # not again after a crash past this commit
