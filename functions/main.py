@@ -188,12 +188,13 @@ def _event_spec(function: str, message_type: str, payload: type, *, own_ledger: 
 @functions_framework.http
 @web.endpoint
 def emit_heartbeat(request: flask.Request) -> flask.Response:
-    from orderpally import events
+    from orderpally import clients, events
     from orderpally.heartbeat import service as heartbeat
 
     web.require_method(request, "POST")
     beat = heartbeat.new_heartbeat(datetime.now(UTC))
-    message_id = events.publish(settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"))
+    publisher = events.Publisher(clients.publisher)
+    message_id = publisher.publish(settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"))
     return web.json_response({"published": message_id}, 202)
 
 
@@ -219,7 +220,8 @@ def snapshot_firestore(request: flask.Request) -> flask.Response:
     now = datetime.now(UTC)
     scheduled = backup_rules.parse_schedule_time(request.headers.get("X-CloudScheduler-ScheduleTime"))
     slot = backup_rules.slot_for(scheduled, now)
-    record = backups.take_snapshot(clients.firestore_client(), backup_exporters.exporter_for(settings()), slot, now)
+    exporter = backup_exporters.exporter_for(settings(), clients.storage_client)
+    record = backups.take_snapshot(clients.firestore_client(), exporter, slot, now)
     return web.json_response(record, 200 if record["duplicate"] else 201)
 
 
@@ -235,7 +237,7 @@ def verify_snapshots(request: flask.Request) -> flask.Response:
     cfg = settings()
     verdict = backups.verify_snapshots(
         clients.firestore_client(),
-        backup_exporters.exporter_for(cfg),
+        backup_exporters.exporter_for(cfg, clients.storage_client),
         backup_schedule.snapshot_job_state(cfg.snapshot_scheduler_job, cfg.is_production),
         datetime.now(UTC),
         timedelta(hours=cfg.snapshot_max_age_hours),
@@ -253,16 +255,17 @@ def run_account_deletion(cloud_event: CloudEvent) -> None:
 
     def run(message: account_deletion.DeletionMessage, _: events.EventContext) -> None:
         cfg = settings()
+        db = clients.firestore_client()
         ports = account_deletion.Ports(
-            db=clients.firestore_client(),
+            db=db,
             storage=clients.storage_client(),
             buckets={"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket},
             pseudonym_key=cfg.pseudonym_key,
-            continue_later=lambda account_id: events.publish(
+            continue_later=lambda account_id: events.Publisher(clients.publisher).publish(
                 account_deletion.TOPIC, account_deletion.MESSAGE_TYPE, {"account_id": account_id}
             ),
             # A crash point before each chunk commits, for the fault suite; a no-op in production.
-            fault=lambda location_id: events.inject_fault(spec.function, f"before-commit:{location_id}"),
+            fault=lambda location_id: events.inject_fault(db, spec.function, f"before-commit:{location_id}"),
         )
         try:
             account_deletion.run_job(ports, data_map.load(), message.account_id)
@@ -295,11 +298,11 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def execute_due_terminations(request: flask.Request) -> flask.Response:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.lifecycle import service as lifecycle
 
     web.require_method(request, "POST")
-    effects = lifecycle.effects(clients.firestore_client(), clients.firebase_app())
+    effects = lifecycle.effects(clients.firestore_client(), clients.firebase_app(), events.Publisher(clients.publisher))
     return web.json_response(lifecycle.execute_due(effects, datetime.now(UTC)))
 
 
@@ -314,15 +317,17 @@ def record_billing_event(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def build_content_export(cloud_event: CloudEvent) -> None:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.lifecycle import data_map
     from orderpally.lifecycle import export as content_export
+    from orderpally.messaging.requests import sender
 
     def build(message: content_export.ExportMessage, _: Any) -> str:
         cfg = settings()
         buckets = {"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket}
         db, storage = clients.firestore_client(), clients.storage_client()
-        return content_export.build(db, storage, buckets, data_map.load(), message, datetime.now(UTC))
+        send_email = sender(events.Publisher(clients.publisher))
+        return content_export.build(db, storage, buckets, data_map.load(), message, send_email, datetime.now(UTC))
 
     spec = _event_spec(content_export.BUILD_FUNCTION, content_export.MESSAGE_TYPE, content_export.ExportMessage)
     _handle(cloud_event, spec, build)
@@ -347,14 +352,15 @@ def send_notice_email(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def fan_out_notice(cloud_event: CloudEvent) -> None:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.notices import fanout as notice_fanout
 
     def fan_out(message: notice_fanout.FanoutMessage, _: Any) -> None:
+        publisher = events.Publisher(clients.publisher)
         ports = notice_fanout.Ports(
             db=clients.firestore_client(),
-            publish_emails=notice_fanout.publish_emails,
-            continue_later=notice_fanout.publish_job,
+            publish_emails=functools.partial(notice_fanout.publish_emails, publisher),
+            continue_later=functools.partial(notice_fanout.publish_job, publisher),
             notices_url=f"{settings().public_base_url}/notices/page",
         )
         notice_fanout.run(ports, message.job_id, lambda: datetime.now(UTC))
@@ -366,11 +372,12 @@ def fan_out_notice(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 @web.endpoint
 def release_notice_mailings(request: flask.Request) -> flask.Response:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.notices import fanout as notice_fanout
 
     web.require_method(request, "POST")
-    released = notice_fanout.release_due(clients.firestore_client(), notice_fanout.publish_job, datetime.now(UTC))
+    publish_job = functools.partial(notice_fanout.publish_job, events.Publisher(clients.publisher))
+    released = notice_fanout.release_due(clients.firestore_client(), publish_job, datetime.now(UTC))
     return web.json_response({"released": released})
 
 
@@ -416,21 +423,25 @@ def publish_audit_checkpoint(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def check_incident_deadlines(request: flask.Request) -> flask.Response:
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.incidents import intake
+    from orderpally.messaging.requests import sender
 
     web.require_method(request, "POST")
-    return web.json_response(intake.check_deadlines(clients.firestore_client(), datetime.now(UTC)))
+    send_email = sender(events.Publisher(clients.publisher))
+    return web.json_response(intake.check_deadlines(clients.firestore_client(), send_email, datetime.now(UTC)))
 
 
 @functions_framework.cloud_event
 def build_records(cloud_event: CloudEvent) -> None:
-    from orderpally import clients
+    from orderpally import clients, events
+    from orderpally.messaging.requests import sender
     from orderpally.records import service as records
 
     def build(message: records.RecordsMessage, _: Any) -> str:
         bucket = clients.storage_client().bucket(settings().exports_bucket)
-        return records.build(clients.firestore_client(), bucket, message, datetime.now(UTC))
+        send_email = sender(events.Publisher(clients.publisher))
+        return records.build(clients.firestore_client(), bucket, message, send_email, datetime.now(UTC))
 
     _handle(cloud_event, _event_spec(records.BUILD_FUNCTION, records.MESSAGE_TYPE, records.RecordsMessage), build)
 
@@ -441,4 +452,5 @@ def redrive_archive_requests(request: flask.Request) -> flask.Response:
     from orderpally import clients, events, redrive
 
     web.require_method(request, "POST")
-    return web.json_response(redrive.redrive(clients.firestore_client(), events.publish, datetime.now(UTC)))
+    publisher = events.Publisher(clients.publisher)
+    return web.json_response(redrive.redrive(clients.firestore_client(), publisher, datetime.now(UTC)))

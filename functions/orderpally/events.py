@@ -28,7 +28,10 @@ from orderpally import clients, leases, structured_logging
 from orderpally.config import settings
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from google.cloud.firestore import Client
+    from google.cloud.pubsub_v1 import PublisherClient
 
 LEDGER_COLLECTION = "event_ledger"
 # How long a delivery may hold its claim before another delivery may take over.
@@ -54,7 +57,7 @@ def fault_document(function: str) -> str:
     return f"{FAULTS_COLLECTION}/fault-{function}"
 
 
-def inject_fault(function: str, point: str) -> None:
+def inject_fault(db: Client, function: str, point: str) -> None:
     """Raises FaultInjected when the function's fault document asks for a crash at `point`.
 
     Off unless FAULT_POINTS=on (refused in production): the document is not even read
@@ -65,7 +68,6 @@ def inject_fault(function: str, point: str) -> None:
         return
     from google.cloud import firestore
 
-    db = clients.firestore_client()
     ref = db.document(fault_document(function))
     armed = ref.get().to_dict()
     if not armed or armed.get("point") != point or int(armed.get("remaining", 0)) < 1:
@@ -121,34 +123,45 @@ def topic_path(topic: str) -> str:
     return f"projects/{settings().project_id}/topics/{topic}"
 
 
-def publish_async(
-    topic: str, message_type: str, data: dict[str, Any], *, schema_version: int = 1, ordering_key: str = ""
-) -> Any:
-    """Starts publishing a JSON envelope; the returned future yields the server's message id."""
-    kwargs: dict[str, Any] = {"ordering_key": ordering_key} if ordering_key else {}
-    return clients.publisher().publish(
-        topic_path(topic), envelope(message_type, data, schema_version), type=message_type, **kwargs
-    )
+class Publisher:
+    """Publishes JSON envelopes to topics: how a use case sends a message, handed to it by
+    the function that calls it.
 
-
-def publish(
-    topic: str,
-    message_type: str,
-    data: dict[str, Any],
-    *,
-    schema_version: int = 1,
-    ordering_key: str = "",
-    timeout: float = 10.0,
-) -> str:
-    """Publishes a JSON envelope and waits for the server's message id.
-
-    The publisher client retries transient errors itself; waiting makes a
-    failed publish an error of the caller instead of a silent loss. The wait is
-    bounded so an HTTP caller answers while Pub/Sub is down; a message the client
-    still delivers after that is a duplicate, which every consumer absorbs.
+    Given how to make the Pub/Sub client rather than the client, so a function that never
+    publishes never pays for making one (the factory is `clients.publisher`, made once).
     """
-    future = publish_async(topic, message_type, data, schema_version=schema_version, ordering_key=ordering_key)
-    return future.result(timeout=timeout)
+
+    def __init__(self, client: Callable[[], PublisherClient]) -> None:
+        self._client = client
+
+    def publish_async(
+        self, topic: str, message_type: str, data: dict[str, Any], *, schema_version: int = 1, ordering_key: str = ""
+    ) -> Future:
+        """Starts publishing a JSON envelope; the returned future yields the server's message id."""
+        kwargs: dict[str, Any] = {"ordering_key": ordering_key} if ordering_key else {}
+        return self._client().publish(
+            topic_path(topic), envelope(message_type, data, schema_version), type=message_type, **kwargs
+        )
+
+    def publish(
+        self,
+        topic: str,
+        message_type: str,
+        data: dict[str, Any],
+        *,
+        schema_version: int = 1,
+        ordering_key: str = "",
+        timeout: float = 10.0,
+    ) -> str:
+        """Publishes a JSON envelope and waits for the server's message id.
+
+        The publisher client retries transient errors itself; waiting makes a
+        failed publish an error of the caller instead of a silent loss. The wait is
+        bounded so an HTTP caller answers while Pub/Sub is down; a message the client
+        still delivers after that is a duplicate, which every consumer absorbs.
+        """
+        future = self.publish_async(topic, message_type, data, schema_version=schema_version, ordering_key=ordering_key)
+        return str(future.result(timeout=timeout))
 
 
 @contextlib.contextmanager
@@ -317,7 +330,7 @@ def handle_event(
 
     context = EventContext(event_id=event_id, published_at=published or current, schema_version=env.schema_version)
     if spec.handler_is_idempotent:
-        return _run_idempotent(spec, handler, payload, context, fields)
+        return _run_idempotent(db, spec, handler, payload, context, fields)
 
     ref = _ledger_ref(db, spec.function, event_id)
     with contention_is_retryable("the event ledger"):
@@ -330,10 +343,10 @@ def handle_event(
         raise RetryableError("event is being handled by another delivery")
 
     try:
-        inject_fault(spec.function, "before-handler")
+        inject_fault(db, spec.function, "before-handler")
         handler(payload, context)
         # The work is done but not yet recorded as done: a crash here must not do it twice.
-        inject_fault(spec.function, "after-handler")
+        inject_fault(db, spec.function, "after-handler")
     except PermanentError as exc:
         _settle(ref, Outcome.FAILED, str(exc))
         structured_logging.log(_log, logging.ERROR, "event failed permanently", reason=str(exc), **fields)
@@ -348,6 +361,7 @@ def handle_event(
 
 
 def _run_idempotent(
+    db: Client,
     spec: EventSpec[Payload],
     handler: Callable[[Payload, EventContext], object],
     payload: Payload,
@@ -356,9 +370,9 @@ def _run_idempotent(
 ) -> str:
     """Runs a handler that is its own ledger: a redelivery reaches it and it does nothing twice."""
     try:
-        inject_fault(spec.function, "before-handler")
+        inject_fault(db, spec.function, "before-handler")
         handler(payload, context)
-        inject_fault(spec.function, "after-handler")
+        inject_fault(db, spec.function, "after-handler")
     except PermanentError as exc:
         structured_logging.log(_log, logging.ERROR, "event failed permanently", reason=str(exc), **fields)
         return Outcome.FAILED

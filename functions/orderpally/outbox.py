@@ -10,13 +10,12 @@ reader or writer or the daily check, and a staged email is published by the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from orderpally import audit, events
-from orderpally.messaging.requests import EmailRequest, request_email, send_staged, stage_email
+from orderpally.messaging.requests import EmailRequest, SendEmail, send_staged, stage_email
 
 FAULTS = "announce"  # the fault suite's crash point between a commit and its announcement
 
@@ -45,11 +44,14 @@ def stage_on(
     return Staged(chain, entry, notice)
 
 
-def announce(db: Any, staged: Staged, send_email: Callable[[EmailRequest], object] = request_email) -> None:
-    """After the commit: links the audit entry and publishes the notice, or leaves them for later."""
-    events.inject_fault(FAULTS, "after-commit")
+def announce(db: Any, staged: Staged, send_email: SendEmail | None = None) -> None:
+    """After the commit: links the audit entry and publishes the notice (through `send_email`,
+    which a staged notice needs), or leaves them for later."""
+    if staged.notice is not None and send_email is None:
+        raise TypeError("a staged notice is announced through a send_email")
+    events.inject_fault(db, FAULTS, "after-commit")
     with events.left_for_later("audit entry"):
         audit.link(staged.chain, until=staged.entry)
-    if staged.notice is not None:
+    if staged.notice is not None and send_email is not None:
         with events.left_for_later("notice email"):
             send_staged(db, staged.notice, send_email)

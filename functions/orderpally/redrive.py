@@ -11,11 +11,11 @@ key keeps a redriven mail to one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from orderpally import events
 from orderpally.lifecycle import export
 from orderpally.messaging import requests as mail
 from orderpally.records import service as records
@@ -37,7 +37,7 @@ QUEUES = (
 )
 
 
-def redrive(db: Any, publish: Callable[[str, str, dict], Any], now: datetime, limit: int = 200) -> dict[str, int]:
+def redrive(db: Any, publisher: events.Publisher, now: datetime, limit: int = 200) -> dict[str, int]:
     """Publishes again every request queued for longer than STALE_AFTER (and not redriven since)."""
     from google.cloud.firestore import FieldFilter
 
@@ -51,13 +51,10 @@ def redrive(db: Any, publish: Callable[[str, str, dict], Any], now: datetime, li
             last = request.get("redriven_at") or request["requested_at"]
             if last > now - STALE_AFTER or request.get("expires_at", now + STALE_AFTER) <= now:
                 continue
-            publish(queue.topic, queue.message_type, {queue.id_field: snap.id, "account_id": request["account_id"]})
+            message = {queue.id_field: snap.id, "account_id": request["account_id"]}
+            publisher.publish(queue.topic, queue.message_type, message)
             snap.reference.update({"redriven_at": now})
             sent += 1
         counts[queue.collection] = sent
-
-    def publish_mail(request: mail.EmailRequest) -> object:
-        return publish(mail.TOPIC, mail.MESSAGE_TYPE, request.model_dump(mode="json"))
-
-    counts[mail.OUTBOX] = mail.redrive_staged(db, now, STALE_AFTER, publish_mail, limit)
+    counts[mail.OUTBOX] = mail.redrive_staged(db, now, STALE_AFTER, mail.sender(publisher), limit)
     return counts

@@ -16,8 +16,9 @@ import requests
 from orderpally import clients, events
 from orderpally.config import settings
 from orderpally.lifecycle import billing
-from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.messaging.requests import EmailRequest
 from smtp_sink import read_mailbox
+from support import pubsub
 from support.identities import create_customer
 from support.waiting import links_in, mails_to, wait_for
 
@@ -107,7 +108,7 @@ def test_malformed_and_stale_messages_are_recorded_and_acknowledged_by_every_top
 @pytest.mark.parametrize("point", ["before-handler", "after-handler"])
 def test_a_crashed_email_delivery_is_redelivered_and_sent_once(running_stack, point):
     arm("send_notice_email", point)
-    request_email(
+    pubsub.request_email(
         EmailRequest(idempotency_key=f"crash-{point}", template="termination_cancelled", to_email="crash@example.com")
     )
     wait_for(lambda: read_mailbox(running_stack.mailbox))
@@ -132,7 +133,7 @@ def invoice_of_700(account: str) -> dict:
 def test_a_crashed_billing_event_is_applied_once(running_stack, point):
     account = f"acct-{uuid.uuid4().hex[:8]}"
     arm("record_billing_event", point)
-    events.publish(billing.TOPIC, billing.MESSAGE_TYPE, invoice_of_700(account))
+    pubsub.publisher().publish(billing.TOPIC, billing.MESSAGE_TYPE, invoice_of_700(account))
     db = clients.firestore_client()
     wait_for(lambda: billing.outstanding(db, account)[0] == 700)
     assert wait_for(lambda: fired("record_billing_event"), timeout=30)
@@ -270,7 +271,9 @@ def test_a_crashed_heartbeat_is_recorded_once(running_stack, point):
     db = clients.firestore_client()
     arm("record_heartbeat", point)
     beat = heartbeat.new_heartbeat(datetime.now(UTC), source=f"fault-{point}")
-    message_id = events.publish(settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"))
+    message_id = pubsub.publisher().publish(
+        settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json")
+    )
     stored = wait_for(
         lambda: (db.document("/".join(heartbeat.DOCUMENT)).get().to_dict() or {}).get("source") == beat.source
     )
@@ -305,7 +308,7 @@ def test_a_crashed_account_deletion_is_finished_by_redelivery_and_counted_once(r
     order.set({"store_id": "demo-store", "consumer_id": account, "consumer_name": "Gone", "amount": 9})
     deletion.request_deletion(db, account, account, "customer request")
     arm("run_account_deletion", point)
-    events.publish(deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account})
+    pubsub.publisher().publish(deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account})
 
     certificate_ref = db.document(f"{deletion.CERTIFICATES}/{account}")
     assert wait_for(lambda: (certificate_ref.get().to_dict() or {}).get("status") == "completed", timeout=60)

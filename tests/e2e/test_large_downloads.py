@@ -17,12 +17,13 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from gateway import MAX_BODY_BYTES
 
-from orderpally import audit, clients, events
+from orderpally import audit, clients
 from orderpally.access import api_keys
 from orderpally.archives import service as archives
 from orderpally.config import settings
 from orderpally.lifecycle import billing
 from orderpally.records import service as records
+from support import pubsub
 from support.identities import browser_headers, create_customer, create_identity
 from support.signed_urls import url_times, verify_v4_url
 from support.waiting import wait_for
@@ -162,7 +163,7 @@ def test_only_the_paid_up_owner_gets_an_export_link(running_stack):
         "reference": "INV-1",
         "occurred_at": datetime.now(UTC).isoformat(),
     }
-    events.publish(billing.TOPIC, billing.MESSAGE_TYPE, invoice)
+    pubsub.publisher().publish(billing.TOPIC, billing.MESSAGE_TYPE, invoice)
     wait_for(lambda: billing.outstanding(clients.firestore_client(), alice.uid)[0] == 800)
     owed = answer(cookie(alice))
     assert owed.status_code == 402

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from orderpally import clients, events
+from orderpally import clients
 from orderpally.lifecycle import deletion
+from support import pubsub
 
 
 def wait_for_certificate(account_id: str, timeout: float = 60) -> dict:
@@ -30,7 +31,7 @@ def test_a_published_deletion_runs_once_even_when_published_twice(running_stack)
     deletion.request_deletion(db, "dora", "dora", "customer request")
 
     for _ in range(2):
-        events.publish(deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": "dora"})
+        pubsub.publisher().publish(deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": "dora"})
     certificate = wait_for_certificate("dora")
 
     assert certificate["locations"]["audit_trail"]["counts"] == {"deleted": 30}

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from orderpally import clients, events
+from orderpally import clients
 from orderpally.access import api_keys
 from orderpally.config import settings
 from orderpally.lifecycle import billing
 from orderpally.lifecycle import export as content_export
+from support import pubsub
 from support.identities import browser_headers, create_customer
 from support.waiting import wait_for
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("running_stack")
 
 
 def publish_billing(account_id: str, sequence: int, kind: str, amount: int) -> None:
-    events.publish(
+    pubsub.publisher().publish(
         billing.TOPIC,
         billing.MESSAGE_TYPE,
         {

@@ -11,8 +11,9 @@ from orderpally import clients, events
 from orderpally.messaging import delivery
 from orderpally.messaging import requests as mail_requests
 from orderpally.messaging import store as mail_store
-from orderpally.messaging.requests import EmailBatch, EmailRequest, Recipient, request_email
+from orderpally.messaging.requests import EmailBatch, EmailRequest, Recipient
 from smtp_sink import read_mailbox
+from support import pubsub
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("running_stack")
@@ -29,8 +30,8 @@ def test_published_requests_arrive_once_in_the_recipients_language(running_stack
         idempotency_key="e2e-1", template="termination_cancelled", to_email="hal@example.com", account_id="acct-e2e"
     )
     for _ in range(3):  # duplicate publishes of one request
-        request_email(request)
-    request_email(
+        pubsub.request_email(request)
+    pubsub.request_email(
         request.model_copy(update={"idempotency_key": "e2e-2", "to_email": "ivy@example.com", "account_id": None})
     )
     wait_for(lambda: settled("e2e-1") and settled("e2e-2"))
@@ -53,7 +54,7 @@ def test_a_published_batch_reaches_each_recipient_once_in_their_language(running
         ],
     )
     for _ in range(2):  # a duplicate publish, as a redrive under a new message id would make
-        events.publish(mail_requests.TOPIC, mail_requests.MESSAGE_TYPE, batch.model_dump(mode="json"))
+        pubsub.publisher().publish(mail_requests.TOPIC, mail_requests.MESSAGE_TYPE, batch.model_dump(mode="json"))
     wait_for(lambda: all(settled(r.idempotency_key) for r in batch.recipients))
     time.sleep(1.0)  # let any duplicate that would wrongly be sent arrive
     mails = {str(m["To"]): m for m in read_mailbox(running_stack.mailbox)}
@@ -67,7 +68,7 @@ def test_malformed_and_permanently_failing_requests_are_recorded_not_retried(run
     publisher = clients.publisher()
     topic = events.topic_path("notice-email")
     message_id = publisher.publish(topic, b"not json").result(timeout=30)
-    request_email(
+    pubsub.request_email(
         EmailRequest(idempotency_key="e2e-bounce", template="termination_cancelled", to_email="bounce@example.com")
     )
 

@@ -9,10 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import requests
 
-from orderpally import clients, events
+from orderpally import clients
 from orderpally.messaging import store as mail_store
 from orderpally.notices import fanout, rules, service, store
 from smtp_sink import read_mailbox
+from support import pubsub
 from support.identities import browser_headers, create_customer, create_identity
 from support.waiting import wait_for
 
@@ -102,7 +103,7 @@ def test_each_affected_customer_gets_one_mail_in_their_language_even_on_redelive
     # Redeliver: the scheduled releaser after the mailing stalled, and a duplicate fan-out message.
     job.update({"status": "running", "updated_at": datetime.now(UTC) - timedelta(hours=1)})
     assert requests.post(running_stack.url("notice-release"), timeout=30).json()["released"] == 1
-    events.publish(fanout.TOPIC, fanout.MESSAGE_TYPE, {"job_id": service.fanout_id(notice_id, 1)})
+    pubsub.publisher().publish(fanout.TOPIC, fanout.MESSAGE_TYPE, {"job_id": service.fanout_id(notice_id, 1)})
     wait_for(lambda: (job.get().to_dict() or {}).get("status") == "done")
     time.sleep(2.0)  # time for a wrongly repeated mail to arrive
 

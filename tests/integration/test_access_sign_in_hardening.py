@@ -156,7 +156,7 @@ class Trace:
 
         self._wrap(monkeypatch, _http_client.HttpClient, "request", "auth admin")
         self._wrap(monkeypatch, identity_toolkit, "_post", "identity toolkit")
-        self._wrap(monkeypatch, events, "publish", "pubsub publish, waited for")
+        self._wrap(monkeypatch, events.Publisher, "publish", "pubsub publish, waited for")
 
     def _wrap(self, monkeypatch, owner, name: str, label: str) -> None:
         original = getattr(owner, name)

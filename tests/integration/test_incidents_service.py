@@ -17,11 +17,13 @@ from orderpally.config import settings
 from orderpally.incidents import intake, service, store
 from orderpally.messaging.requests import TOPIC as EMAIL_TOPIC
 from orderpally.messaging.requests import EmailRequest
+from support import pubsub
 
 pytestmark = pytest.mark.usefixtures("emulators")
 NOW = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
 ADDRESS = "203.0.113.9"
 STAFF = audit.Actor("staff", "sec-1", "security")
+MAIL = pubsub.send_email()  # the requests reach the emulator's topic, where the tests read them
 
 
 @pytest.fixture
@@ -75,7 +77,7 @@ def test_a_signed_in_report_is_stored_acknowledged_and_pages_the_on_call_once(em
     db = clients.firestore_client()
     accounts.create(db, "owner-1", {"kind": "store", "status": "active", "email": "owner@example.com"})
 
-    done = intake.receive(db, report(category="account_compromise"), "owner-1", ADDRESS, "key-signed-in-1", NOW)
+    done = intake.receive(db, MAIL, report(category="account_compromise"), "owner-1", ADDRESS, "key-signed-in-1", NOW)
 
     assert not done.duplicate
     incident = stored(done.reference)
@@ -92,27 +94,27 @@ def test_a_signed_in_report_is_stored_acknowledged_and_pages_the_on_call_once(em
     assert mails == {("incident_received", "owner@example.com"), ("incident_page", settings().security_oncall_email)}
 
     # The same key again: the first report, nothing new stored or recorded.
-    again = intake.receive(db, report(category="account_compromise"), "owner-1", ADDRESS, "key-signed-in-1", NOW)
+    again = intake.receive(db, MAIL, report(category="account_compromise"), "owner-1", ADDRESS, "key-signed-in-1", NOW)
     assert again.duplicate
     assert again.reference == done.reference
     assert [snap.id for snap in db.collection(store.INCIDENTS).stream()] == [done.reference]
     assert sorted(actions(done.reference)) == ["incident.paged", "incident.received"]
     with pytest.raises(web.Problem) as reused:
-        intake.receive(db, report(category="other"), "owner-1", ADDRESS, "key-signed-in-1", NOW)
+        intake.receive(db, MAIL, report(category="other"), "owner-1", ADDRESS, "key-signed-in-1", NOW)
     assert (reused.value.status, reused.value.slug) == (422, "idempotency-key-reused")
 
 
 def test_an_anonymous_report_waits_for_its_confirmation_before_the_page(email_subscription):
     db = clients.firestore_client()
     with pytest.raises(web.Problem) as no_contact:
-        intake.receive(db, report(), None, ADDRESS, None, NOW)
+        intake.receive(db, MAIL, report(), None, ADDRESS, None, NOW)
     assert (no_contact.value.status, no_contact.value.slug, no_contact.value.title) == (
         422,
         "contact-required",
         "Invalid report",
     )
 
-    done = intake.receive(db, report(contact_email="Anon@Example.com"), None, ADDRESS, None, NOW)
+    done = intake.receive(db, MAIL, report(contact_email="Anon@Example.com"), None, ADDRESS, None, NOW)
 
     incident = stored(done.reference)
     assert incident["confirmed"] is False
@@ -127,7 +129,7 @@ def test_an_anonymous_report_waits_for_its_confirmation_before_the_page(email_su
     assert stored(done.reference)["confirmed"] is False
 
     confirmed, now_confirmed = service.confirm(db, done.reference, token_of(ack.data["confirm_link"]), NOW)
-    intake.page_on_call(db, done.reference, confirmed, NOW)
+    intake.page_on_call(db, MAIL, done.reference, confirmed, NOW)
 
     assert now_confirmed is True
     assert stored(done.reference)["confirmed"] is True
@@ -174,9 +176,9 @@ def test_a_staff_reply_mails_the_reporter_a_status_link_of_its_own(email_subscri
     replied_at = NOW + timedelta(minutes=30)
 
     internal = service.Note(text="Looks like a scraper; checking logs.", visibility="internal")
-    service.add_note(db, reference, internal, STAFF, replied_at, mail_reporter=True)
+    service.add_note(db, reference, internal, STAFF, replied_at, mail_reporter=MAIL)
     public = service.Note(text="Thank you, we have removed the paste.", visibility="public")
-    service.add_note(db, reference, public, STAFF, replied_at, mail_reporter=True)
+    service.add_note(db, reference, public, STAFF, replied_at, mail_reporter=MAIL)
 
     (reply,) = email_subscription()
     assert (reply.template, reply.to_email) == ("incident_reply", "anon@example.com")
@@ -190,7 +192,7 @@ def test_a_staff_reply_mails_the_reporter_a_status_link_of_its_own(email_subscri
 
     service.triage(db, reference, service.Triage(state="not_an_issue"), STAFF, intake.table(), replied_at)
     with pytest.raises(web.Problem) as closed:
-        service.add_note(db, reference, public, STAFF, replied_at, mail_reporter=True)
+        service.add_note(db, reference, public, STAFF, replied_at, mail_reporter=MAIL)
     assert (closed.value.status, closed.value.slug) == (409, "incident-closed")
     assert email_subscription() == []
 
@@ -208,7 +210,7 @@ def test_the_deadline_check_finishes_a_stalled_intake_and_alerts_on_the_missed_d
         db, report(category="other", contact_email="b@example.com"), reporter, None, intake.table(), NOW
     )
 
-    assert intake.check_deadlines(db, NOW) == {"alerts": 1}
+    assert intake.check_deadlines(db, MAIL, NOW) == {"alerts": 1}
 
     assert stored(stalled.reference)["intake_pending"] == []
     assert actions(stalled.reference) == ["incident.received"]
@@ -217,7 +219,7 @@ def test_the_deadline_check_finishes_a_stalled_intake_and_alerts_on_the_missed_d
     assert stored(running.reference)["intake_pending"] == queued
     assert actions(running.reference) == []
     # Nor does a retry take over while the running intake's lease is live.
-    assert intake.resume_intake(db, running.reference, None, NOW) is False
+    assert intake.resume_intake(db, MAIL, running.reference, None, NOW) is False
     assert stored(running.reference)["intake_pending"] == queued
     mails = email_subscription()
     assert sorted((m.template, m.to_email) for m in mails) == [
@@ -234,7 +236,7 @@ def test_the_deadline_check_finishes_a_stalled_intake_and_alerts_on_the_missed_d
     # Once a staff reply is on record, the first-response deadline is met: nothing to alert.
     note = service.Note(text="We are looking into it.", visibility="public")
     service.add_note(db, stalled.reference, note, STAFF, NOW)
-    assert intake.check_deadlines(db, NOW) == {"alerts": 0}
+    assert intake.check_deadlines(db, MAIL, NOW) == {"alerts": 0}
     assert stored(stalled.reference)["intake_pending"] == []
     assert actions(stalled.reference).count("incident.received") == 1
 

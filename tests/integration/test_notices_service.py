@@ -15,6 +15,7 @@ from orderpally.config import settings
 from orderpally.messaging.requests import TOPIC as EMAIL_TOPIC
 from orderpally.messaging.requests import EmailBatch, MailRequest
 from orderpally.notices import fanout, service, store
+from support import pubsub
 
 pytestmark = pytest.mark.usefixtures("emulators")
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)
@@ -141,7 +142,10 @@ def drain(subscriber, name: str) -> list[EmailBatch]:
 
 
 def real_publish(batches) -> None:
-    futures = [events.publish_async(EMAIL_TOPIC, "notice_email.requested", b.model_dump(mode="json")) for b in batches]
+    futures = [
+        pubsub.publisher().publish_async(EMAIL_TOPIC, "notice_email.requested", b.model_dump(mode="json"))
+        for b in batches
+    ]
     for future in futures:
         future.result(timeout=30)
 

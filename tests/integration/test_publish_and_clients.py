@@ -11,6 +11,7 @@ import pytest
 from orderpally import audit, clients, events
 from orderpally.config import settings
 from smtp_sink import read_mailbox
+from support import pubsub
 
 pytestmark = pytest.mark.usefixtures("emulators")
 
@@ -25,7 +26,7 @@ def test_publish_sends_a_versioned_json_envelope():
     subscription = subscriber.subscription_path(settings().project_id, f"{topic}-pull")
     subscriber.create_subscription(name=subscription, topic=events.topic_path(topic))
 
-    message_id = events.publish(topic, "thing.happened", {"n": 1}, schema_version=2)
+    message_id = pubsub.publisher().publish(topic, "thing.happened", {"n": 1}, schema_version=2)
 
     response = subscriber.pull(subscription=subscription, max_messages=1, timeout=10)
     [received] = response.received_messages

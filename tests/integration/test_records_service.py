@@ -16,10 +16,11 @@ from google.auth import crypt
 from google.cloud import pubsub_v1
 from google.oauth2 import service_account
 
-from orderpally import audit, clients, events, web
+from orderpally import accounts, audit, clients, events, web
 from orderpally.archives import store as archive_store
 from orderpally.config import settings
 from orderpally.records import service
+from support import pubsub
 
 pytestmark = pytest.mark.usefixtures("emulators")
 WANTED = service.RecordsRange.model_validate({"from": "2020-01-01", "to": "2022-12-31"})
@@ -28,7 +29,13 @@ ADDRESS = "203.0.113.9"
 
 def ask(account_id: str, now: datetime) -> dict:
     return service.request(
-        clients.firestore_client(), account_id, WANTED, client_address=ADDRESS, now=now, valid_days=7
+        clients.firestore_client(),
+        pubsub.publisher(),
+        account_id,
+        WANTED,
+        client_address=ADDRESS,
+        now=now,
+        valid_days=7,
     )
 
 
@@ -117,6 +124,7 @@ def test_a_second_request_while_one_is_in_progress_is_refused_and_writes_nothing
 def test_the_build_archives_the_accounts_records_once(build_requests):
     now = datetime.now(UTC)
     earlier = now - timedelta(minutes=1)
+    accounts.create(clients.firestore_client(), "carol", {"email": "carol@example.com", "status": "active"})
     audit.record(
         clients.firestore_client(),
         "carol",
@@ -132,10 +140,14 @@ def test_the_build_archives_the_accounts_records_once(build_requests):
     days = {"from": (now - timedelta(days=1)).date().isoformat(), "to": (now + timedelta(days=1)).date().isoformat()}
     wide = service.RecordsRange.model_validate(days)
     db = clients.firestore_client()
-    record = service.request(db, "carol", wide, client_address=ADDRESS, now=now, valid_days=7)
+    record = service.request(db, pubsub.publisher(), "carol", wide, client_address=ADDRESS, now=now, valid_days=7)
     message = service.RecordsMessage(request_id=record["request_id"], account_id="carol")
+    sent: list = []
 
-    assert service.build(db, bucket(), message, now) == "ready"
+    assert service.build(db, bucket(), message, sent.append, now) == "ready"
+    [ready] = sent
+    assert (ready.template, ready.to_email) == ("records_ready", "carol@example.com")
+    assert ready.idempotency_key == f"records_ready:{record['request_id']}"
     built = service.load(db, record["request_id"])
     assert built["status"] == "ready"
     assert built["object"] == f"carol/records/{record['request_id']}.zip"
@@ -146,8 +158,9 @@ def test_the_build_archives_the_accounts_records_once(build_requests):
     assert [row["what"] for row in rows] == ["sign_in.succeeded", "records.requested"]
     assert all(row["actor"] == "customer:carol" for row in rows)
     assert built["counts"] == {"rows": 2}
-    # A redelivery finds it built, and builds nothing again.
-    assert service.build(db, bucket(), message, now) == "duplicate"
+    # A redelivery finds it built, and builds nothing again; its mail goes under the same key.
+    assert service.build(db, bucket(), message, sent.append, now) == "duplicate"
+    assert [mail.idempotency_key for mail in sent] == [ready.idempotency_key] * 2
     assert service.run(db, bucket(), service.RecordsMessage(request_id="x" * 24, account_id="carol"), now) == "unknown"
 
 
@@ -161,7 +174,8 @@ def test_the_download_link_is_recorded_in_the_trail_before_it_is_handed_out(buil
     assert (not_ready.value.status, not_ready.value.slug) == (409, "records-not-ready")
     assert "records.downloaded" not in [e["action"] for e in actions("erin")]
 
-    service.build(db, bucket(), service.RecordsMessage(request_id=record["request_id"], account_id="erin"), now)
+    built = service.RecordsMessage(request_id=record["request_id"], account_id="erin")
+    service.build(db, bucket(), built, lambda mail: None, now)
     ready = service.owned(db, "erin", record["request_id"])
     link = service.download(db, bucket(), signing, ready, client_address=ADDRESS, now=now)
     assert f"erin/records/{record['request_id']}.zip" in link["url"]

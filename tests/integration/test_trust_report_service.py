@@ -33,6 +33,7 @@ from orderpally.notices import rules as notice_rules
 from orderpally.notices import service as notices
 from orderpally.records import service as records
 from orderpally.trust import rules, service
+from support import pubsub
 from support.identities import PASSWORD, create_identity
 
 pytestmark = pytest.mark.usefixtures("emulators")
@@ -169,10 +170,12 @@ def test_every_fact_made_by_the_capabilities_appears_and_staff_secrets_do_not(tm
     closed = incidents.submit(db, report, reporter, None, intake.table(), now).reference
     incidents.triage(db, closed, incidents.Triage(state="not_an_issue"), ADMIN, intake.table(), now)
     export = lifecycle.request_export(
-        db, uid, actor=audit.Actor("customer", uid), client_address=CUSTOMER_ADDRESS, now=now
+        db, pubsub.publisher(), uid, actor=audit.Actor("customer", uid), client_address=CUSTOMER_ADDRESS, now=now
     )
     wanted = records.RecordsRange.model_validate({"from": "2026-01-01", "to": "2026-06-30"})
-    records_request = records.request(db, uid, wanted, client_address=CUSTOMER_ADDRESS, now=now, valid_days=7)
+    records_request = records.request(
+        db, pubsub.publisher(), uid, wanted, client_address=CUSTOMER_ADDRESS, now=now, valid_days=7
+    )
     for_everyone = notices.create_notice(db, notice_draft({"all": True}, now, "Checkout update"), "staff-n", now)
     for_others = notices.create_notice(db, notice_draft({"plans": ["enterprise"]}, now, "Enterprise only"), "s", now)
 

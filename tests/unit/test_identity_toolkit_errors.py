@@ -80,7 +80,14 @@ def test_a_rejected_api_key_is_a_503_with_no_trail_entry_and_no_failure_counted(
     monkeypatch.setattr(service.limiter, "refund_all", lambda db, limits, now: counted.append("refund"))
     monkeypatch.setattr(service, "uid_for", lambda ports, email: "uid-1")
     monkeypatch.setattr(service, "record_event", lambda db, address, uid, action, *a, **k: trail.append(action))
-    ports = service.Ports(db=object(), auth_app=None, identity=identity_toolkit.IdentityToolkit(None), pepper=b"p" * 32)
+    ports = service.Ports(
+        db=object(),
+        auth_app=None,
+        identity=identity_toolkit.IdentityToolkit(None),
+        pepper=b"p" * 32,
+        publisher=object(),
+        publish_mail=lambda mail: None,
+    )
     with pytest.raises(web.Problem) as caught:
         service.verify_password(ports, "someone@example.com", "a password", None, None, datetime.now(UTC))
     problem = caught.value

@@ -9,8 +9,9 @@
   lifecycle's);
 - in the shared mail and archive packages, only their `store.py` touches Firestore;
 - across capabilities, only services and rules are imported (and the request guard);
-- services, stores and rules (and the core's Firestore helpers) get their clients passed in:
-  they call no `clients` factory;
+- only the composition edge (`main.py`, the HTTP modules, the request guard) uses a
+  `clients` factory, called or handed on: every other module, the core's included, is given
+  its clients (the Pub/Sub publisher too, as an `events.Publisher`);
 - only `accounts.py` names the `accounts` collection.
 """
 
@@ -230,35 +231,46 @@ CLIENT_FACTORIES = {
 }
 
 
-def factory_calls(tree: ast.AST) -> set[str]:
+def factory_uses(tree: ast.AST) -> set[str]:
+    """The `clients` factories `tree` calls or hands on (`events.Publisher(clients.publisher)`)."""
     return {
-        node.func.attr
+        node.attr
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == "clients"
-        and node.func.attr in CLIENT_FACTORIES
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "clients"
+        and node.attr in CLIENT_FACTORIES
     }
 
 
-# The shared core's Firestore helpers are given the database too, so a service's every
-# dependency is in its arguments: the audit trail, the outbox, accounts, leases, the limiter.
-GIVEN_CLIENTS_IN_CORE = {"audit", "outbox", "accounts", "leases", "limiter", "unit_of_work"}
+def is_composition_edge(module: str) -> bool:
+    return module == "main" or module == "orderpally.access.guard" or (capability(module) and is_http(module))
 
 
-def test_services_stores_and_rules_are_given_their_clients():
-    layered = {name for name in MODULES if capability(name) and name.split(".")[-1] in ("service", "store", "rules")}
-    layered |= {f"orderpally.{name}" for name in GIVEN_CLIENTS_IN_CORE}
-    assert len(layered) >= 15  # every capability's layers were found
-    calling = {(name, call) for name in layered for call in factory_calls(ast.parse(MODULES[name].read_text()))}
-    assert calling == set()
-
-
-def test_the_factory_finder_finds_a_call():
-    assert factory_calls(ast.parse("from orderpally import clients\nclients.firestore_client().collection('x')")) == {
-        "firestore_client"
+def test_only_the_composition_edge_makes_clients():
+    using = {
+        (name, use)
+        for name, path in MODULES.items()
+        if not is_composition_edge(name) and name != "orderpally.clients"
+        for use in factory_uses(ast.parse(path.read_text()))
     }
+    assert using == set()
+
+
+def test_the_composition_edge_was_found():
+    edge = {name for name in MODULES if is_composition_edge(name)}
+    assert {"main", "orderpally.incidents.http", "orderpally.access.http", "orderpally.access.guard"} <= edge
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from orderpally import clients\nclients.firestore_client().collection('x')",
+        "from orderpally import clients, events\nevents.Publisher(clients.publisher)",
+    ],
+)
+def test_the_factory_finder_finds_a_use(source):
+    assert len(factory_uses(ast.parse(source))) == 1
 
 
 def test_only_accounts_names_the_accounts_collection():

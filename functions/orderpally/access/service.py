@@ -30,7 +30,7 @@ from orderpally.messaging.requests import (
     MESSAGE_TYPE,
     TOPIC,
     EmailRequest,
-    request_email,
+    SendEmail,
     send_staged,
     stage_email,
     unstage_email,
@@ -78,7 +78,8 @@ class Ports:
     auth_app: App  # Firebase Authentication: users, session cookies, revocations
     identity: identity_toolkit.IdentityToolkit  # password and custom-token sign-ins
     pepper: bytes  # API_KEY_PEPPER: key hashes and device cookies
-    publish_mail: Callable[[EmailRequest], object] = request_email  # waits for Pub/Sub's reply
+    publisher: events.Publisher  # mails published without waiting (`publish_later`)
+    publish_mail: SendEmail  # waits for Pub/Sub's reply
     now: Callable[[], datetime] = field(default=_utc_now)
 
 
@@ -140,7 +141,7 @@ def action_code_settings() -> Any:
     return auth.ActionCodeSettings(url=settings().frontend_origins[0] + "/")
 
 
-def publish_later(db: Client, notice: EmailRequest) -> None:
+def publish_later(ports: Ports, notice: EmailRequest) -> None:
     """Publishes a mail staged in the outbox without holding the answer for Pub/Sub's reply.
 
     Once published it leaves the outbox; if the publish fails or never finishes, the
@@ -150,10 +151,10 @@ def publish_later(db: Client, notice: EmailRequest) -> None:
     def published(future: Any) -> None:
         if future.exception() is None:
             with events.left_for_later("unstaging a published mail"):
-                unstage_email(db, notice)
+                unstage_email(ports.db, notice)
 
     with events.left_for_later(f"{notice.template} email"):
-        events.publish_async(TOPIC, MESSAGE_TYPE, notice.model_dump(mode="json")).add_done_callback(published)
+        ports.publisher.publish_async(TOPIC, MESSAGE_TYPE, notice.model_dump(mode="json")).add_done_callback(published)
 
 
 def uid_for(ports: Ports, email: str) -> str | None:
@@ -206,7 +207,7 @@ def sign_up(
         batch = db.batch()
         stage_email(batch, db, notice, now)
         batch.commit()
-        publish_later(db, notice)
+        publish_later(ports, notice)
         return
     link = auth.generate_email_verification_link(email, action_code_settings=action_code_settings(), app=ports.auth_app)
     notice = EmailRequest(
@@ -237,7 +238,7 @@ def sign_up(
     audit.stage(batch, audit.account_chain(db, user.uid), _event(address, user.uid, "account.created"), now)
     stage_email(batch, db, notice, now)
     batch.commit()
-    publish_later(db, notice)
+    publish_later(ports, notice)
 
 
 def resend_verification(ports: Ports, principal: Principal) -> None:
@@ -482,7 +483,7 @@ def request_password_reset(ports: Ports, email: str, address: str | None) -> Non
         limiter.tally(batch, db, UNREGISTERED_RESETS, email, now)
     batch.commit()
     if notice is not None:
-        publish_later(db, notice)
+        publish_later(ports, notice)
 
 
 def change_password(
@@ -512,7 +513,7 @@ def change_password(
     except Exception:
         unstage_email(db, notice)
         raise
-    events.inject_fault(outbox.FAULTS, "after-password-change")
+    events.inject_fault(db, outbox.FAULTS, "after-password-change")
     sessions.revoke_all(ports.auth_app, user.uid)
     record_event(ports.db, address, user.uid, "password.changed", actor_of(principal))
     with events.left_for_later("password-changed email"):

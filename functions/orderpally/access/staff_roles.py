@@ -45,7 +45,7 @@ def change_roles(
     claims = dict(user.custom_claims or {})
     claims["roles"] = roles
     auth.set_custom_user_claims(user.uid, claims, app=app)
-    events.inject_fault(FAULTS, "after-change")
+    events.inject_fault(db, FAULTS, "after-change")
     # Sessions carry the roles they were minted with: end them so the change applies at once.
     sessions.revoke_all(app, user.uid)
     audit.record(db, user.uid, audit.AuditEvent("staff.roles_changed", actor, client_address, reason, details))

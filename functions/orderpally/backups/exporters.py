@@ -4,6 +4,7 @@ them runs the same code path."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,11 +29,13 @@ class Exporter(Protocol):
 
 
 class ManagedExporter:
-    """`FirestoreAdminClient.export_documents` into the backups bucket."""
+    """`FirestoreAdminClient.export_documents` into the backups bucket; `storage` makes the
+    Storage client that finds the export's metadata file."""
 
-    def __init__(self, project_id: str, bucket: str) -> None:
+    def __init__(self, project_id: str, bucket: str, storage: Callable[[], Any]) -> None:
         self.project_id = project_id
         self.bucket = bucket
+        self.storage = storage
 
     def _client(self) -> Any:  # imported lazily: only this function needs it
         from google.cloud import firestore_admin_v1
@@ -58,11 +61,9 @@ class ManagedExporter:
             return False, False
         if operation.HasField("error") and operation.error.code != 0:
             return True, False
-        from orderpally import clients
-
         # The export writes <prefix>/<prefix-name>.overall_export_metadata when complete.
         bucket, _, folder = started.output_uri.removeprefix("gs://").partition("/")
-        blobs = clients.storage_client().list_blobs(bucket, prefix=folder)
+        blobs = self.storage().list_blobs(bucket, prefix=folder)
         return True, any(b.name.endswith(".overall_export_metadata") for b in blobs)
 
 
@@ -97,11 +98,12 @@ def metadata_file(export_folder: Path) -> Path | None:
     return next(iter(sorted(export_folder.glob("*/*.overall_export_metadata"))), None)
 
 
-def exporter_for(settings: Settings) -> Exporter:
-    """The emulator's exporter on the local stack, the managed export API elsewhere."""
+def exporter_for(settings: Settings, storage: Callable[[], Any]) -> Exporter:
+    """The emulator's exporter on the local stack, the managed export API elsewhere (with
+    `storage`, the factory of the Storage client)."""
     host = settings.emulator_hosts.get("FIRESTORE_EMULATOR_HOST")
     if host:
         if not settings.local_backups_dir:
             raise RuntimeError("LOCAL_BACKUPS_DIR must name a directory for emulator exports")
         return EmulatorExporter(host, settings.project_id, Path(settings.local_backups_dir))
-    return ManagedExporter(settings.project_id, settings.backups_bucket)
+    return ManagedExporter(settings.project_id, settings.backups_bucket, storage)

@@ -13,7 +13,7 @@ from orderpally.access import guard as access
 from orderpally.access.principal import Principal
 from orderpally.config import settings
 from orderpally.incidents import intake, rules, service
-from orderpally.messaging.requests import send_staged
+from orderpally.messaging.requests import SendEmail, send_staged, sender
 
 ANONYMOUS_PER_ADDRESS = intake.ANONYMOUS_PER_ADDRESS  # the gateway's tests read the limit here
 STAFF_LIST_LIMIT = 200
@@ -39,6 +39,10 @@ def _files() -> service.Files:
     return service.Files(bucket, clients.while_a_client_waits())
 
 
+def _send_email() -> SendEmail:
+    return sender(events.Publisher(clients.publisher))
+
+
 def submit(request: flask.Request) -> flask.Response:
     principal = access.authenticate(request)
     if principal is not None and principal.kind != "customer":
@@ -51,6 +55,7 @@ def submit(request: flask.Request) -> flask.Response:
         )
     done = intake.receive(
         clients.firestore_client(),
+        _send_email(),
         report,
         principal.account_id if principal else None,
         access.client_address(request),
@@ -133,7 +138,7 @@ def confirm(request: flask.Request, reference: str) -> flask.Response:
     now = datetime.now(UTC)
     db = clients.firestore_client()
     incident, _ = service.confirm(db, reference, query.token, now)
-    intake.page_on_call(db, reference, incident, now)
+    intake.page_on_call(db, _send_email(), reference, incident, now)
     return web.json_response({"reference": reference, "confirmed": True})
 
 
@@ -204,7 +209,7 @@ def staff_note(request: flask.Request, reference: str) -> flask.Response:
     principal = access.require_staff(request, "security")
     note = web.parse_json(request, service.Note)
     db = clients.firestore_client()
-    service.add_note(db, reference, note, _staff_actor(principal), datetime.now(UTC), mail_reporter=True)
+    service.add_note(db, reference, note, _staff_actor(principal), datetime.now(UTC), mail_reporter=_send_email())
     return flask.Response(status=204)
 
 
@@ -215,8 +220,9 @@ def staff_mark_breach(request: flask.Request, reference: str) -> flask.Response:
     db = clients.firestore_client()
     mails = service.mark_breach(db, reference, notice, _staff_actor(principal), datetime.now(UTC))
     with events.left_for_later("breach notice emails"):
+        send_email = _send_email()
         for mail in mails:
-            send_staged(db, mail)
+            send_staged(db, mail, send_email)
     return staff_breach_status(request, reference, status=202)
 
 

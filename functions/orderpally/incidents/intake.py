@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from orderpally import accounts, audit, events, limiter, structured_logging
 from orderpally.config import settings
 from orderpally.incidents import rules, service
-from orderpally.messaging.requests import mail
+from orderpally.messaging.requests import SendEmail, mail
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -32,6 +32,7 @@ def table() -> dict:
 
 def receive(
     db: Client,
+    send_email: SendEmail,
     report: service.Report,
     account_id: str | None,
     address: str | None,
@@ -52,14 +53,14 @@ def receive(
     # deadline sweep, and the reporter still gets the reference.
     with events.left_for_later("incident intake steps"):
         if done.duplicate:
-            resume_intake(db, done.reference, address, now)
+            resume_intake(db, send_email, done.reference, address, now)
         else:
             tokens = (done.status_token or "", done.confirm_token)
-            finish_intake(db, done.reference, done.incident, tokens, address, now)
+            finish_intake(db, send_email, done.reference, done.incident, tokens, address, now)
     return done
 
 
-def page_on_call(db: Client, reference: str, incident: dict[str, Any], now: datetime) -> None:
+def page_on_call(db: Client, send_email: SendEmail, reference: str, incident: dict[str, Any], now: datetime) -> None:
     """Pages the security on-call for a confirmed report in a critical category.
 
     The page is requested before it is marked sent, under a fixed idempotency key: a
@@ -69,6 +70,7 @@ def page_on_call(db: Client, reference: str, incident: dict[str, Any], now: date
     if incident["category"] not in rules.CRITICAL_CATEGORIES or not incident["confirmed"] or incident.get("paged_at"):
         return
     mail(
+        send_email,
         "incident_page",
         settings().security_oncall_email,
         f"incident_page:{reference}",
@@ -86,6 +88,7 @@ def page_on_call(db: Client, reference: str, incident: dict[str, Any], now: date
 
 def finish_intake(
     db: Client,
+    send_email: SendEmail,
     reference: str,
     incident: dict[str, Any],
     tokens: tuple[str, str | None],
@@ -114,6 +117,7 @@ def finish_intake(
     def acknowledgement() -> None:
         # If the first mail was requested already, this one is dropped as a duplicate; its links stay valid.
         mail(
+            send_email,
             "incident_received",
             incident["contact_email"],
             f"incident_received:{reference}",
@@ -132,15 +136,15 @@ def finish_intake(
             )
 
     def page() -> None:
-        page_on_call(db, reference, incident, now)
+        page_on_call(db, send_email, reference, incident, now)
 
     steps = {"history": history, "acknowledgement": acknowledgement, "customer_trail": customer_trail, "page": page}
     try:
         for step in service.INTAKE_STEPS:
             if step in (incident.get("intake_pending") or []):
-                events.inject_fault(INTAKE_FAULTS, f"before:{step}")
+                events.inject_fault(db, INTAKE_FAULTS, f"before:{step}")
                 steps[step]()
-                events.inject_fault(INTAKE_FAULTS, f"after:{step}")
+                events.inject_fault(db, INTAKE_FAULTS, f"after:{step}")
                 service.intake_step_done(db, reference, step)
     except Exception:
         # A retry may take over at once; a process that dies here leaves it to the lease.
@@ -148,24 +152,24 @@ def finish_intake(
         raise
 
 
-def resume_intake(db: Client, reference: str, address: str | None, now: datetime) -> bool:
+def resume_intake(db: Client, send_email: SendEmail, reference: str, address: str | None, now: datetime) -> bool:
     """Finishes an intake a crash left part-way, unless it is still running; returns whether it did."""
     incident = service.claim_unfinished_intake(db, reference, now)
     if incident is None:
         return False
     tokens = service.new_intake_tokens(db, reference, incident)
-    finish_intake(db, reference, incident, tokens, address, now, resumed=True)
+    finish_intake(db, send_email, reference, incident, tokens, address, now, resumed=True)
     return True
 
 
-def check_deadlines(db: Client, now: datetime) -> dict[str, int]:
+def check_deadlines(db: Client, send_email: SendEmail, now: datetime) -> dict[str, int]:
     """Alerts staff about open incidents near or past a deadline, once per incident, deadline and kind."""
     warn = timedelta(minutes=settings().incident_warn_minutes)
     sent = 0
     for reference in service.unfinished_intakes(db, now):
-        resume_intake(db, reference, None, now)
+        resume_intake(db, send_email, reference, None, now)
     for reference, incident in service.open_incidents(db):
-        page_on_call(db, reference, incident, now)  # a page that failed to go out earlier
+        page_on_call(db, send_email, reference, incident, now)  # a page that failed to go out earlier
         for alert in rules.due_alerts(incident, now, warn):
             due = incident[f"{alert.deadline}_due"]
             structured_logging.log(
@@ -178,6 +182,7 @@ def check_deadlines(db: Client, now: datetime) -> dict[str, int]:
                 alert=ALERT_DEADLINE,
             )
             mail(
+                send_email,
                 "incident_deadline",
                 settings().security_oncall_email,
                 f"incident_deadline:{reference}:{alert.deadline}:{alert.kind}:{due.isoformat()}",

@@ -27,7 +27,7 @@ from orderpally.accounts import Language
 from orderpally.config import settings
 from orderpally.incidents import rules, store
 from orderpally.lifecycle.rules import PSEUDONYM_PREFIX
-from orderpally.messaging.requests import EmailRequest
+from orderpally.messaging.requests import EmailRequest, SendEmail
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -447,11 +447,16 @@ def _reply_mail(reference: str, incident: dict[str, Any], text: str, status_toke
 
 
 def add_note(
-    db: Client, reference: str, note: Note, actor: audit.Actor, now: datetime, mail_reporter: bool = False
+    db: Client,
+    reference: str,
+    note: Note,
+    actor: audit.Actor,
+    now: datetime,
+    mail_reporter: SendEmail | None = None,
 ) -> dict[str, Any]:
-    """Records the note in the incident's history; a public one, when `mail_reporter`, with the
-    reporter's reply mail (carrying a status link of its own), committed together.
-    An internal note mails nobody."""
+    """Records the note in the incident's history; a public one, given `mail_reporter`, with the
+    reporter's reply mail (carrying a status link of its own, sent through it), committed
+    together. An internal note mails nobody."""
     incident = load(db, reference)
     if incident["state"] not in rules.OPEN_STATES and note.visibility == "public":
         raise web.Problem(
@@ -462,7 +467,7 @@ def add_note(
     )
     status_hash = None
     mail = None
-    if mail_reporter and note.visibility == "public":
+    if mail_reporter is not None and note.visibility == "public":
         # Each reply mail carries a status link of its own; the first is only in the first mail.
         token = secrets.token_urlsafe(32)
         status_hash = token_hash(token)
@@ -471,7 +476,7 @@ def add_note(
     if note.visibility == "public" and incident.get("first_responded_at") is None:
         change.update({"first_responded_at": now, "updated_at": now})
     staged = store.record_note(db, reference, event, mail, status_hash, change, now)
-    outbox.announce(db, staged)
+    outbox.announce(db, staged, mail_reporter)
     return incident
 
 

@@ -30,6 +30,8 @@ from orderpally.lifecycle.store import EXPORTS as EXPORTS
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
+    from orderpally.messaging.requests import SendEmail
+
 TOPIC = "content-export"
 BUILD_FUNCTION = "build_content_export"  # the topic function, whose fault document the suite arms
 MESSAGE_TYPE = "content_export.requested"
@@ -175,17 +177,23 @@ def run_export(
 
 
 def build(
-    db: Any, storage: Any, buckets: dict[str, str], data_map: DataMap, message: ExportMessage, now: datetime
+    db: Any,
+    storage: Any,
+    buckets: dict[str, str],
+    data_map: DataMap,
+    message: ExportMessage,
+    send_email: SendEmail,
+    now: datetime,
 ) -> str:
     """The build topic's use case: the archive, then the mail saying it is ready. The mail goes
     on a redelivery of a built export too: it may be what a crash cut off, and its idempotency
     key sends it once."""
-    from orderpally.messaging.requests import EmailRequest, request_email
+    from orderpally.messaging.requests import EmailRequest
 
     outcome = run_export(db, storage, buckets, data_map, message, now)
     if outcome not in ("ready", "duplicate"):
         return outcome
-    events.inject_fault(BUILD_FUNCTION, "before-mail")
+    events.inject_fault(db, BUILD_FUNCTION, "before-mail")
     email = accounts.email_of(db, message.account_id)
     if not email:
         return outcome
@@ -199,7 +207,7 @@ def build(
         )
     except pydantic.ValidationError:  # a stored address mail cannot go to: the export is ready all the same
         return outcome
-    request_email(ready)
+    send_email(ready)
     return outcome
 
 

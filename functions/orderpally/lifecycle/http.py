@@ -10,7 +10,7 @@ from typing import Any
 import flask
 import pydantic
 
-from orderpally import audit, clients, fields, web
+from orderpally import audit, clients, events, fields, web
 from orderpally.access import guard as access
 from orderpally.access.principal import Principal
 from orderpally.config import settings
@@ -98,7 +98,7 @@ def _serialise(record: dict | None) -> dict | None:
 
 
 def _effects() -> service.Effects:
-    return service.effects(clients.firestore_client(), clients.firebase_app())
+    return service.effects(clients.firestore_client(), clients.firebase_app(), events.Publisher(clients.publisher))
 
 
 def request_termination(request: flask.Request) -> flask.Response:
@@ -244,6 +244,7 @@ def request_export(request: flask.Request) -> flask.Response:
     principal = _exporter(request)
     record = service.request_export(
         clients.firestore_client(),
+        events.Publisher(clients.publisher),
         principal.account_id,
         actor=_actor(principal),
         client_address=access.client_address(request),

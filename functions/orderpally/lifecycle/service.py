@@ -64,15 +64,15 @@ class Effects:
     public_base_url: str = ""  # where the deletion certificate's link points
 
 
-def effects(db: Client, auth_app: Any) -> Effects:
+def effects(db: Client, auth_app: Any, publisher: events.Publisher) -> Effects:
     """The deployed effects over the clients the composition edge (a route, a schedule) passes in."""
-    from orderpally.messaging.requests import request_email
+    from orderpally.messaging.requests import sender
 
     return Effects(
         db=db,
         auth_app=auth_app,
-        send_email=request_email,
-        publish_deletion=lambda account_id: events.publish(
+        send_email=sender(publisher),
+        publish_deletion=lambda account_id: publisher.publish(
             deletion.TOPIC, deletion.MESSAGE_TYPE, {"account_id": account_id}
         ),
         public_base_url=settings().public_base_url,
@@ -479,7 +479,13 @@ def holds_on(db: Client, account_id: str) -> list[dict]:
 
 
 def request_export(
-    db: Client, account_id: str, *, actor: audit.Actor, client_address: str | None, now: datetime
+    db: Client,
+    publisher: events.Publisher,
+    account_id: str,
+    *,
+    actor: audit.Actor,
+    client_address: str | None,
+    now: datetime,
 ) -> dict:
     """Queues an export of the account's content, within its archive limits and only while
     nothing is owed, and starts its build."""
@@ -511,7 +517,7 @@ def request_export(
     record, staged = store.in_transaction(db, write)
     outbox.announce(db, staged)
     with events.left_for_later("content export build"):  # archive-redrive publishes a request left queued
-        events.publish(
+        publisher.publish(
             content_export.TOPIC,
             content_export.MESSAGE_TYPE,
             {"export_id": record["export_id"], "account_id": account_id},

@@ -502,7 +502,7 @@ def _deliver(
                 if outcome.relay_down:
                     stopped = outcome.error
                 tried += 1
-                events.inject_fault(BATCH_FAULTS, f"after-mail:{tried}")
+                events.inject_fault(db, BATCH_FAULTS, f"after-mail:{tried}")
         taken_ahead, rest = claims.stop()
         for request in unsent + taken_ahead:  # freed, so the redelivery need not wait for the leases
             settlements.add(request.idempotency_key, Status.RETRYING, now())

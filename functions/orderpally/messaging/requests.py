@@ -20,6 +20,7 @@ redrive schedule publishes it again, and the key keeps it to one mail.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -92,14 +93,31 @@ class MailRequest(pydantic.RootModel[EmailRequest | EmailBatch]):
     Both are forbidden extra fields, so a message is the one or the other, never both."""
 
 
-def request_email(request: EmailRequest) -> str:
+# How a use case sends one request: handed to it, so a test can keep what would be sent.
+SendEmail = Callable[[EmailRequest], object]
+
+
+def request_email(publisher: events.Publisher, request: EmailRequest) -> str:
     """Publishes the request; returns the Pub/Sub message id."""
-    return events.publish(TOPIC, MESSAGE_TYPE, request.model_dump(mode="json"))
+    return publisher.publish(TOPIC, MESSAGE_TYPE, request.model_dump(mode="json"))
 
 
-def mail(template: str, to: str, key: str, account_id: str | None, language: Language | None, **data: Any) -> str:
+def sender(publisher: events.Publisher) -> SendEmail:
+    """`request_email` through `publisher`: the `SendEmail` of the deployed functions."""
+    return functools.partial(request_email, publisher)
+
+
+def mail(
+    send_email: SendEmail,
+    template: str,
+    to: str,
+    key: str,
+    account_id: str | None,
+    language: Language | None,
+    **data: Any,
+) -> None:
     """Requests one mail of `template` to `to`, once per idempotency `key`."""
-    return request_email(
+    send_email(
         EmailRequest(
             idempotency_key=key, template=template, to_email=to, account_id=account_id, language=language, data=data
         )
@@ -120,9 +138,9 @@ def unstage_email(db: Any, request: EmailRequest) -> None:
     store.unstage(db, request.idempotency_key)
 
 
-def send_staged(db: Any, request: EmailRequest, publish: Callable[[EmailRequest], object] = request_email) -> None:
+def send_staged(db: Any, request: EmailRequest, send_email: SendEmail) -> None:
     """Publishes a committed staged request, then takes it out of the outbox."""
-    publish(request)
+    send_email(request)
     unstage_email(db, request)
 
 
@@ -130,7 +148,7 @@ def redrive_staged(
     db: Any,
     now: datetime,
     stale_after: timedelta,
-    publish: Callable[[EmailRequest], object] = request_email,
+    send_email: SendEmail,
     limit: int = 200,
 ) -> int:
     """Publishes every request staged for longer than `stale_after`; returns how many."""
@@ -144,6 +162,6 @@ def redrive_staged(
                 _log, logging.ERROR, "staged email unreadable", staged_id=staged_id, alert=ALERT_UNREADABLE
             )
             continue
-        send_staged(db, request, publish)
+        send_staged(db, request, send_email)
         sent += 1
     return sent

@@ -164,16 +164,16 @@ def release_due(
     return released
 
 
-def publish_job(job_id: str) -> None:
+def publish_job(publisher: events.Publisher, job_id: str) -> None:
     """Starts (or continues) a fan-out job: its next page runs in a fresh invocation."""
-    events.publish(TOPIC, MESSAGE_TYPE, {"job_id": job_id})
+    publisher.publish(TOPIC, MESSAGE_TYPE, {"job_id": job_id})
 
 
-def publish_emails(batches: Sequence[EmailBatch]) -> None:
+def publish_emails(publisher: events.Publisher, batches: Sequence[EmailBatch]) -> None:
     """Publishes a page's batches at once, then waits: the cursor moves only when Pub/Sub holds
     every batch of the page."""
     futures = [
-        events.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, batch.model_dump(mode="json"))
+        publisher.publish_async(email_requests.TOPIC, email_requests.MESSAGE_TYPE, batch.model_dump(mode="json"))
         for batch in batches
     ]
     for future in futures:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import flask
 import pydantic
 
-from orderpally import clients, fields, web
+from orderpally import clients, events, fields, web
 from orderpally.access import guard as access
 from orderpally.accounts import LANGUAGES
 from orderpally.config import settings
@@ -181,7 +181,8 @@ def notices_feed(request: flask.Request) -> flask.Response:
 
 def release_now(job_id: str) -> None:
     """Starts the mailing at once when it is due; the scheduled releaser covers a failure here."""
-    fanout.release_due(clients.firestore_client(), fanout.publish_job, datetime.now(UTC), only=job_id)
+    publish_job = functools.partial(fanout.publish_job, events.Publisher(clients.publisher))
+    fanout.release_due(clients.firestore_client(), publish_job, datetime.now(UTC), only=job_id)
 
 
 def create_notice(request: flask.Request) -> flask.Response:

@@ -7,7 +7,7 @@ from typing import Any
 
 import flask
 
-from orderpally import audit, clients, web
+from orderpally import audit, clients, events, web
 from orderpally.access import guard as access
 from orderpally.config import settings
 from orderpally.records import service
@@ -22,6 +22,7 @@ def create(request: flask.Request) -> flask.Response:
     wanted = web.parse_json(request, service.RecordsRange)
     record = service.request(
         clients.firestore_client(),
+        events.Publisher(clients.publisher),
         principal.account_id,
         wanted,
         client_address=access.client_address(request),

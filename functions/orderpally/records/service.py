@@ -22,7 +22,7 @@ import pydantic
 from orderpally import accounts, audit, events, fields, outbox, web
 from orderpally.archives import rules as archive_rules
 from orderpally.archives import service as archives
-from orderpally.messaging.requests import EmailRequest, request_email
+from orderpally.messaging.requests import EmailRequest, SendEmail
 from orderpally.records import store
 from orderpally.records.store import RECORDS as RECORDS  # where requests are kept (redrive reads it)
 
@@ -88,6 +88,7 @@ def _signed_link(bucket: Any, signing: tuple[Any, str], object_name: str, filena
 
 def request(
     db: Client,
+    publisher: events.Publisher,
     account_id: str,
     wanted: RecordsRange,
     *,
@@ -115,7 +116,7 @@ def request(
     record, staged = store.in_transaction(db, write)
     outbox.announce(db, staged)
     with events.left_for_later("records build"):  # archive-redrive publishes a request left queued
-        events.publish(TOPIC, MESSAGE_TYPE, {"request_id": record["request_id"], "account_id": account_id})
+        publisher.publish(TOPIC, MESSAGE_TYPE, {"request_id": record["request_id"], "account_id": account_id})
     return record
 
 
@@ -267,17 +268,17 @@ def run(db: Client, bucket: Any, message: RecordsMessage, now: datetime) -> str:
     return "ready"
 
 
-def build(db: Client, bucket: Any, message: RecordsMessage, now: datetime) -> str:
+def build(db: Client, bucket: Any, message: RecordsMessage, send_email: SendEmail, now: datetime) -> str:
     """The build topic's use case: the archive, then the mail saying it is ready. The mail goes
     on a redelivery of built records too: it may be what a crash cut off, and its idempotency
     key sends it once."""
     outcome = run(db, bucket, message, now)
     if outcome not in ("ready", "duplicate"):
         return outcome
-    events.inject_fault(BUILD_FUNCTION, "before-mail")
+    events.inject_fault(db, BUILD_FUNCTION, "before-mail")
     email = accounts.email_of(db, message.account_id)
     if email:
-        request_email(
+        send_email(
             EmailRequest(
                 idempotency_key=f"records_ready:{message.request_id}",
                 template="records_ready",

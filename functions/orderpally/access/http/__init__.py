@@ -15,14 +15,18 @@ if TYPE_CHECKING:
 
 def ports() -> service.Ports:
     """The service's ports, made of this process's clients (the composition edge)."""
-    from orderpally import clients
+    from orderpally import clients, events
     from orderpally.access import identity_toolkit, service
     from orderpally.config import settings
+    from orderpally.messaging.requests import sender
 
     app = clients.firebase_app()
+    publisher = events.Publisher(clients.publisher)
     return service.Ports(
         db=clients.firestore_client(),
         auth_app=app,
         identity=identity_toolkit.IdentityToolkit(app),
         pepper=settings().secret("API_KEY_PEPPER"),
+        publisher=publisher,
+        publish_mail=sender(publisher),
     )
