@@ -72,20 +72,31 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	terraform fmt -check -recursive terraform
 
-# test_make_run.py starts whole `make run` stacks of its own, on ports of its own, and mostly
-# waits on them: it runs beside the other tiers instead of after them (two and a half minutes
-# less), its output printed when both are done. Either failing fails the run.
+# Three pytest runs side by side, each on ports of its own, since most tests wait on emulators
+# and functions rather than on the two cores (about six minutes less than one after another):
+# - the main run: the in-process and end-to-end tiers, on the test stack (TEST_PORT_OFFSET);
+# - SIDE: unit, integration, infra, and the outage suite, which stops and starts its backends,
+#   on a stack of their own (TEST_PORT_OFFSET + 20000);
+# - BESIDE: test_make_run.py, which starts whole `make run` stacks (TEST_PORT_OFFSET + 10000).
+# The side runs' output is printed when all are done. Any failing fails the run.
 BESIDE := tests/e2e/test_make_run.py
+OUTAGES := tests/e2e/test_backend_outage.py
+SIDE := tests/unit tests/integration tests/infra $(OUTAGES)
 
 test:
 	@$(MAKE) --no-print-directory -j$(SETUP_JOBS) setup
 	@$(MAKE) --no-print-directory lint
 	@mkdir -p .local
-	@$(PY) -m pytest -p no:cacheprovider $(BESIDE) > .local/beside.log 2>&1 & beside=$$!; \
-	$(PY) -m pytest --durations=15 --ignore=$(BESIDE) tests/unit tests/integration tests/inprocess tests/e2e tests/infra; \
-	tiers=$$?; wait $$beside; beside_rc=$$?; \
-	echo "=== $(BESIDE), run beside the tiers:"; cat .local/beside.log; \
-	exit $$(( tiers != 0 ? tiers : beside_rc ))
+	@offset=$${TEST_PORT_OFFSET:-10000}; \
+	$(PY) -m pytest -p no:cacheprovider $(BESIDE) > .local/beside.log 2>&1 & beside=$$!; \
+	TEST_PORT_OFFSET=$$((offset + 20000)) $(PY) -m pytest -p no:cacheprovider --durations=10 $(SIDE) \
+	  > .local/side.log 2>&1 & side=$$!; \
+	TEST_PORT_OFFSET=$$offset $(PY) -m pytest --durations=15 --ignore=$(BESIDE) --ignore=$(OUTAGES) \
+	  tests/inprocess tests/e2e; \
+	main=$$?; wait $$side; side_rc=$$?; wait $$beside; beside_rc=$$?; \
+	echo "=== $(SIDE), run beside:"; cat .local/side.log; \
+	echo "=== $(BESIDE), run beside:"; cat .local/beside.log; \
+	for rc in $$main $$side_rc $$beside_rc; do [ $$rc = 0 ] || exit $$rc; done
 
 # Contract fuzzing with 100 examples per operation and caller (make test runs a few).
 fuzz: setup
