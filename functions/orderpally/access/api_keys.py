@@ -190,7 +190,12 @@ def owned(db: Client, account_id: str) -> list[dict[str, Any]]:
 def revoke(db: Client, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
     """Revokes the account's own key, audited as `event` once however often it is asked;
     False when it has no such key (another's is 'no such key' too)."""
-    return store.revoke_key(db, account_id, key_id, now, event)
+    from orderpally import outbox
+
+    found, staged = store.revoke_key(db, account_id, key_id, now, event)
+    if staged is not None:
+        outbox.announce(db, staged)
+    return found
 
 
 def revoke_all(db: Client, account_id: str, now: datetime) -> int:

@@ -24,7 +24,7 @@ from orderpally import unit_of_work
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
-    from orderpally import audit
+    from orderpally import audit, outbox
 
 REVOKED_SESSIONS = "revoked_sessions"
 API_KEYS = "api_keys"
@@ -91,10 +91,13 @@ def keys_of(db: Client, account_id: str) -> list[tuple[str, dict[str, Any]]]:
     return [(snap.id, snap.to_dict() or {}) for snap in snaps]
 
 
-def revoke_key(db: Client, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent) -> bool:
-    """Revokes the account's own key, audited as `event` once however often it is asked;
-    False when it has no such key (another's is 'no such key' too). Many revocations at once
-    (a double click, several tabs) all answer: the key is written only as it was read."""
+def revoke_key(
+    db: Client, account_id: str, key_id: str, now: datetime, event: audit.AuditEvent
+) -> tuple[bool, outbox.Staged | None]:
+    """Revokes the account's own key, with `event` staged once however often it is asked: whether
+    it has such a key (another's is 'no such key' too), and the entry to announce when this call
+    revoked it. Many revocations at once (a double click, several tabs) all answer: the key is
+    written only as it was read."""
     from orderpally import outbox
 
     ref = db.collection(API_KEYS).document(key_id)
@@ -113,9 +116,7 @@ def revoke_key(db: Client, account_id: str, key_id: str, now: datetime, event: a
         return True, write
 
     found = unit_of_work.if_unchanged(db, ref, decide)
-    for entry in staged:
-        outbox.announce(db, entry)
-    return found
+    return found, (staged[0] if staged else None)
 
 
 def revoke_all_keys(db: Client, account_id: str, now: datetime) -> int:
