@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 import functions_framework
@@ -22,6 +22,10 @@ from werkzeug.exceptions import HTTPException
 
 from orderpally import web
 from orderpally.config import settings
+
+if TYPE_CHECKING:
+    from orderpally import events
+    from orderpally.messaging.requests import SendEmail
 
 settings()  # refuse to start on an unsafe configuration, before serving anything
 
@@ -173,6 +177,21 @@ def _handle(cloud_event: CloudEvent, spec: Any, handler: Callable[[Any, Any], ob
     events.handle_event(clients.firestore_client(), cloud_event, spec, handler)
 
 
+def _publisher() -> events.Publisher:
+    """The `events.Publisher` this process's entry points hand their use cases (cheap: the
+    Pub/Sub client is made on its first publish)."""
+    from orderpally import clients, events
+
+    return events.Publisher(clients.publisher)
+
+
+def _send_email() -> SendEmail:
+    """Mail requests published through `_publisher()`."""
+    from orderpally.messaging.requests import sender
+
+    return sender(_publisher())
+
+
 @functools.cache
 def _event_spec(function: str, message_type: str, payload: type, *, own_ledger: bool = True) -> Any:
     """How a topic function reads its events. A handler with `own_ledger` settles its work in
@@ -188,12 +207,11 @@ def _event_spec(function: str, message_type: str, payload: type, *, own_ledger: 
 @functions_framework.http
 @web.endpoint
 def emit_heartbeat(request: flask.Request) -> flask.Response:
-    from orderpally import clients, events
     from orderpally.heartbeat import service as heartbeat
 
     web.require_method(request, "POST")
     beat = heartbeat.new_heartbeat(datetime.now(UTC))
-    publisher = events.Publisher(clients.publisher)
+    publisher = _publisher()
     message_id = publisher.publish(settings().heartbeat_topic, heartbeat.MESSAGE_TYPE, beat.model_dump(mode="json"))
     return web.json_response({"published": message_id}, 202)
 
@@ -261,7 +279,7 @@ def run_account_deletion(cloud_event: CloudEvent) -> None:
             storage=clients.storage_client(),
             buckets={"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket},
             pseudonym_key=cfg.pseudonym_key,
-            continue_later=lambda account_id: events.Publisher(clients.publisher).publish(
+            continue_later=lambda account_id: _publisher().publish(
                 account_deletion.TOPIC, account_deletion.MESSAGE_TYPE, {"account_id": account_id}
             ),
             # A crash point before each chunk commits, for the fault suite; a no-op in production.
@@ -298,11 +316,11 @@ def purge_retained_records(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def execute_due_terminations(request: flask.Request) -> flask.Response:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.lifecycle import service as lifecycle
 
     web.require_method(request, "POST")
-    effects = lifecycle.effects(clients.firestore_client(), clients.firebase_app(), events.Publisher(clients.publisher))
+    effects = lifecycle.effects(clients.firestore_client(), clients.firebase_app(), _publisher())
     return web.json_response(lifecycle.execute_due(effects, datetime.now(UTC)))
 
 
@@ -317,16 +335,15 @@ def record_billing_event(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def build_content_export(cloud_event: CloudEvent) -> None:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.lifecycle import data_map
     from orderpally.lifecycle import export as content_export
-    from orderpally.messaging.requests import sender
 
     def build(message: content_export.ExportMessage, _: Any) -> str:
         cfg = settings()
         buckets = {"exports": cfg.exports_bucket, "attachments": cfg.attachments_bucket}
         db, storage = clients.firestore_client(), clients.storage_client()
-        send_email = sender(events.Publisher(clients.publisher))
+        send_email = _send_email()
         return content_export.build(db, storage, buckets, data_map.load(), message, send_email, datetime.now(UTC))
 
     spec = _event_spec(content_export.BUILD_FUNCTION, content_export.MESSAGE_TYPE, content_export.ExportMessage)
@@ -352,11 +369,11 @@ def send_notice_email(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def fan_out_notice(cloud_event: CloudEvent) -> None:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.notices import fanout as notice_fanout
 
     def fan_out(message: notice_fanout.FanoutMessage, _: Any) -> None:
-        publisher = events.Publisher(clients.publisher)
+        publisher = _publisher()
         ports = notice_fanout.Ports(
             db=clients.firestore_client(),
             publish_emails=functools.partial(notice_fanout.publish_emails, publisher),
@@ -372,11 +389,11 @@ def fan_out_notice(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 @web.endpoint
 def release_notice_mailings(request: flask.Request) -> flask.Response:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.notices import fanout as notice_fanout
 
     web.require_method(request, "POST")
-    publish_job = functools.partial(notice_fanout.publish_job, events.Publisher(clients.publisher))
+    publish_job = functools.partial(notice_fanout.publish_job, _publisher())
     released = notice_fanout.release_due(clients.firestore_client(), publish_job, datetime.now(UTC))
     return web.json_response({"released": released})
 
@@ -423,24 +440,22 @@ def publish_audit_checkpoint(request: flask.Request) -> flask.Response:
 @functions_framework.http
 @web.endpoint
 def check_incident_deadlines(request: flask.Request) -> flask.Response:
-    from orderpally import clients, events
+    from orderpally import clients
     from orderpally.incidents import intake
-    from orderpally.messaging.requests import sender
 
     web.require_method(request, "POST")
-    send_email = sender(events.Publisher(clients.publisher))
+    send_email = _send_email()
     return web.json_response(intake.check_deadlines(clients.firestore_client(), send_email, datetime.now(UTC)))
 
 
 @functions_framework.cloud_event
 def build_records(cloud_event: CloudEvent) -> None:
-    from orderpally import clients, events
-    from orderpally.messaging.requests import sender
+    from orderpally import clients
     from orderpally.records import service as records
 
     def build(message: records.RecordsMessage, _: Any) -> str:
         bucket = clients.storage_client().bucket(settings().exports_bucket)
-        send_email = sender(events.Publisher(clients.publisher))
+        send_email = _send_email()
         return records.build(clients.firestore_client(), bucket, message, send_email, datetime.now(UTC))
 
     _handle(cloud_event, _event_spec(records.BUILD_FUNCTION, records.MESSAGE_TYPE, records.RecordsMessage), build)
@@ -449,8 +464,8 @@ def build_records(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 @web.endpoint
 def redrive_archive_requests(request: flask.Request) -> flask.Response:
-    from orderpally import clients, events, redrive
+    from orderpally import clients, redrive
 
     web.require_method(request, "POST")
-    publisher = events.Publisher(clients.publisher)
+    publisher = _publisher()
     return web.json_response(redrive.redrive(clients.firestore_client(), publisher, datetime.now(UTC)))
